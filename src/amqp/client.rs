@@ -1,0 +1,1 @@
+//! The Aliyun AMQP client (skeleton).

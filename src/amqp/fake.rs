@@ -1,0 +1,1 @@
+//! The fake Aliyun endpoint (skeleton).

@@ -1,0 +1,64 @@
+//! AMQP 1.0: the only module that touches fe2o3-amqp.
+//!
+//! - [`client`]: connect to Aliyun's server-side subscription (TLS, aksign SASL PLAIN, one
+//!   receiver link), hand deliveries to the engine, settle what the engine decides, reconnect.
+//! - [`fake`]: an in-process fake Aliyun endpoint for tests, the demo and benchmarks.
+
+pub mod client;
+pub mod fake;
+
+use crate::message::RawDelivery;
+use tokio::sync::mpsc;
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Done with it: Aliyun forgets it.
+    Accept,
+    /// Not taken (not persisted, shutting down): Aliyun redelivers it.
+    Release,
+    /// Undecodable AMQP message: Aliyun drops it.
+    Reject,
+}
+
+/// Settles one delivery exactly once. Dropping it unsettled releases the delivery.
+#[derive(Debug)]
+pub struct Settler {
+    pub(crate) tag: u64,
+    pub(crate) tx: Option<mpsc::UnboundedSender<(u64, Outcome)>>,
+}
+
+impl Settler {
+    /// A settler that reports to `tx` under `tag` (used by the client and by tests).
+    pub fn new(tag: u64, tx: mpsc::UnboundedSender<(u64, Outcome)>) -> Self {
+        Settler { tag, tx: Some(tx) }
+    }
+
+    /// Settles the delivery. If its connection is gone, nothing happens: Aliyun redelivers.
+    pub fn settle(mut self, outcome: Outcome) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send((self.tag, outcome));
+        }
+    }
+}
+
+impl Drop for Settler {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send((self.tag, Outcome::Release));
+        }
+    }
+}
+
+/// One delivery on its way to the engine.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Connection index (0-based).
+    pub conn: usize,
+    /// The message.
+    pub delivery: RawDelivery,
+    /// Wall-clock receipt time, ms since the epoch.
+    pub received_ms: u64,
+    /// Settles it.
+    pub settler: Settler,
+}

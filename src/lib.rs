@@ -1,0 +1,11 @@
+//! `receiver`: turns ESP32-CAM JPEG uploads, forwarded by Alibaba Cloud IoT's AMQP server-side
+//! subscription, into image files.
+pub mod amqp;
+pub mod assembler;
+pub mod config;
+pub mod golden;
+pub mod message;
+pub mod sample;
+pub mod sink;
+pub mod spool;
+pub mod wire;

@@ -1,0 +1,459 @@
+//! The `img` property's wire formats (see `docs/protocol.md`): parsing for the receiver and the
+//! camera-side encoder used by the simulator, the demo and the golden vectors.
+//!
+//! Pure: no I/O, no clock. v1 is bare hex then `END`; v2 is `V2;pid;seq;count;size;crc;base64`.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+/// Longest `img` value a thing-model text property may hold.
+pub const MAX_VALUE_CHARS: usize = 10_240;
+/// Most chunks a v2 picture may have (keeps the Alink id within 0..=4294967295).
+pub const MAX_V2_CHUNKS: u32 = 1000;
+/// Default v2 piece size in bytes (9 600 Base64 characters).
+pub const DEFAULT_V2_PIECE: usize = 7_200;
+/// Hex characters per message in the original firmware.
+pub const V1_HEX_CHARS: usize = 800;
+/// Longest possible v2 header, `V2;` through the `;` before the data.
+pub const MAX_V2_HEADER: usize = 48;
+
+/// What is wrong with one `img` value. Every variant maps to a quarantine reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A v1 value with a character outside `[0-9A-Fa-f]`.
+    #[error("v1 chunk has a non-hex character at offset {offset}")]
+    BadHex { offset: usize },
+    /// A v1 value with an odd number of hex characters.
+    #[error("v1 chunk has an odd number of hex characters ({len})")]
+    OddHexLength { len: usize },
+    /// A framed value whose header does not follow the grammar.
+    #[error("v2 header is malformed: {0}")]
+    BadHeader(&'static str),
+    /// The Base64 data of a v2 chunk does not decode.
+    #[error("v2 chunk data is not valid Base64")]
+    BadBase64,
+    /// A framed value of a version this receiver does not know.
+    #[error("framed chunk of unsupported version {0}")]
+    UnsupportedVersion(String),
+    /// An empty value.
+    #[error("empty img value")]
+    Empty,
+}
+
+impl WireError {
+    /// The quarantine reason (snake_case, stable: used in sidecars, logs and metrics).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::BadHex { .. } => "bad_hex",
+            WireError::OddHexLength { .. } => "odd_hex_length",
+            WireError::BadHeader(_) => "bad_header",
+            WireError::BadBase64 => "bad_base64",
+            WireError::UnsupportedVersion(_) => "unsupported_version",
+            WireError::Empty => "empty_value",
+        }
+    }
+}
+
+/// The header of a v2 chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct V2Header {
+    /// Picture id, unique per device.
+    pub pid: u32,
+    /// 0-based chunk index.
+    pub seq: u32,
+    /// Number of chunks of the picture.
+    pub count: u32,
+    /// Byte length of the whole JPEG.
+    pub size: u32,
+    /// CRC-32 of the whole JPEG.
+    pub crc: u32,
+}
+
+/// One parsed `img` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImgValue<'a> {
+    /// A v1 hex data chunk (validated: even length, hex digits only).
+    V1Hex(&'a str),
+    /// The v1 end marker.
+    V1End,
+    /// A v2 chunk: header and the still-encoded Base64 data.
+    V2 { header: V2Header, data: &'a str },
+}
+
+/// Parses one `img` value, detecting the format by its first character.
+pub fn parse_value(value: &str) -> Result<ImgValue<'_>, WireError> {
+    let bytes = value.as_bytes();
+    match bytes.first() {
+        None => Err(WireError::Empty),
+        Some(b'V') => parse_framed(value),
+        Some(_) if value == "END" => Ok(ImgValue::V1End),
+        Some(_) => {
+            if let Some(offset) = bytes.iter().position(|b| !b.is_ascii_hexdigit()) {
+                return Err(WireError::BadHex { offset });
+            }
+            if bytes.len() % 2 != 0 {
+                return Err(WireError::OddHexLength { len: bytes.len() });
+            }
+            Ok(ImgValue::V1Hex(value))
+        }
+    }
+}
+
+fn parse_framed(value: &str) -> Result<ImgValue<'_>, WireError> {
+    let rest = &value[1..];
+    let (version, rest) = rest
+        .split_once(';')
+        .ok_or(WireError::BadHeader("no ';' after the version"))?;
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(WireError::BadHeader("version is not a number"));
+    }
+    if version != "2" {
+        let shown: String = version.chars().take(12).collect();
+        return Err(WireError::UnsupportedVersion(shown));
+    }
+    let mut fields = rest.splitn(6, ';');
+    let mut next = |what: &'static str| fields.next().ok_or(WireError::BadHeader(what));
+    let pid = decimal(next("missing pid")?, 10, "pid")?;
+    let seq = decimal(next("missing seq")?, 4, "seq")?;
+    let count = decimal(next("missing count")?, 4, "count")?;
+    let size = decimal(next("missing size")?, 9, "size")?;
+    let crc = next("missing crc")?;
+    let data = next("missing data")?;
+    let pid = u32::try_from(pid).map_err(|_| WireError::BadHeader("pid exceeds 4294967295"))?;
+    let (seq, count, size) = (seq as u32, count as u32, size as u32);
+    if count == 0 || count > MAX_V2_CHUNKS {
+        return Err(WireError::BadHeader("count is not within 1..=1000"));
+    }
+    if seq >= count {
+        return Err(WireError::BadHeader("seq is not below count"));
+    }
+    if size == 0 {
+        return Err(WireError::BadHeader("size is zero"));
+    }
+    if crc.len() != 8
+        || !crc
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
+        return Err(WireError::BadHeader("crc is not 8 upper-case hex digits"));
+    }
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| WireError::BadHeader("crc"))?;
+    if data.len() < 4 || data.len() % 4 != 0 {
+        return Err(WireError::BadBase64);
+    }
+    Ok(ImgValue::V2 {
+        header: V2Header {
+            pid,
+            seq,
+            count,
+            size,
+            crc,
+        },
+        data,
+    })
+}
+
+fn decimal(field: &str, max_digits: usize, what: &'static str) -> Result<u64, WireError> {
+    let ok = !field.is_empty()
+        && field.len() <= max_digits
+        && field.bytes().all(|b| b.is_ascii_digit())
+        && !(field.len() > 1 && field.starts_with('0'));
+    if !ok {
+        return Err(WireError::BadHeader(match what {
+            "pid" => "pid is not a canonical decimal",
+            "seq" => "seq is not a canonical decimal",
+            "count" => "count is not a canonical decimal",
+            _ => "size is not a canonical decimal",
+        }));
+    }
+    field
+        .parse()
+        .map_err(|_| WireError::BadHeader("number out of range"))
+}
+
+/// Decodes v1 hex (already validated by [`parse_value`]) and appends it to `out`.
+pub fn decode_hex_into(hex: &str, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    out.resize(start + hex.len() / 2, 0);
+    hex::decode_to_slice(hex, &mut out[start..]).map_err(|_| {
+        out.truncate(start);
+        WireError::BadHex { offset: 0 }
+    })
+}
+
+/// Decodes v2 Base64 data.
+pub fn decode_base64(data: &str) -> Result<Vec<u8>, WireError> {
+    B64.decode(data).map_err(|_| WireError::BadBase64)
+}
+
+/// CRC-32 (IEEE / zlib) of `bytes`.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// True when `bytes` starts with the JPEG SOI marker and ends with the EOI marker.
+pub fn has_jpeg_markers(bytes: &[u8]) -> bool {
+    bytes.len() >= 4 && bytes[..2] == [0xFF, 0xD8] && bytes[bytes.len() - 2..] == [0xFF, 0xD9]
+}
+
+/// The topic a camera publishes property posts to.
+pub fn device_topic(product_key: &str, device_name: &str) -> String {
+    format!("/sys/{product_key}/{device_name}/thing/event/property/post")
+}
+
+/// The topic Aliyun forwards a property post under.
+pub fn forwarded_topic(product_key: &str, device_name: &str) -> String {
+    format!("/{product_key}/{device_name}/thing/event/property/post")
+}
+
+/// The Alink `id` of v2 chunk `seq` of picture `pid` (also used for v1 with `seq mod 1000`).
+pub fn alink_id(pid: u32, seq: u32) -> u32 {
+    (pid % 4_294_967) * 1000 + (seq % 1000)
+}
+
+/// The exact MQTT payload a camera publishes for one `img` value.
+pub fn alink_payload(id: u32, value: &str) -> String {
+    let mut s = String::with_capacity(value.len() + 96);
+    s.push_str("{\"id\":\"");
+    s.push_str(&id.to_string());
+    s.push_str("\",\"version\":\"1.0\",\"params\":{\"img\":\"");
+    s.push_str(value);
+    s.push_str("\"},\"method\":\"thing.event.property.post\"}");
+    s
+}
+
+/// Why an encoder refused its input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// Empty image.
+    #[error("the image is empty")]
+    EmptyImage,
+    /// The piece size is zero, not a multiple of 3, or makes a value over 10 240 characters.
+    #[error("piece size {0} must be a positive multiple of 3 of at most 7 647 bytes")]
+    BadPiece(usize),
+    /// The v1 chunk size is zero or odd.
+    #[error("v1 chunk size {0} must be a positive even number of hex characters")]
+    BadHexChunk(usize),
+    /// The picture needs more than 1000 chunks.
+    #[error("the image needs {0} chunks; at most 1000 are allowed: raise the piece size")]
+    TooManyChunks(usize),
+    /// The picture is larger than the format can describe.
+    #[error("the image is too large ({0} bytes)")]
+    TooLarge(usize),
+}
+
+/// The largest v2 piece (bytes) whose value stays within 10 240 characters with the longest header.
+pub const MAX_V2_PIECE: usize = (MAX_VALUE_CHARS - MAX_V2_HEADER) / 4 * 3;
+
+/// Encodes a whole picture as v2 `img` values, in sending order.
+pub fn encode_v2(jpeg: &[u8], pid: u32, piece: usize) -> Result<Vec<String>, EncodeError> {
+    if jpeg.is_empty() {
+        return Err(EncodeError::EmptyImage);
+    }
+    if piece == 0 || piece % 3 != 0 || piece > MAX_V2_PIECE {
+        return Err(EncodeError::BadPiece(piece));
+    }
+    if jpeg.len() > 999_999_999 {
+        return Err(EncodeError::TooLarge(jpeg.len()));
+    }
+    let count = jpeg.len().div_ceil(piece);
+    if count > MAX_V2_CHUNKS as usize {
+        return Err(EncodeError::TooManyChunks(count));
+    }
+    let crc = crc32(jpeg);
+    let size = jpeg.len();
+    Ok(jpeg
+        .chunks(piece)
+        .enumerate()
+        .map(|(seq, bytes)| {
+            let mut v = format!("V2;{pid};{seq};{count};{size};{crc:08X};");
+            B64.encode_string(bytes, &mut v);
+            v
+        })
+        .collect())
+}
+
+/// Encodes a whole picture as v1 `img` values (upper-case hex, then `END`), in sending order.
+pub fn encode_v1(jpeg: &[u8], hex_chars: usize) -> Result<Vec<String>, EncodeError> {
+    if jpeg.is_empty() {
+        return Err(EncodeError::EmptyImage);
+    }
+    if hex_chars == 0 || hex_chars % 2 != 0 || hex_chars > MAX_VALUE_CHARS {
+        return Err(EncodeError::BadHexChunk(hex_chars));
+    }
+    let mut out: Vec<String> = jpeg.chunks(hex_chars / 2).map(hex::encode_upper).collect();
+    out.push("END".to_string());
+    Ok(out)
+}
+
+/// The full MQTT payloads of a picture, as the firmware publishes them.
+pub fn encode_payloads(
+    format: Format,
+    jpeg: &[u8],
+    pid: u32,
+    chunk: usize,
+) -> Result<Vec<String>, EncodeError> {
+    let values = match format {
+        Format::V1 => encode_v1(jpeg, chunk)?,
+        Format::V2 => encode_v2(jpeg, pid, chunk)?,
+    };
+    Ok(values
+        .iter()
+        .enumerate()
+        .map(|(seq, v)| alink_payload(alink_id(pid, seq as u32), v))
+        .collect())
+}
+
+/// A wire format version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Bare hex then `END`.
+    V1,
+    /// Framed Base64 chunks.
+    V2,
+}
+
+impl Format {
+    /// `"v1"` or `"v2"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::V1 => "v1",
+            Format::V2 => "v2",
+        }
+    }
+
+    /// The default chunk parameter: hex characters (v1) or piece bytes (v2).
+    pub fn default_chunk(self) -> usize {
+        match self {
+            Format::V1 => V1_HEX_CHARS,
+            Format::V2 => DEFAULT_V2_PIECE,
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" | "1" => Ok(Format::V1),
+            "v2" | "2" => Ok(Format::V2),
+            _ => Err(format!("unknown wire format {s:?}: expected v1 or v2")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(n: usize) -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8];
+        v.extend((0..n.saturating_sub(4)).map(|i| (i * 7 % 251) as u8));
+        v.extend([0xFF, 0xD9]);
+        v
+    }
+
+    #[test]
+    fn crc32_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn v2_roundtrip_and_header_bound() {
+        let img = jpeg(20_000);
+        for piece in [21, 300, 7_200, MAX_V2_PIECE] {
+            let values = encode_v2(&img, u32::MAX, piece).unwrap();
+            let mut out = Vec::new();
+            for (i, v) in values.iter().enumerate() {
+                assert!(
+                    v.len() <= MAX_VALUE_CHARS,
+                    "piece {piece}: {} chars",
+                    v.len()
+                );
+                match parse_value(v).unwrap() {
+                    ImgValue::V2 { header, data } => {
+                        assert_eq!(header.seq as usize, i);
+                        assert_eq!(header.count as usize, values.len());
+                        assert_eq!(header.size as usize, img.len());
+                        assert_eq!(header.pid, u32::MAX);
+                        out.extend(decode_base64(data).unwrap());
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(out, img);
+        }
+    }
+
+    #[test]
+    fn v1_roundtrip() {
+        let img = jpeg(1001);
+        let values = encode_v1(&img, 800).unwrap();
+        assert_eq!(values.last().unwrap(), "END");
+        let mut out = Vec::new();
+        for v in &values[..values.len() - 1] {
+            match parse_value(v).unwrap() {
+                ImgValue::V1Hex(h) => decode_hex_into(h, &mut out).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(out, img);
+        assert_eq!(parse_value("END").unwrap(), ImgValue::V1End);
+    }
+
+    #[test]
+    fn detection_and_errors() {
+        assert_eq!(parse_value("ab01").unwrap(), ImgValue::V1Hex("ab01"));
+        assert_eq!(parse_value("").unwrap_err().reason(), "empty_value");
+        assert_eq!(parse_value("abc").unwrap_err().reason(), "odd_hex_length");
+        assert_eq!(parse_value("ENDX").unwrap_err().reason(), "bad_hex");
+        assert_eq!(parse_value("end").unwrap_err().reason(), "bad_hex");
+        assert_eq!(
+            parse_value("V3;whatever").unwrap_err().reason(),
+            "unsupported_version"
+        );
+        let bad = [
+            "V2;1;0;1;5;0000000A",
+            "V2;01;0;1;5;0000000A;AAAA",
+            "V2;1;1;1;5;0000000A;AAAA",
+            "V2;1;0;0;5;0000000A;AAAA",
+            "V2;1;0;1001;5;0000000A;AAAA",
+            "V2;1;0;1;0;0000000A;AAAA",
+            "V2;1;0;1;5;0000000a;AAAA",
+            "V2;1;0;1;5;000000A;AAAA",
+            "V2;4294967296;0;1;5;0000000A;AAAA",
+            "V;1",
+            "Vx;1",
+        ];
+        for b in bad {
+            assert_eq!(parse_value(b).unwrap_err().reason(), "bad_header", "{b}");
+        }
+        assert_eq!(
+            parse_value("V2;1;0;1;5;0000000A;AAA").unwrap_err().reason(),
+            "bad_base64"
+        );
+    }
+
+    #[test]
+    fn encoder_limits() {
+        assert_eq!(encode_v2(&[], 1, 3), Err(EncodeError::EmptyImage));
+        assert_eq!(encode_v2(&[1], 1, 4), Err(EncodeError::BadPiece(4)));
+        assert_eq!(
+            encode_v2(&[0; 3001], 1, 3),
+            Err(EncodeError::TooManyChunks(1001))
+        );
+        assert_eq!(encode_v1(&[1], 3), Err(EncodeError::BadHexChunk(3)));
+    }
+
+    #[test]
+    fn alink_ids() {
+        assert_eq!(alink_id(17, 2), 17_002);
+        assert_eq!(alink_id(u32::MAX, 999), (u32::MAX % 4_294_967) * 1000 + 999);
+        assert!(u64::from(alink_id(4_294_966, 999)) <= u64::from(u32::MAX));
+        assert_eq!(
+            alink_payload(5, "END"),
+            r#"{"id":"5","version":"1.0","params":{"img":"END"},"method":"thing.event.property.post"}"#
+        );
+    }
+}
