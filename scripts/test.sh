@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the firmware's host tests and config checks, then the Rust tests
+# (unit, integration against the fake Aliyun endpoint, interop against third-party AMQP and MQTT
+# implementations). Installs what it needs when it is missing (Debian packages need root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_need+=(mosquitto)
+command -v systemd-analyze >/dev/null 2>&1 || apt_need+=(systemd)
+if [ ${#apt_need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing ${apt_need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${apt_need[@]}" >/dev/null
+  else
+    echo "== missing ${apt_need[*]}: install them (sudo apt-get install ${apt_need[*]}) for the tests that use them" >&2
+  fi
+fi
+
+if [ -f tests/interop/package.json ] && [ ! -d tests/interop/node_modules ]; then
+  echo "== npm ci (third-party AMQP server for the interop test)"
+  npm ci --prefix tests/interop --no-audit --no-fund --silent
+fi
+
+if [ -f firmware-esp32/ci.sh ]; then
+  echo "== firmware host tests and config checks"
+  bash firmware-esp32/ci.sh
+fi
+
+echo "== Rust tests"
+cargo test --all-targets --locked "$@"

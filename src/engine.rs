@@ -1,0 +1,687 @@
+//! The engine: one thread that owns the assembler, the spool and the sink, and decides every
+//! delivery's outcome.
+//!
+//! Per batch (group commit):
+//!
+//! 1. classify each delivery ([`crate::message::classify`]), drop duplicate message ids, and append
+//!    one spool record per delivery (the chunk, or just the fact that it was seen);
+//! 2. commit the spool: one write + one fsync for the whole batch. If that fails, nothing of the
+//!    batch is used: every delivery is **released** (Aliyun keeps it) and the engine pauses;
+//! 3. feed the chunks to the assembler (pure) and sweep expired pictures;
+//! 4. write finished images (fsync + rename) and quarantine records; a failed write keeps the
+//!    picture pending (it is still in the spool) and releases the deliveries that finished it;
+//! 5. settle: accept everything that is durable.
+//!
+//! While paused (an I/O error, or the spool over its cap) the AMQP side grants no credit and the
+//! engine releases anything that still arrives; it retries with backoff and resumes by itself.
+//!
+//! The thread loop ([`run`]) is the only part that waits; [`Engine::process`] and
+//! [`Engine::tick`] take the time as a parameter so tests drive them directly.
+
+use crate::amqp::{Inbound, Outcome, Settler};
+use crate::assembler::{Action, Assembler, Disposition, Limits, Tag};
+use crate::dedup::Dedup;
+use crate::message::{classify, Classified, ImgMessage};
+use crate::metrics::{Kind, Metrics};
+use crate::sink::Sink;
+use crate::spool::{Record, Spool, SpoolOptions};
+use crate::wire::{self, Format, ImgValue};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Assembler bounds.
+    pub limits: Limits,
+    /// Remembered message ids.
+    pub dedup_window: usize,
+    /// Most deliveries per group commit.
+    pub batch_max: usize,
+    /// Longest wait to fill a batch.
+    pub batch_delay: Duration,
+    /// First retry delay after an I/O error.
+    pub retry_min: Duration,
+    /// Longest retry delay after an I/O error.
+    pub retry_max: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            limits: Limits::default(),
+            dedup_window: 65_536,
+            batch_max: 256,
+            batch_delay: Duration::from_millis(5),
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The spool could not be opened or replayed.
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
+    /// The output or state folder cannot be used.
+    #[error("cannot prepare the output folders: {0}")]
+    Sink(#[from] crate::sink::SinkError),
+}
+
+/// What start-up recovered from the spool.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Records replayed.
+    pub records: usize,
+    /// Corrupt or torn records skipped.
+    pub corrupt: usize,
+    /// Pictures open after the replay.
+    pub open: usize,
+    /// Images completed by the replay that were not on disk yet.
+    pub written: usize,
+}
+
+/// An I/O problem the engine is waiting out.
+#[derive(Debug)]
+struct Degraded {
+    /// Retry not before this time, ms.
+    next_retry_ms: u64,
+    /// Current backoff.
+    backoff: Duration,
+    /// The spool itself failed (probe it before resuming).
+    spool_failed: bool,
+}
+
+struct Staged {
+    settler: Settler,
+    received_ms: u64,
+    tag: Tag,
+    /// The chunk to assemble, when there is one.
+    msg: Option<ImgMessage>,
+}
+
+/// The engine's state. See the module docs.
+pub struct Engine {
+    opts: EngineOptions,
+    assembler: Assembler,
+    dedup: Dedup,
+    spool: Option<Spool>,
+    sink: Sink,
+    metrics: Arc<Metrics>,
+    degraded: Option<Degraded>,
+    pending: Vec<Action>,
+    next_tag: Tag,
+    actions: Vec<Action>,
+}
+
+impl Engine {
+    /// Opens the engine; with `spool` set, replays it first (recovered pictures are rebuilt, those
+    /// that complete are written, idempotently). `now_ms` is the current wall-clock time.
+    pub fn open(
+        opts: EngineOptions,
+        spool: Option<SpoolOptions>,
+        sink: Sink,
+        metrics: Arc<Metrics>,
+        now_ms: u64,
+    ) -> Result<(Engine, RecoveryReport), EngineError> {
+        let mut report = RecoveryReport::default();
+        let mut engine = Engine {
+            assembler: Assembler::new(opts.limits.clone()),
+            dedup: Dedup::new(opts.dedup_window),
+            opts,
+            spool: None,
+            sink,
+            metrics,
+            degraded: None,
+            pending: Vec::new(),
+            next_tag: 0,
+            actions: Vec::new(),
+        };
+        if let Some(spool_opts) = spool {
+            let (spool, recovery) = Spool::open(spool_opts)?;
+            report.records = recovery.records.len();
+            report.corrupt = recovery.corrupt.len();
+            for c in &recovery.corrupt {
+                tracing::warn!(path = %c.path.display(), offset = c.offset, what = %c.what,
+                    "spool record is corrupt or torn; skipped");
+            }
+            engine.spool = Some(spool);
+            let mut done_tags = Vec::new();
+            for (tag, record) in recovery.records {
+                match record {
+                    Record::Img { msg, .. } => {
+                        if !msg.message_id.is_empty() {
+                            engine.dedup.check_and_insert(&msg.message_id);
+                        }
+                        // Replayed at the recovery time: downtime does not count towards expiry.
+                        let mut out = std::mem::take(&mut engine.actions);
+                        let disp = engine.assembler.push(&msg, tag, now_ms, &mut out);
+                        engine.actions = out;
+                        if let Disposition::Duplicate { attached: false } = disp {
+                            done_tags.push(tag);
+                        }
+                    }
+                    Record::Seen { message_id, .. } => {
+                        if !message_id.is_empty() {
+                            engine.dedup.check_and_insert(&message_id);
+                        }
+                        done_tags.push(tag);
+                    }
+                    Record::Done { .. } => done_tags.push(tag),
+                }
+            }
+            if let Some(spool) = engine.spool.as_mut() {
+                spool.release(done_tags);
+            }
+            let actions = std::mem::take(&mut engine.actions);
+            let failed = engine.execute(actions, now_ms, &mut report.written);
+            if !failed.is_empty() {
+                tracing::warn!(
+                    pictures = engine.pending.len(),
+                    "recovered pictures could not be written yet; will retry"
+                );
+            }
+            report.open = engine.assembler.open_count();
+            engine.update_gauges(now_ms);
+        }
+        Ok((engine, report))
+    }
+
+    /// Whether credit should be withheld (I/O trouble or a full spool).
+    pub fn is_paused(&self) -> bool {
+        self.degraded.is_some() || self.spool.as_ref().is_some_and(Spool::is_full)
+    }
+
+    /// The earliest time [`Engine::tick`] has work to do.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        let expiry = self.assembler.next_deadline();
+        let retry = self.degraded.as_ref().map(|d| d.next_retry_ms);
+        match (expiry, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Open pictures.
+    pub fn open_pictures(&self) -> usize {
+        self.assembler.open_count()
+    }
+
+    /// Decides and settles every delivery of `batch`, received by `now_ms`.
+    pub fn process(&mut self, batch: Vec<Inbound>, now_ms: u64) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.degraded.is_some() {
+            for inbound in batch {
+                self.settle(inbound.settler, inbound.received_ms, Outcome::Release, now_ms);
+            }
+            return;
+        }
+        let mut staged = Vec::with_capacity(batch.len());
+        let mut batch_ids: HashSet<String> = HashSet::new();
+        let mut new_ids: Vec<String> = Vec::new();
+        let mut append_error = None;
+        for inbound in batch {
+            self.metrics.last_delivery_ms.store(inbound.received_ms, Relaxed);
+            let (record, msg) = self.stage(&inbound, &mut batch_ids, &mut new_ids);
+            let tag = match self.spool.as_mut() {
+                Some(spool) if append_error.is_none() => match spool.append(&record) {
+                    Ok(tag) => tag,
+                    Err(e) => {
+                        append_error = Some(e);
+                        0
+                    }
+                },
+                Some(_) => 0,
+                None => {
+                    self.next_tag += 1;
+                    self.next_tag
+                }
+            };
+            staged.push(Staged {
+                settler: inbound.settler,
+                received_ms: inbound.received_ms,
+                tag,
+                msg,
+            });
+        }
+        // 2. Group commit.
+        if let Some(spool) = self.spool.as_mut() {
+            let result = match append_error {
+                Some(e) => Err(e),
+                None => spool.commit().map(|_| ()),
+            };
+            if let Err(e) = result {
+                spool.abort();
+                self.metrics.io_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, disk_full = e.is_disk_full(), deliveries = staged.len(),
+                    "cannot persist deliveries; releasing them to Aliyun and pausing intake until the spool is writable");
+                self.degrade(now_ms, true);
+                for s in staged {
+                    self.settle(s.settler, s.received_ms, Outcome::Release, now_ms);
+                }
+                return;
+            }
+            self.metrics.spool_commits.fetch_add(1, Relaxed);
+        }
+        for id in new_ids {
+            self.dedup.check_and_insert(&id);
+        }
+        // 3. Assemble.
+        let mut actions = std::mem::take(&mut self.actions);
+        let mut done = Vec::new();
+        for s in &staged {
+            match &s.msg {
+                None => done.push(s.tag),
+                Some(msg) => {
+                    let disp = self.assembler.push(msg, s.tag, now_ms, &mut actions);
+                    if let Disposition::Duplicate { attached } = disp {
+                        self.metrics.duplicate_chunks.fetch_add(1, Relaxed);
+                        tracing::debug!(device = %msg.device, message_id = %msg.message_id,
+                            "duplicate chunk dropped");
+                        if !attached {
+                            done.push(s.tag);
+                        }
+                    }
+                }
+            }
+        }
+        self.assembler.expire(now_ms, &mut actions);
+        if let Some(spool) = self.spool.as_mut() {
+            spool.release(done);
+        }
+        // 4. Files.
+        let mut written = 0;
+        let failed = self.execute_into(&mut actions, now_ms, &mut written);
+        self.actions = actions;
+        // 5. Settle.
+        for s in staged {
+            let outcome = if failed.contains(&s.tag) {
+                Outcome::Release
+            } else {
+                Outcome::Accept
+            };
+            self.settle(s.settler, s.received_ms, outcome, now_ms);
+        }
+        self.update_gauges(now_ms);
+    }
+
+    /// Expires idle pictures and retries pending writes after an I/O error.
+    pub fn tick(&mut self, now_ms: u64) {
+        if let Some(d) = &self.degraded {
+            if now_ms >= d.next_retry_ms {
+                self.retry(now_ms);
+            }
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        self.assembler.expire(now_ms, &mut actions);
+        let mut written = 0;
+        self.execute_into(&mut actions, now_ms, &mut written);
+        self.actions = actions;
+        self.update_gauges(now_ms);
+    }
+
+    fn stage(
+        &self,
+        inbound: &Inbound,
+        batch_ids: &mut HashSet<String>,
+        new_ids: &mut Vec<String>,
+    ) -> (Record, Option<ImgMessage>) {
+        let received_ms = inbound.received_ms;
+        let seen = |message_id: String| Record::Seen {
+            received_ms,
+            message_id,
+        };
+        let message_id = inbound.delivery.message_id.clone().unwrap_or_default();
+        match classify(&inbound.delivery) {
+            Classified::Skip {
+                reason,
+                device,
+                detail,
+            } => {
+                self.metrics.skipped(reason);
+                tracing::info!(
+                    reason = reason.as_str(),
+                    device = device.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+                    topic = inbound.delivery.topic.as_deref().unwrap_or(""),
+                    message_id = %message_id,
+                    detail = %detail,
+                    "delivery skipped"
+                );
+                (seen(message_id), None)
+            }
+            Classified::Img(msg) => {
+                let id = msg.message_id.as_str();
+                if !id.is_empty() && (self.dedup.contains(id) || batch_ids.contains(id)) {
+                    self.metrics.message(Kind::Duplicate);
+                    tracing::debug!(device = %msg.device, message_id = %id, "duplicate message dropped");
+                    return (seen(message_id), None);
+                }
+                if !id.is_empty() {
+                    batch_ids.insert(id.to_string());
+                    new_ids.push(id.to_string());
+                }
+                self.metrics.message(match wire::parse_value(&msg.value) {
+                    Ok(ImgValue::V1Hex(_)) => Kind::V1Chunk,
+                    Ok(ImgValue::V1End) => Kind::V1End,
+                    Ok(ImgValue::V2 { .. }) => Kind::V2Chunk,
+                    Err(_) => Kind::BadChunk,
+                });
+                (
+                    Record::Img {
+                        received_ms,
+                        msg: msg.clone(),
+                    },
+                    Some(msg),
+                )
+            }
+        }
+    }
+
+    /// Executes `actions` (emptying it) and returns the tags of those that failed.
+    fn execute_into(
+        &mut self,
+        actions: &mut Vec<Action>,
+        now_ms: u64,
+        written: &mut usize,
+    ) -> HashSet<Tag> {
+        let list = std::mem::take(actions);
+        self.execute(list, now_ms, written)
+    }
+
+    fn execute(&mut self, actions: Vec<Action>, now_ms: u64, written: &mut usize) -> HashSet<Tag> {
+        let mut failed = HashSet::new();
+        for action in actions {
+            if self.degraded.is_some() {
+                failed.extend(action_tags(&action).iter().copied());
+                self.pending.push(action);
+                continue;
+            }
+            match self.perform(&action, now_ms) {
+                Ok(new_file) => {
+                    *written += usize::from(new_file);
+                    self.finish(action, now_ms);
+                }
+                Err(()) => {
+                    failed.extend(action_tags(&action).iter().copied());
+                    self.pending.push(action);
+                    self.degrade(now_ms, false);
+                }
+            }
+        }
+        failed
+    }
+
+    /// Writes one action's file. `Ok(true)` when a new image file was created.
+    fn perform(&self, action: &Action, now_ms: u64) -> Result<bool, ()> {
+        match action {
+            Action::Write(img) => match self.sink.write_image(img) {
+                Ok(w) => {
+                    if !w.already_present {
+                        match img.format {
+                            Format::V1 => self.metrics.images_v1.fetch_add(1, Relaxed),
+                            Format::V2 => self.metrics.images_v2.fetch_add(1, Relaxed),
+                        };
+                        self.metrics.bytes_written.fetch_add(w.bytes, Relaxed);
+                    }
+                    tracing::info!(
+                        device = %img.device,
+                        format = img.format.as_str(),
+                        pid = img.pid,
+                        bytes = img.bytes.len(),
+                        chunks = img.chunks,
+                        path = %w.path.display(),
+                        assembly_ms = now_ms.saturating_sub(img.opened_ms),
+                        already_present = w.already_present,
+                        "image written"
+                    );
+                    Ok(!w.already_present)
+                }
+                Err(e) => {
+                    self.metrics.io_errors.fetch_add(1, Relaxed);
+                    tracing::error!(device = %img.device, error = %e, disk_full = e.is_disk_full(),
+                        "cannot write image; it stays in the spool and is retried");
+                    Err(())
+                }
+            },
+            Action::Quarantine(q) => match self.sink.quarantine(q) {
+                Ok(path) => {
+                    self.metrics.quarantined(q.reason);
+                    tracing::warn!(
+                        device = %q.device,
+                        reason = q.reason,
+                        detail = %q.detail,
+                        format = q.format.map(Format::as_str).unwrap_or("unknown"),
+                        pid = q.pid,
+                        bytes = q.bytes.len(),
+                        missing = q.missing.len(),
+                        path = %path.display(),
+                        "quarantined"
+                    );
+                    Ok(false)
+                }
+                Err(e) => {
+                    self.metrics.io_errors.fetch_add(1, Relaxed);
+                    tracing::error!(device = %q.device, reason = q.reason, error = %e,
+                        disk_full = e.is_disk_full(), "cannot write quarantine record; retrying");
+                    Err(())
+                }
+            },
+        }
+    }
+
+    /// After a successful write: free the spool space, remember finished v2 pictures.
+    fn finish(&mut self, action: Action, now_ms: u64) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        if let Action::Write(img) = &action {
+            if let (Some(pid), Format::V2) = (img.pid, img.format) {
+                let done = Record::Done {
+                    device: img.device.clone(),
+                    pid,
+                    size: img.bytes.len() as u32,
+                    crc: wire::crc32(&img.bytes),
+                    at_ms: now_ms,
+                };
+                // Not committed on its own: it rides with the next batch. Losing it in a crash
+                // only means a late duplicate chunk may open (and later expire) a stray picture.
+                if let Ok(tag) = spool.append(&done) {
+                    spool.release([tag]);
+                }
+            }
+        }
+        spool.release(action_tags(&action).iter().copied());
+    }
+
+    fn degrade(&mut self, now_ms: u64, spool_failed: bool) {
+        let backoff = match &self.degraded {
+            Some(d) => (d.backoff * 2).min(self.opts.retry_max),
+            None => self.opts.retry_min,
+        };
+        let spool_failed = spool_failed || self.degraded.as_ref().is_some_and(|d| d.spool_failed);
+        self.degraded = Some(Degraded {
+            next_retry_ms: now_ms + backoff.as_millis() as u64,
+            backoff,
+            spool_failed,
+        });
+        self.metrics.paused.store(true, Relaxed);
+    }
+
+    fn retry(&mut self, now_ms: u64) {
+        let spool_failed = self.degraded.as_ref().is_some_and(|d| d.spool_failed);
+        if spool_failed {
+            if let Some(spool) = self.spool.as_mut() {
+                let probe = Record::Seen {
+                    received_ms: now_ms,
+                    message_id: String::new(),
+                };
+                let ok = spool
+                    .append(&probe)
+                    .and_then(|tag| spool.commit().map(|_| tag));
+                match ok {
+                    Ok(tag) => spool.release([tag]),
+                    Err(e) => {
+                        spool.abort();
+                        tracing::debug!(error = %e, "spool still not writable");
+                        self.degrade(now_ms, true);
+                        return;
+                    }
+                }
+            }
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut still = Vec::new();
+        for action in pending {
+            if !still.is_empty() {
+                still.push(action);
+                continue;
+            }
+            match self.perform(&action, now_ms) {
+                Ok(_) => self.finish(action, now_ms),
+                Err(()) => still.push(action),
+            }
+        }
+        if still.is_empty() {
+            self.degraded = None;
+            self.metrics.paused.store(false, Relaxed);
+            tracing::info!("writes succeed again; resuming intake");
+        } else {
+            self.pending = still;
+            self.degrade(now_ms, false);
+        }
+    }
+
+    fn settle(&self, settler: Settler, received_ms: u64, outcome: Outcome, now_ms: u64) {
+        match outcome {
+            Outcome::Accept => self.metrics.accepted.fetch_add(1, Relaxed),
+            Outcome::Release => self.metrics.released.fetch_add(1, Relaxed),
+            Outcome::Reject => self.metrics.rejected.fetch_add(1, Relaxed),
+        };
+        self.metrics
+            .settle_latency
+            .observe_us(now_ms.saturating_sub(received_ms) * 1000);
+        settler.settle(outcome);
+    }
+
+    fn update_gauges(&self, now_ms: u64) {
+        let m = &self.metrics;
+        m.open_assemblies
+            .store(self.assembler.open_count() as u64, Relaxed);
+        m.assembly_bytes
+            .store(self.assembler.buffered_bytes() as u64, Relaxed);
+        m.oldest_assembly_ms.store(
+            self.assembler
+                .oldest_open_ms()
+                .map_or(0, |t| now_ms.saturating_sub(t)),
+            Relaxed,
+        );
+        if let Some(spool) = &self.spool {
+            m.spool_bytes.store(spool.bytes(), Relaxed);
+        }
+        m.paused.store(self.is_paused(), Relaxed);
+    }
+
+    /// Flushes at shutdown: nothing is buffered between batches, so this only reports what stays
+    /// open (durable in the spool, or lost in in-memory mode).
+    pub fn shutdown(self) {
+        let open = self.assembler.open_count();
+        if open > 0 {
+            if self.spool.is_some() {
+                tracing::info!(open, "stopping with pictures open; they are in the spool and resume on the next start");
+            } else {
+                tracing::warn!(open, "stopping with pictures open; in-memory mode: their chunks are lost");
+            }
+        }
+        if !self.pending.is_empty() {
+            tracing::warn!(
+                pending = self.pending.len(),
+                "stopping with images not yet written; they are in the spool and are written on the next start"
+            );
+        }
+    }
+}
+
+fn action_tags(action: &Action) -> &[Tag] {
+    match action {
+        Action::Write(f) => &f.tags,
+        Action::Quarantine(q) => &q.tags,
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the engine on the current (dedicated) thread until every sender of `rx` is gone and the
+/// channel is drained. `paused` mirrors [`Engine::is_paused`] for the AMQP side.
+pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::Sender<bool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the engine's timer runtime");
+            return;
+        }
+    };
+    let batch_max = engine.opts.batch_max.max(1);
+    let batch_delay = engine.opts.batch_delay;
+    loop {
+        let wake = engine.next_wakeup();
+        let first = rt.block_on(async {
+            match wake {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                    tokio::time::timeout(wait, rx.recv()).await.ok()
+                }
+                None => Some(rx.recv().await),
+            }
+        });
+        let first = match first {
+            None => {
+                engine.tick(now_ms());
+                let is_paused = engine.is_paused();
+                paused.send_if_modified(|p| std::mem::replace(p, is_paused) != is_paused);
+                continue;
+            }
+            Some(None) => break,
+            Some(Some(inbound)) => inbound,
+        };
+        let mut batch = Vec::with_capacity(batch_max.min(1024));
+        batch.push(first);
+        while batch.len() < batch_max {
+            match rx.try_recv() {
+                Ok(i) => batch.push(i),
+                Err(_) => break,
+            }
+        }
+        if batch.len() < batch_max && !batch_delay.is_zero() {
+            rt.block_on(async {
+                let deadline = tokio::time::Instant::now() + batch_delay;
+                while batch.len() < batch_max {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(i)) => batch.push(i),
+                        _ => break,
+                    }
+                }
+            });
+        }
+        let now = now_ms();
+        engine.process(batch, now);
+        engine.tick(now);
+        let is_paused = engine.is_paused();
+        paused.send_if_modified(|p| std::mem::replace(p, is_paused) != is_paused);
+    }
+    engine.shutdown();
+}

@@ -1,0 +1,277 @@
+//! Counters and gauges shared by every part of the daemon, rendered as Prometheus text.
+//!
+//! Each event is logged and counted in one place (the `events` functions in the engine and the
+//! AMQP client call [`Metrics`] right next to their log line), so logs and metrics never drift.
+
+use crate::message::SkipReason;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the settle-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A fixed-bucket histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation in microseconds.
+    pub fn observe_us(&self, us: u64) {
+        let secs = us as f64 / 1e6;
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+}
+
+/// Message kinds counted in `receiver_messages_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// v1 hex chunk.
+    V1Chunk,
+    /// v1 `END`.
+    V1End,
+    /// v2 chunk.
+    V2Chunk,
+    /// An img value that did not parse.
+    BadChunk,
+    /// Skipped (see `receiver_skipped_total`).
+    Skipped,
+    /// Duplicate message id.
+    Duplicate,
+}
+
+impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::V1Chunk,
+        Kind::V1End,
+        Kind::V2Chunk,
+        Kind::BadChunk,
+        Kind::Skipped,
+        Kind::Duplicate,
+    ];
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::V1Chunk => "v1_chunk",
+            Kind::V1End => "v1_end",
+            Kind::V2Chunk => "v2_chunk",
+            Kind::BadChunk => "bad_chunk",
+            Kind::Skipped => "skipped",
+            Kind::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Every counter and gauge of the process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    messages: [AtomicU64; 6],
+    skipped: [AtomicU64; SkipReason::ALL.len()],
+    /// Duplicate chunks dropped by the assembler (same seq, same data).
+    pub duplicate_chunks: AtomicU64,
+    /// Images written, v1.
+    pub images_v1: AtomicU64,
+    /// Images written, v2.
+    pub images_v2: AtomicU64,
+    /// Image bytes written.
+    pub bytes_written: AtomicU64,
+    quarantined: Mutex<BTreeMap<&'static str, u64>>,
+    /// Open pictures (gauge).
+    pub open_assemblies: AtomicU64,
+    /// Bytes held by open pictures (gauge).
+    pub assembly_bytes: AtomicU64,
+    /// Age of the oldest open picture, ms (gauge).
+    pub oldest_assembly_ms: AtomicU64,
+    /// Connection attempts after the first.
+    pub reconnects: AtomicU64,
+    /// Refused sign-ins.
+    pub auth_failures: AtomicU64,
+    /// Receiver links attached right now (gauge).
+    pub links_attached: AtomicU64,
+    /// Wall-clock ms of the last delivery.
+    pub last_delivery_ms: AtomicU64,
+    /// Delivery-to-settle latency.
+    pub settle_latency: Histogram,
+    /// Deliveries accepted.
+    pub accepted: AtomicU64,
+    /// Deliveries released (not persisted, shutting down).
+    pub released: AtomicU64,
+    /// Deliveries rejected.
+    pub rejected: AtomicU64,
+    /// Spool size, bytes (gauge).
+    pub spool_bytes: AtomicU64,
+    /// Group commits.
+    pub spool_commits: AtomicU64,
+    /// Failed writes (spool or images).
+    pub io_errors: AtomicU64,
+    /// Credit withheld because of an I/O problem or a full spool.
+    pub paused: AtomicBool,
+    /// Time the engine was ready (first link attached), ms; 0 before.
+    pub ready_ms: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one message of `kind`.
+    pub fn message(&self, kind: Kind) {
+        self.messages[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Messages of `kind` so far.
+    pub fn messages(&self, kind: Kind) -> u64 {
+        self.messages[kind as usize].load(Relaxed)
+    }
+
+    /// Counts one skipped delivery.
+    pub fn skipped(&self, reason: SkipReason) {
+        self.message(Kind::Skipped);
+        if let Some(i) = SkipReason::ALL.iter().position(|r| *r == reason) {
+            self.skipped[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Skipped deliveries for `reason`.
+    pub fn skipped_count(&self, reason: SkipReason) -> u64 {
+        SkipReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.skipped[i].load(Relaxed))
+    }
+
+    /// Counts one quarantined picture or chunk.
+    pub fn quarantined(&self, reason: &'static str) {
+        if let Ok(mut m) = self.quarantined.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Quarantined so far for `reason`.
+    pub fn quarantined_count(&self, reason: &str) -> u64 {
+        self.quarantined
+            .lock()
+            .map(|m| m.get(reason).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Images written so far (all formats).
+    pub fn images_written(&self) -> u64 {
+        self.images_v1.load(Relaxed) + self.images_v2.load(Relaxed)
+    }
+
+    /// Renders every metric in the Prometheus text exposition format.
+    pub fn render_prometheus(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let counter = |s: &mut String, name: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+        };
+        counter(&mut s, "receiver_messages_total", "Deliveries by kind.");
+        for k in Kind::ALL {
+            let _ = writeln!(
+                s,
+                "receiver_messages_total{{kind=\"{}\"}} {}",
+                k.as_str(),
+                self.messages(k)
+            );
+        }
+        counter(&mut s, "receiver_skipped_total", "Skipped deliveries by reason.");
+        for r in SkipReason::ALL {
+            let _ = writeln!(
+                s,
+                "receiver_skipped_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.skipped_count(r)
+            );
+        }
+        counter(&mut s, "receiver_images_written_total", "Images written by format.");
+        let _ = writeln!(
+            s,
+            "receiver_images_written_total{{format=\"v1\"}} {}\nreceiver_images_written_total{{format=\"v2\"}} {}",
+            self.images_v1.load(Relaxed),
+            self.images_v2.load(Relaxed)
+        );
+        counter(&mut s, "receiver_quarantined_total", "Quarantined pictures or chunks by reason.");
+        if let Ok(m) = self.quarantined.lock() {
+            for (r, n) in m.iter() {
+                let _ = writeln!(s, "receiver_quarantined_total{{reason=\"{r}\"}} {n}");
+            }
+        }
+        let plain: [(&str, &str, &AtomicU64, &str); 11] = [
+            ("receiver_duplicate_chunks_total", "Duplicate chunks dropped.", &self.duplicate_chunks, "counter"),
+            ("receiver_bytes_written_total", "Image bytes written.", &self.bytes_written, "counter"),
+            ("receiver_reconnects_total", "Reconnect attempts.", &self.reconnects, "counter"),
+            ("receiver_auth_failures_total", "Refused sign-ins.", &self.auth_failures, "counter"),
+            ("receiver_accepted_total", "Deliveries accepted.", &self.accepted, "counter"),
+            ("receiver_released_total", "Deliveries released for redelivery.", &self.released, "counter"),
+            ("receiver_rejected_total", "Deliveries rejected.", &self.rejected, "counter"),
+            ("receiver_spool_commits_total", "Group commits.", &self.spool_commits, "counter"),
+            ("receiver_io_errors_total", "Failed writes.", &self.io_errors, "counter"),
+            ("receiver_open_assemblies", "Pictures being assembled.", &self.open_assemblies, "gauge"),
+            ("receiver_links_attached", "Receiver links attached.", &self.links_attached, "gauge"),
+        ];
+        for (name, help, v, ty) in plain {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {}", v.load(Relaxed));
+        }
+        let gauges: [(&str, &str, u64); 4] = [
+            ("receiver_assembly_bytes", "Bytes held by open pictures.", self.assembly_bytes.load(Relaxed)),
+            ("receiver_oldest_assembly_age_seconds", "Age of the oldest open picture.", self.oldest_assembly_ms.load(Relaxed) / 1000),
+            ("receiver_spool_bytes", "Spool size on disk.", self.spool_bytes.load(Relaxed)),
+            ("receiver_paused", "1 while credit is withheld (I/O error or full spool).", u64::from(self.paused.load(Relaxed))),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let h = &self.settle_latency;
+        let _ = writeln!(
+            s,
+            "# HELP receiver_settle_latency_seconds Receipt to settlement.\n# TYPE receiver_settle_latency_seconds histogram"
+        );
+        let mut cum = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cum += h.buckets[i].load(Relaxed);
+            let _ = writeln!(s, "receiver_settle_latency_seconds_bucket{{le=\"{b}\"}} {cum}");
+        }
+        let _ = writeln!(
+            s,
+            "receiver_settle_latency_seconds_bucket{{le=\"+Inf\"}} {}\nreceiver_settle_latency_seconds_sum {}\nreceiver_settle_latency_seconds_count {}",
+            h.count(),
+            h.sum_us.load(Relaxed) as f64 / 1e6,
+            h.count()
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts() {
+        let m = Metrics::default();
+        m.message(Kind::V2Chunk);
+        m.skipped(SkipReason::OtherTopic);
+        m.quarantined("crc_mismatch");
+        m.settle_latency.observe_us(1500);
+        let text = m.render_prometheus();
+        assert!(text.contains("receiver_messages_total{kind=\"v2_chunk\"} 1"));
+        assert!(text.contains("receiver_messages_total{kind=\"skipped\"} 1"));
+        assert!(text.contains("receiver_skipped_total{reason=\"other_topic\"} 1"));
+        assert!(text.contains("receiver_quarantined_total{reason=\"crc_mismatch\"} 1"));
+        assert!(text.contains("receiver_settle_latency_seconds_bucket{le=\"0.002\"} 1"));
+        assert!(text.contains("receiver_settle_latency_seconds_bucket{le=\"0.001\"} 0"));
+    }
+}
