@@ -735,7 +735,7 @@ impl Index {
 
     /// Rejects keys the raw structs do not have.
     fn check_known_keys(&self, path: &Path) -> Result<(), ConfigError> {
-        let tables = known_tables();
+        let tables = known_keys();
         for e in &self.entries {
             let allowed: Vec<String> = match &e.table {
                 None => tables.iter().map(|(t, _)| format!("[{t}]")).collect(),
@@ -815,9 +815,10 @@ impl Index {
     }
 }
 
-/// Every table and the keys it accepts, read from the raw structs' serde derives so the list
-/// cannot drift from what deserialization accepts.
-fn known_tables() -> [(&'static str, &'static [&'static str]); 6] {
+/// Every table and the keys it accepts, in file order, read from the serde derives of the
+/// structs the file is deserialized into, so the list cannot drift from what loading accepts
+/// (docs and tests use it to check every key is documented).
+pub fn known_keys() -> [(&'static str, &'static [&'static str]); 6] {
     [
         ("aliyun", fields_of::<RawAliyun>()),
         ("output", fields_of::<RawDir>()),

@@ -2,9 +2,11 @@
 //! subscription, into image files.
 pub mod amqp;
 pub mod assembler;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod golden;
+pub mod logging;
 pub mod message;
 pub mod sample;
 pub mod sink;
