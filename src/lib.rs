@@ -2,11 +2,13 @@
 //! subscription, into image files.
 pub mod amqp;
 pub mod assembler;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dedup;
 pub mod engine;
 pub mod golden;
+pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod sample;

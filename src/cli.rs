@@ -1,0 +1,297 @@
+//! The command line: clap types, one function per command, and the exit-code policy.
+//!
+//! `receiver --config PATH` runs the daemon; subcommands do everything else. To add a command
+//! (`demo`, `simulate-camera`, `tail`, `bench`, ...): add a [`Command`] variant holding its
+//! clap `Args` struct, write one `fn`/`async fn` returning `anyhow::Result<()>`, and add the
+//! match arm in [`main`]. Global flags (`--config`, `--log-format`) are in [`GlobalArgs`];
+//! call [`init_logging`] if the command logs.
+//!
+//! This is the only library module that uses `anyhow`: errors from the library's typed enums
+//! are collected here, printed once, and mapped to an exit code:
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | clean stop (after SIGTERM/SIGINT), or the command succeeded |
+//! | 1 | runtime failure (the daemon failed, logging could not start, output failed) |
+//! | 2 | bad configuration or usage: unreadable or invalid config file, missing `--config`, bad flags |
+
+use crate::config::{Config, ConfigError, LogFormat, EXAMPLE_TOML};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Exit status: clean stop or success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: bad configuration or usage.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// `receiver`: turns ESP32-CAM JPEG uploads, forwarded by Aliyun IoT's AMQP server-side
+/// subscription, into image files.
+#[derive(Debug, Parser)]
+#[command(
+    name = "receiver",
+    version,
+    about,
+    after_help = "Without a command, runs the daemon: receiver --config /etc/receiver/receiver.toml\n\
+                  Log verbosity: RUST_LOG (default \"receiver=info\").\n\
+                  Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage."
+)]
+pub struct Cli {
+    /// Flags every command accepts.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do; `None` runs the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags accepted before or after any command.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Config file (TOML); see `receiver print-default-config`.
+    #[arg(short, long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format [default: `[log] format`, else text on a terminal and json otherwise].
+    #[arg(long, value_enum, value_name = "FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The commands. One variant (with its own `Args` struct when it has flags) per command.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGTERM or SIGINT (the default without a command).
+    Run,
+    /// Validate the config file and print the effective settings with secrets redacted.
+    CheckConfig,
+    /// Print a commented example config file.
+    PrintDefaultConfig,
+}
+
+/// A usage problem found after parsing (exit code 2), e.g. a missing `--config`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    let global = cli.global;
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&global).await,
+        Command::CheckConfig => check_config(&global, &mut io::stdout().lock()),
+        Command::PrintDefaultConfig => print_default_config(&mut io::stdout().lock()),
+    };
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            let message = render(&e);
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = %message, "exiting");
+            } else {
+                eprintln!("receiver: error: {message}");
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The exit code for an error: [`EXIT_CONFIG`] if a [`ConfigError`] or [`UsageError`] is in
+/// its chain, else [`EXIT_FAILURE`].
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain()
+        .any(|c| c.is::<ConfigError>() || c.is::<UsageError>())
+    {
+        EXIT_CONFIG
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// `error: cause: cause`, skipping causes the message already spells out.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+/// Output closed early (`receiver print-default-config | head`): not a failure.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn config_path<'a>(global: &'a GlobalArgs, to: &str) -> Result<&'a Path, UsageError> {
+    global.config.as_deref().ok_or_else(|| {
+        UsageError(format!(
+            "--config PATH is required to {to} (`receiver print-default-config` prints an \
+             example)"
+        ))
+    })
+}
+
+/// Installs logging: `--log-format`, else the config's `[log] format`, else by terminal.
+pub fn init_logging(global: &GlobalArgs, config: Option<&Config>) -> anyhow::Result<LogFormat> {
+    let explicit = global
+        .log_format
+        .or_else(|| config.and_then(|c| c.log.format));
+    Ok(crate::logging::init(explicit)?)
+}
+
+/// `receiver [run] --config PATH`: load the config, start logging, run the daemon until
+/// SIGTERM/SIGINT.
+pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
+    let path = config_path(global, "run the daemon")?;
+    let config = Config::load(path)?;
+    init_logging(global, Some(&config))?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        output_dir = %config.output_dir.display(),
+        state_dir = %config.state_dir.display(),
+        "starting"
+    );
+    tracing::debug!(?config, "effective configuration");
+    crate::daemon::run(config, shutdown)
+        .await
+        .context("daemon failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT; a second one exits at once (status 1:
+/// whatever was not yet acknowledged is redelivered by Aliyun).
+fn spawn_signal_handler(token: CancellationToken) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term =
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let mut int =
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        tokio::spawn(async move {
+            let first = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(
+                signal = first,
+                "shutting down; a second signal exits at once"
+            );
+            token.cancel();
+            let second = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::warn!(
+                signal = second,
+                "second signal: exiting without a clean stop"
+            );
+            std::process::exit(i32::from(EXIT_FAILURE));
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!(signal = "ctrl-c", "shutting down");
+            token.cancel();
+        }
+    });
+    Ok(())
+}
+
+/// `receiver check-config --config PATH`: validate and print the effective settings.
+pub fn check_config(global: &GlobalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let path = config_path(global, "check a config")?;
+    let config = Config::load(path)?;
+    writeln!(out, "# {}: OK", path.display())?;
+    writeln!(
+        out,
+        "# Effective settings: defaults applied (marked \"# default\"), secrets redacted.\n"
+    )?;
+    write!(out, "{config}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `receiver print-default-config`: the commented example, byte for byte.
+pub fn print_default_config(out: &mut dyn Write) -> anyhow::Result<()> {
+    out.write_all(EXAMPLE_TOML.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_global_flags_anywhere() {
+        let c = Cli::try_parse_from(["receiver", "--config", "a.toml"]).unwrap();
+        assert!(c.command.is_none());
+        assert_eq!(c.global.config.as_deref(), Some(Path::new("a.toml")));
+        let c = Cli::try_parse_from([
+            "receiver",
+            "check-config",
+            "-c",
+            "b.toml",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Some(Command::CheckConfig)));
+        assert_eq!(c.global.log_format, Some(LogFormat::Json));
+        assert!(Cli::try_parse_from(["receiver", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_error_chain() {
+        let usage = anyhow::Error::from(UsageError("x".into()));
+        assert_eq!(exit_code(&usage), EXIT_CONFIG);
+        let cfg = anyhow::Error::from(ConfigError::Read {
+            path: "/nope".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })
+        .context("while starting");
+        assert_eq!(exit_code(&cfg), EXIT_CONFIG);
+        let other = anyhow::anyhow!("boom");
+        assert_eq!(exit_code(&other), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn render_skips_repeated_causes() {
+        let e = anyhow::Error::from(ConfigError::Read {
+            path: "/nope".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+        let r = render(&e);
+        assert_eq!(r.matches("not found").count(), 1, "{r}");
+    }
+
+    #[test]
+    fn print_default_config_is_the_example() {
+        let mut out = Vec::new();
+        print_default_config(&mut out).unwrap();
+        assert_eq!(out, EXAMPLE_TOML.as_bytes());
+    }
+}

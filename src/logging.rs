@@ -1,0 +1,187 @@
+//! Logging: a `tracing-subscriber` set up once by the binary.
+//!
+//! - Format: [`LogFormat::Text`] (human, ANSI colours on a terminal) or [`LogFormat::Json`] (one
+//!   object per line, event fields flattened to the top level beside `timestamp`, `level`,
+//!   `target` and the current span). Chosen by `--log-format`, else `[log] format`, else text
+//!   when stderr is a terminal and JSON otherwise ([`resolve_format`]).
+//! - Verbosity: `RUST_LOG` (an [`EnvFilter`] directive such as `receiver=debug,fe2o3_amqp=info`),
+//!   default [`DEFAULT_FILTER`]. An invalid `RUST_LOG` is reported and the default used, so a
+//!   typo cannot stop the daemon.
+//! - Logs go to stderr; stdout is kept for command output (`check-config`, ...).
+
+use crate::config::LogFormat;
+use std::io::IsTerminal;
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// The filter used when `RUST_LOG` is unset: this crate at `info`, dependencies silent.
+pub const DEFAULT_FILTER: &str = "receiver=info";
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// A global subscriber was already installed.
+    #[error("cannot install the log subscriber: {0}")]
+    AlreadySet(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// The format to use: the explicit choice, else text on a terminal and JSON otherwise.
+pub fn resolve_format(explicit: Option<LogFormat>, stderr_is_terminal: bool) -> LogFormat {
+    explicit.unwrap_or(if stderr_is_terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    })
+}
+
+/// The filter from `rust_log` (the `RUST_LOG` value), or [`DEFAULT_FILTER`]. The second value
+/// is the parse error when `rust_log` was given but invalid.
+pub fn filter(rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
+    let default = || EnvFilter::new(DEFAULT_FILTER);
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (default(), None),
+        Some(directives) => match EnvFilter::builder().parse(directives) {
+            Ok(f) => (f, None),
+            Err(e) => (default(), Some(e.to_string())),
+        },
+    }
+}
+
+/// A subscriber writing `format` to `writer` through `filter` (the building block of [`init`],
+/// public so tests can capture output).
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+    }
+}
+
+/// Installs the global subscriber: `explicit` format or the terminal-based default, filter from
+/// `RUST_LOG`, output to stderr. Returns the format in use.
+pub fn init(explicit: Option<LogFormat>) -> Result<LogFormat, LoggingError> {
+    let terminal = std::io::stderr().is_terminal();
+    let format = resolve_format(explicit, terminal);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, bad) = filter(rust_log.as_deref());
+    let sub = subscriber(format, filter, std::io::stderr, terminal);
+    // `try_init` also bridges `log` records from dependencies into tracing.
+    sub.try_init()?;
+    if let Some(error) = bad {
+        tracing::warn!(
+            rust_log = rust_log.as_deref().unwrap_or_default(),
+            error,
+            default = DEFAULT_FILTER,
+            "invalid RUST_LOG; using the default filter"
+        );
+    }
+    Ok(format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    fn capture(format: LogFormat, rust_log: Option<&str>, f: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        let (filter, _) = filter(rust_log);
+        let sub = subscriber(format, filter, buf.clone(), false);
+        tracing::subscriber::with_default(sub, f);
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_is_one_flat_object_per_line() {
+        let out = capture(LogFormat::Json, None, || {
+            let span = tracing::info_span!("device", pk = "a1", dn = "cam-01");
+            let _g = span.enter();
+            tracing::info!(bytes = 1234u64, path = "/x/y.jpg", "image written");
+            tracing::warn!(reason = "expired", "quarantined");
+        });
+        let lines: Vec<_> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["message"], "image written");
+        assert_eq!(v["bytes"], 1234);
+        assert_eq!(v["path"], "/x/y.jpg");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["span"]["dn"], "cam-01");
+        assert!(v.get("fields").is_none(), "{v}");
+    }
+
+    #[test]
+    fn default_filter_is_crate_scoped_info() {
+        // Unit tests run in the `receiver` crate, so their target is `receiver::logging::...`.
+        let out = capture(LogFormat::Text, None, || {
+            tracing::debug!("hidden");
+            tracing::info!("shown");
+            tracing::info!(target: "fe2o3_amqp", "dependency");
+        });
+        assert!(out.contains("shown") && !out.contains("hidden"), "{out}");
+        assert!(!out.contains("dependency"), "{out}");
+        let out = capture(LogFormat::Text, Some("receiver=debug"), || {
+            tracing::debug!("now shown");
+        });
+        assert!(out.contains("now shown"), "{out}");
+    }
+
+    #[test]
+    fn bad_rust_log_falls_back() {
+        let (_, bad) = filter(Some("receiver=loud"));
+        assert!(bad.is_some());
+        let (_, bad) = filter(Some(""));
+        assert!(bad.is_none());
+    }
+
+    #[test]
+    fn format_resolution() {
+        assert_eq!(resolve_format(None, true), LogFormat::Text);
+        assert_eq!(resolve_format(None, false), LogFormat::Json);
+        assert_eq!(
+            resolve_format(Some(LogFormat::Text), false),
+            LogFormat::Text
+        );
+        assert_eq!(resolve_format(Some(LogFormat::Json), true), LogFormat::Json);
+    }
+}
