@@ -451,7 +451,8 @@ impl Engine {
                 }
             },
             Action::Quarantine(q) => match self.sink.quarantine(q) {
-                Ok(path) => {
+                Ok(w) => {
+                    let path = w.path;
                     self.metrics.quarantined(q.reason);
                     tracing::warn!(
                         device = %q.device,
