@@ -9,6 +9,7 @@ pub mod engine;
 pub mod golden;
 pub mod message;
 pub mod metrics;
+pub mod ops;
 pub mod sample;
 pub mod sink;
 pub mod spool;
