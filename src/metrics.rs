@@ -123,10 +123,10 @@ pub struct Metrics {
     pub paused: AtomicBool,
     /// Time the engine was ready (first link attached), ms; 0 before.
     pub ready_ms: AtomicU64,
-    /// Wall-clock ms of the engine loop's last turn; 0 until the engine first bumps it. The engine
-    /// bumps it at least every few seconds, even when idle, so a stale value means the engine is
-    /// stuck (see `ops::health`).
-    pub engine_heartbeat_ms: AtomicU64,
+    /// Wall-clock ms when the engine started its current batch or tick; 0 while it waits for
+    /// deliveries. Set with [`Metrics::engine_busy`] / [`Metrics::engine_idle`]; a value that stays
+    /// old means the engine is stuck (see `ops::health`). Idle time never counts.
+    pub engine_busy_since_ms: AtomicU64,
     /// 1 while the liveness check passes (updated by the systemd watchdog loop).
     pub live: AtomicBool,
     /// Retention sweeps run.
@@ -189,6 +189,16 @@ impl Metrics {
             .lock()
             .map(|m| m.get(reason).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// The engine starts a batch or tick at `now_ms` (call before `process`/`tick`).
+    pub fn engine_busy(&self, now_ms: u64) {
+        self.engine_busy_since_ms.store(now_ms.max(1), Relaxed);
+    }
+
+    /// The engine goes back to waiting for deliveries (call after `process`/`tick`).
+    pub fn engine_idle(&self) {
+        self.engine_busy_since_ms.store(0, Relaxed);
     }
 
     /// Images written so far (all formats).
@@ -289,9 +299,9 @@ impl Metrics {
                 secs(&self.last_delivery_ms),
             ),
             (
-                "receiver_engine_heartbeat_timestamp_seconds",
-                "Unix time of the engine loop's last turn (0: not reported).",
-                secs(&self.engine_heartbeat_ms),
+                "receiver_engine_busy_since_timestamp_seconds",
+                "Unix time the engine started its current batch (0: idle).",
+                secs(&self.engine_busy_since_ms),
             ),
         ];
         for (name, help, v) in timestamps {

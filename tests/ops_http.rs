@@ -119,7 +119,7 @@ async fn healthz_reflects_state() {
     metrics.links_attached.store(2, Relaxed);
     metrics.last_delivery_ms.store(now - 5_000, Relaxed);
     metrics.spool_bytes.store(4096, Relaxed);
-    metrics.engine_heartbeat_ms.store(now, Relaxed);
+    metrics.engine_busy(now - 100);
     let (status, _, body) = get(addr, "/healthz").await;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -130,6 +130,8 @@ async fn healthz_reflects_state() {
     assert_eq!(v["spool"]["paused"], false);
     let age = v["last_delivery_age_seconds"].as_f64().unwrap();
     assert!((5.0..60.0).contains(&age), "{age}");
+    let busy = v["engine_busy_seconds"].as_f64().unwrap();
+    assert!((0.1..60.0).contains(&busy), "{busy}");
 
     metrics.paused.store(true, Relaxed);
     let (status, _, body) = get(addr, "/healthz").await;
@@ -137,10 +139,15 @@ async fn healthz_reflects_state() {
     assert!(body.contains("\"paused\""), "{body}");
 
     metrics.paused.store(false, Relaxed);
-    metrics.engine_heartbeat_ms.store(now - 3_600_000, Relaxed);
+    metrics.engine_busy(now - 3_600_000);
     let (status, _, body) = get(addr, "/healthz").await;
     assert_eq!(status, 503);
     assert!(body.contains("engine_stalled"), "{body}");
+
+    metrics.engine_idle();
+    let (status, _, body) = get(addr, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"engine_busy_seconds\":null"), "{body}");
     shutdown.cancel();
 }
 
@@ -195,10 +202,11 @@ async fn ops_start_serves_when_configured() {
         },
         ..OpsConfig::default()
     };
+    let metrics = Arc::new(Metrics::default());
     let ops = Ops::start(
         &cfg,
         out.path(),
-        Arc::new(Metrics::default()),
+        metrics.clone(),
         Notifier::disabled(),
         shutdown.clone(),
     )
@@ -206,7 +214,18 @@ async fn ops_start_serves_when_configured() {
     .unwrap();
     let addr = ops.http_addr().expect("bound");
     assert_ne!(addr.port(), 0);
-    assert_eq!(get(addr, "/metrics").await.0, 200);
+    // Without a systemd watchdog, liveness is still evaluated (at once, then every 10 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !metrics.live.load(Relaxed) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "receiver_live never set"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.lines().any(|l| l == "receiver_live 1"), "{body}");
 
     // A second listener on the same port is a start-up error.
     let again = OpsConfig {

@@ -3,9 +3,10 @@
 //! **Liveness** ([`Liveness`], fed to the systemd watchdog): "restarting the process could help".
 //! The watchdog is pinged only while
 //!
-//! 1. the engine is not stuck: once the engine has reported a heartbeat
-//!    ([`Metrics::engine_heartbeat_ms`], bumped on every turn of its loop, at least every few
-//!    seconds even when idle), the last one is no older than `engine_stall`; and
+//! 1. the engine is not stuck: it has not been busy with one batch or tick for longer than
+//!    `engine_stall` ([`Metrics::engine_busy_since_ms`], set when the engine starts a batch and
+//!    cleared when it goes back to waiting; idle time never counts, so quiet cameras are fine and
+//!    the engine needs no periodic wake-ups); and
 //! 2. the AMQP side is not stuck: some receiver link has been attached within the last
 //!    `link_grace` (the reconnect loop has had that long to get a link back).
 //!
@@ -27,7 +28,7 @@ use std::time::Duration;
 /// `[health]`: thresholds for liveness (watchdog) and readiness (`/healthz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthConfig {
-    /// Longest time without an engine heartbeat before the engine counts as stuck.
+    /// Longest time the engine may spend on one batch or tick before it counts as stuck.
     pub engine_stall: Duration,
     /// Longest time without any attached receiver link before liveness fails (the watchdog then
     /// lets systemd restart the process).
@@ -96,7 +97,7 @@ pub enum Problem {
     NotReady,
     /// No receiver link is attached (readiness) / none for longer than `link_grace` (liveness).
     NoLink,
-    /// The engine's heartbeat is older than `engine_stall`.
+    /// The engine has been busy with one batch for longer than `engine_stall`.
     EngineStalled,
     /// Intake is paused (I/O error or full spool).
     Paused,
@@ -136,8 +137,8 @@ pub struct Snapshot {
     pub links_attached: u64,
     /// Seconds since the last delivery; `None` before the first.
     pub last_delivery_age_seconds: Option<f64>,
-    /// Seconds since the engine's last heartbeat; `None` if it never reported one.
-    pub engine_heartbeat_age_seconds: Option<f64>,
+    /// Seconds the engine has been busy with its current batch; `None` while it is idle.
+    pub engine_busy_seconds: Option<f64>,
     /// Spool size and pause state.
     pub spool: SpoolState,
     /// Pictures being assembled.
@@ -149,7 +150,7 @@ pub struct Snapshot {
     #[serde(skip)]
     last_delivery_ms: u64,
     #[serde(skip)]
-    heartbeat_ms: u64,
+    busy_since_ms: u64,
     #[serde(skip)]
     now_ms: u64,
 }
@@ -163,12 +164,12 @@ impl Snapshot {
     pub fn read(metrics: &Metrics, now_ms: u64) -> Snapshot {
         let ready_ms = metrics.ready_ms.load(Relaxed);
         let last_delivery_ms = metrics.last_delivery_ms.load(Relaxed);
-        let heartbeat_ms = metrics.engine_heartbeat_ms.load(Relaxed);
+        let busy_since_ms = metrics.engine_busy_since_ms.load(Relaxed);
         Snapshot {
             ready: ready_ms != 0,
             links_attached: metrics.links_attached.load(Relaxed),
             last_delivery_age_seconds: age_secs(now_ms, last_delivery_ms),
-            engine_heartbeat_age_seconds: age_secs(now_ms, heartbeat_ms),
+            engine_busy_seconds: age_secs(now_ms, busy_since_ms),
             spool: SpoolState {
                 bytes: metrics.spool_bytes.load(Relaxed),
                 paused: metrics.paused.load(Relaxed),
@@ -177,14 +178,14 @@ impl Snapshot {
             oldest_assembly_age_seconds: metrics.oldest_assembly_ms.load(Relaxed) as f64 / 1000.0,
             ready_ms,
             last_delivery_ms,
-            heartbeat_ms,
+            busy_since_ms,
             now_ms,
         }
     }
 
     fn engine_stalled(&self, cfg: &HealthConfig) -> bool {
-        self.heartbeat_ms != 0
-            && self.now_ms.saturating_sub(self.heartbeat_ms) > cfg.engine_stall.as_millis() as u64
+        self.busy_since_ms != 0
+            && self.now_ms.saturating_sub(self.busy_since_ms) > cfg.engine_stall.as_millis() as u64
     }
 }
 
@@ -296,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn engine_heartbeat_is_judged_only_once_reported() {
+    fn engine_is_stuck_only_when_busy_too_long() {
         let m = metrics();
         m.ready_ms.store(1, Relaxed);
         m.links_attached.store(1, Relaxed);
@@ -304,13 +305,20 @@ mod tests {
             engine_stall: Duration::from_secs(60),
             ..HealthConfig::default()
         };
-        assert!(readiness(&Snapshot::read(&m, 1_000_000), &cfg).is_empty());
-        m.engine_heartbeat_ms.store(1_000_000, Relaxed);
-        assert!(readiness(&Snapshot::read(&m, 1_060_000), &cfg).is_empty());
+        // Idle for ages: fine.
+        assert!(readiness(&Snapshot::read(&m, 10_000_000), &cfg).is_empty());
+        m.engine_busy(1_000_000);
+        let s = Snapshot::read(&m, 1_060_000);
+        assert!(readiness(&s, &cfg).is_empty());
+        assert_eq!(s.engine_busy_seconds, Some(60.0));
         assert_eq!(
             readiness(&Snapshot::read(&m, 1_060_001), &cfg),
             vec![Problem::EngineStalled]
         );
+        m.engine_idle();
+        let s = Snapshot::read(&m, 2_000_000);
+        assert!(readiness(&s, &cfg).is_empty());
+        assert_eq!(s.engine_busy_seconds, None);
     }
 
     #[test]
@@ -358,7 +366,7 @@ mod tests {
         m.paused.store(true, Relaxed);
         let mut live = Liveness::new(HealthConfig::default(), m.clone(), 0);
         assert_eq!(live.check(1_000), Ok(()));
-        m.engine_heartbeat_ms.store(1_000, Relaxed);
+        m.engine_busy(1_000);
         assert_eq!(live.check(61_000), Ok(()));
         assert_eq!(live.check(61_001), Err(Problem::EngineStalled));
     }

@@ -202,7 +202,7 @@ fn route(req: Option<Request<'_>>, metrics: &Metrics, health: &HealthConfig) -> 
                 "ready": snapshot.ready,
                 "links_attached": snapshot.links_attached,
                 "last_delivery_age_seconds": snapshot.last_delivery_age_seconds,
-                "engine_heartbeat_age_seconds": snapshot.engine_heartbeat_age_seconds,
+                "engine_busy_seconds": snapshot.engine_busy_seconds,
                 "spool": snapshot.spool,
                 "open_assemblies": snapshot.open_assemblies,
                 "oldest_assembly_age_seconds": snapshot.oldest_assembly_age_seconds,

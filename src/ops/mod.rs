@@ -129,7 +129,8 @@ impl Ops {
     /// - the retention sweeps of `output_dir`, when a limit is set;
     /// - the hook runner, when a command is set (hand [`Ops::hook`] to the engine);
     /// - the watchdog loop, when systemd enabled the watchdog (pings only while
-    ///   [`health::Liveness`] passes);
+    ///   [`health::Liveness`] passes; without a watchdog the check still runs every 10 s, for the
+    ///   log and [`Metrics::live`]);
     /// - the lifecycle task: `READY=1` (and [`Metrics::ready_ms`]) as soon as
     ///   [`Metrics::links_attached`] becomes non-zero, `STOPPING=1` when `shutdown` is cancelled.
     ///
@@ -180,15 +181,21 @@ impl Ops {
                 &tokio::runtime::Handle::current(),
             )
         });
-        let liveness = health::Liveness::new(cfg.health, metrics.clone(), crate::engine::now_ms());
-        if let Some(w) =
-            notifier.spawn_watchdog(metrics.clone(), liveness.into_fn(), shutdown.clone())
-        {
+        let live =
+            health::Liveness::new(cfg.health, metrics.clone(), crate::engine::now_ms()).into_fn();
+        if let Some(timeout) = notifier.watchdog_timeout() {
             tracing::info!(
-                watchdog_ms = notifier.watchdog_timeout().map(|d| d.as_millis() as u64),
+                watchdog_ms = timeout.as_millis() as u64,
                 "systemd watchdog enabled"
             );
-            tasks.push(w);
+            tasks.extend(notifier.spawn_watchdog(metrics.clone(), live, shutdown.clone()));
+        } else {
+            // No watchdog: still evaluate liveness, for the log and `receiver_live`.
+            tasks.push(tokio::spawn(liveness_loop(
+                live,
+                metrics.clone(),
+                shutdown.clone(),
+            )));
         }
         tasks.push(tokio::spawn(lifecycle(notifier.clone(), metrics, shutdown)));
         Ok(Ops {
@@ -227,6 +234,24 @@ impl Ops {
         };
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("operations tasks did not stop in time");
+        }
+    }
+}
+
+/// Period of the liveness evaluation when systemd's watchdog is off.
+const LIVENESS_PERIOD: Duration = Duration::from_secs(10);
+
+async fn liveness_loop(
+    mut live: impl FnMut() -> bool,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(LIVENESS_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticks.tick() => metrics.live.store(live(), Relaxed),
         }
     }
 }
