@@ -11,6 +11,7 @@ pub mod golden;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod ops;
 pub mod sample;
 pub mod sink;
 pub mod spool;

@@ -123,6 +123,30 @@ pub struct Metrics {
     pub paused: AtomicBool,
     /// Time the engine was ready (first link attached), ms; 0 before.
     pub ready_ms: AtomicU64,
+    /// Wall-clock ms when the engine started its current batch or tick; 0 while it waits for
+    /// deliveries. Set with [`Metrics::engine_busy`] / [`Metrics::engine_idle`]; a value that stays
+    /// old means the engine is stuck (see `ops::health`). Idle time never counts.
+    pub engine_busy_since_ms: AtomicU64,
+    /// 1 while the liveness check passes (updated by the systemd watchdog loop).
+    pub live: AtomicBool,
+    /// Retention sweeps run.
+    pub retention_sweeps: AtomicU64,
+    /// Image files deleted by retention.
+    pub retention_deleted_files: AtomicU64,
+    /// Bytes freed by retention.
+    pub retention_deleted_bytes: AtomicU64,
+    /// Files retention wanted to delete but could not (or a folder it could not read).
+    pub retention_errors: AtomicU64,
+    /// Hook runs that exited 0.
+    pub hook_ok: AtomicU64,
+    /// Hook runs that exited non-zero or were killed by a signal.
+    pub hook_failed: AtomicU64,
+    /// Hook runs killed at their time-out.
+    pub hook_timeouts: AtomicU64,
+    /// Hook commands that could not be started.
+    pub hook_spawn_errors: AtomicU64,
+    /// Images not handed to the hook because its queue was full.
+    pub hook_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -165,6 +189,16 @@ impl Metrics {
             .lock()
             .map(|m| m.get(reason).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// The engine starts a batch or tick at `now_ms` (call before `process`/`tick`).
+    pub fn engine_busy(&self, now_ms: u64) {
+        self.engine_busy_since_ms.store(now_ms.max(1), Relaxed);
+    }
+
+    /// The engine goes back to waiting for deliveries (call after `process`/`tick`).
+    pub fn engine_idle(&self) {
+        self.engine_busy_since_ms.store(0, Relaxed);
     }
 
     /// Images written so far (all formats).
@@ -251,7 +285,80 @@ impl Metrics {
             h.sum_us.load(Relaxed) as f64 / 1e6,
             h.count()
         );
+        self.render_ops(&mut s);
         s
+    }
+
+    /// The operations metrics (`ops`: health, retention, hook).
+    fn render_ops(&self, s: &mut String) {
+        let secs = |ms: &AtomicU64| ms.load(Relaxed) as f64 / 1000.0;
+        let timestamps: [(&str, &str, f64); 2] = [
+            (
+                "receiver_last_delivery_timestamp_seconds",
+                "Unix time of the last delivery (0: none yet).",
+                secs(&self.last_delivery_ms),
+            ),
+            (
+                "receiver_engine_busy_since_timestamp_seconds",
+                "Unix time the engine started its current batch (0: idle).",
+                secs(&self.engine_busy_since_ms),
+            ),
+        ];
+        for (name, help, v) in timestamps {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let _ = writeln!(
+            s,
+            "# HELP receiver_live 1 while the liveness (watchdog) check passes.\n# TYPE receiver_live gauge\nreceiver_live {}",
+            u64::from(self.live.load(Relaxed))
+        );
+        let counters: [(&str, &str, &AtomicU64); 4] = [
+            (
+                "receiver_retention_sweeps_total",
+                "Retention sweeps run.",
+                &self.retention_sweeps,
+            ),
+            (
+                "receiver_retention_deleted_files_total",
+                "Image files deleted by retention.",
+                &self.retention_deleted_files,
+            ),
+            (
+                "receiver_retention_deleted_bytes_total",
+                "Bytes freed by retention.",
+                &self.retention_deleted_bytes,
+            ),
+            (
+                "receiver_retention_errors_total",
+                "Retention deletions or scans that failed.",
+                &self.retention_errors,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP receiver_hook_jobs_total On-image hook jobs by result.\n# TYPE receiver_hook_jobs_total counter"
+        );
+        let hooks: [(&str, &AtomicU64); 5] = [
+            ("ok", &self.hook_ok),
+            ("failed", &self.hook_failed),
+            ("timeout", &self.hook_timeouts),
+            ("spawn_error", &self.hook_spawn_errors),
+            ("dropped", &self.hook_dropped),
+        ];
+        for (result, v) in hooks {
+            let _ = writeln!(
+                s,
+                "receiver_hook_jobs_total{{result=\"{result}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
     }
 }
 
@@ -273,5 +380,20 @@ mod tests {
         assert!(text.contains("receiver_quarantined_total{reason=\"crc_mismatch\"} 1"));
         assert!(text.contains("receiver_settle_latency_seconds_bucket{le=\"0.002\"} 1"));
         assert!(text.contains("receiver_settle_latency_seconds_bucket{le=\"0.001\"} 0"));
+    }
+
+    #[test]
+    fn renders_ops_metrics() {
+        let m = Metrics::default();
+        m.hook_timeouts.fetch_add(2, Relaxed);
+        m.retention_deleted_files.fetch_add(3, Relaxed);
+        m.last_delivery_ms.store(1_500, Relaxed);
+        m.live.store(true, Relaxed);
+        let text = m.render_prometheus();
+        assert!(text.contains("receiver_hook_jobs_total{result=\"timeout\"} 2"));
+        assert!(text.contains("receiver_hook_jobs_total{result=\"dropped\"} 0"));
+        assert!(text.contains("receiver_retention_deleted_files_total 3"));
+        assert!(text.contains("receiver_last_delivery_timestamp_seconds 1.5"));
+        assert!(text.contains("receiver_live 1"));
     }
 }

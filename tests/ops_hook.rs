@@ -1,0 +1,272 @@
+//! The on-image hook with real commands: argv and environment arrive verbatim (no shell, so
+//! hostile device names execute nothing), time-outs kill the whole process group, the queue
+//! drops instead of blocking, failures are counted.
+//!
+//! Scripts are run as `/bin/sh <script>` so the test never execs a file it has just written
+//! (which can fail with ETXTBSY while another test thread forks).
+
+use receiver::message::DeviceId;
+use receiver::metrics::Metrics;
+use receiver::ops::hook::{run, Hook, HookConfig, HookJob, HookOutcome};
+use receiver::wire::Format;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn script(dir: &Path, name: &str, body: &str) -> Vec<String> {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    vec!["/bin/sh".into(), path.to_string_lossy().into_owned()]
+}
+
+fn job(path: &str, pk: &str, dn: &str) -> HookJob {
+    HookJob {
+        path: PathBuf::from(path),
+        device: DeviceId::new(pk, dn),
+        bytes: 4242,
+        format: Format::V2,
+    }
+}
+
+fn nul_split(bytes: Vec<u8>) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn argv_and_env_arrive_verbatim_and_nothing_is_executed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let mut command = script(
+        dir.path(),
+        "hook.sh",
+        &format!(
+            "printf '%s\\0' \"$@\" > '{d}/argv'\n\
+             printf '%s\\0' \"$RECEIVER_IMAGE_PATH\" \"$RECEIVER_PRODUCT_KEY\" \"$RECEIVER_DEVICE_NAME\" \
+             \"$RECEIVER_IMAGE_BYTES\" \"$RECEIVER_FORMAT\" > '{d}/env'"
+        ),
+    );
+    command.push("--flag".into());
+    command.push("with space".into());
+    let cfg = HookConfig::new(command);
+    let pk = format!("a;b; touch {d}/pwned1");
+    let dn = format!("$(touch {d}/pwned2)`touch {d}/pwned3`|x&&y>z \"'\n-rf");
+    let path = format!("{d}/out/{}.jpg", "20261126T122710.123Z");
+    let outcome = run(&cfg, &job(&path, &pk, &dn)).await;
+    assert_eq!(outcome, HookOutcome::Ok);
+
+    let argv = nul_split(fs::read(dir.path().join("argv")).unwrap());
+    assert_eq!(argv, vec!["--flag", "with space", &path, &pk, &dn]);
+    let env = nul_split(fs::read(dir.path().join("env")).unwrap());
+    assert_eq!(env, vec![&path, &pk, &dn, "4242", "v2"]);
+    for f in ["pwned1", "pwned2", "pwned3", "z"] {
+        assert!(!dir.path().join(f).exists(), "{f} was created: injection");
+    }
+}
+
+#[tokio::test]
+async fn exit_codes_and_spawn_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = HookConfig::new(script(dir.path(), "fail.sh", "exit 3"));
+    assert_eq!(
+        run(&cfg, &job("/x.jpg", "p", "d")).await,
+        HookOutcome::Exit(3)
+    );
+
+    let cfg = HookConfig::new(script(dir.path(), "sig.sh", "kill -TERM $$"));
+    assert_eq!(
+        run(&cfg, &job("/x.jpg", "p", "d")).await,
+        HookOutcome::Signal(15)
+    );
+
+    let cfg = HookConfig::new(vec![dir.path().join("missing").display().to_string()]);
+    assert!(matches!(
+        run(&cfg, &job("/x.jpg", "p", "d")).await,
+        HookOutcome::Spawn(_)
+    ));
+}
+
+#[tokio::test]
+async fn timeout_kills_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("sleep.pid");
+    let mut cfg = HookConfig::new(script(
+        dir.path(),
+        "slow.sh",
+        &format!("sleep 10 &\necho $! > '{}'\nwait", pidfile.display()),
+    ));
+    cfg.timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let outcome = run(&cfg, &job("/x.jpg", "p", "d")).await;
+    assert_eq!(outcome, HookOutcome::Timeout);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The grandchild `sleep 10` died with the script.
+    let pid = fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    wait_for(
+        || {
+            fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))
+            })
+        },
+        "the grandchild to die",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn runs_through_the_queue_with_a_concurrency_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    fs::create_dir(dir.path().join("running")).unwrap();
+    let mut cfg = HookConfig::new(script(
+        dir.path(),
+        "count.sh",
+        &format!(
+            "touch '{d}/running/'\"$RECEIVER_IMAGE_PATH\"\n\
+             ls '{d}/running' | wc -l >> '{d}/concurrency'\n\
+             sleep 0.2\n\
+             rm '{d}/running/'\"$RECEIVER_IMAGE_PATH\"\n\
+             echo done >> '{d}/done'"
+        ),
+    ));
+    cfg.max_concurrent = 2;
+    cfg.queue = 16;
+    let metrics = Arc::new(Metrics::default());
+    let hook = Hook::new(cfg, metrics.clone(), &tokio::runtime::Handle::current());
+    for i in 0..6 {
+        assert!(hook.submit(job(&format!("img{i}"), "p", "d")));
+    }
+    wait_for(|| metrics.hook_ok.load(Relaxed) == 6, "6 hook runs").await;
+    let max = fs::read_to_string(dir.path().join("concurrency"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse::<u32>().unwrap())
+        .max()
+        .unwrap();
+    assert!(max <= 2, "ran {max} at once");
+    hook.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn full_queue_drops_without_blocking_and_shutdown_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let mut cfg = HookConfig::new(script(
+        dir.path(),
+        "slow.sh",
+        &format!("sleep 0.3\necho \"$RECEIVER_IMAGE_PATH\" >> '{d}/done'"),
+    ));
+    cfg.max_concurrent = 1;
+    cfg.queue = 2;
+    let metrics = Arc::new(Metrics::default());
+    let hook = Hook::new(cfg, metrics.clone(), &tokio::runtime::Handle::current());
+
+    // Submitted from a plain thread, as the engine does.
+    let h = hook.clone();
+    let (accepted, elapsed) = std::thread::spawn(move || {
+        let started = Instant::now();
+        let accepted = (0..20)
+            .filter(|i| h.submit(job(&format!("img{i}"), "p", "d")))
+            .count();
+        (accepted as u64, started.elapsed())
+    })
+    .join()
+    .unwrap();
+    assert!(
+        elapsed < Duration::from_millis(200),
+        "submit blocked for {elapsed:?}"
+    );
+    // Queue of 2, plus at most one held by the dispatcher while it waits for a slot, plus one
+    // running.
+    assert!((2..=4).contains(&accepted), "accepted {accepted}");
+    assert_eq!(metrics.hook_dropped.load(Relaxed), 20 - accepted);
+
+    // Shutdown stops intake but runs what was queued.
+    hook.shutdown(Duration::from_secs(10)).await;
+    assert!(!hook.submit(job("late", "p", "d")));
+    assert_eq!(metrics.hook_ok.load(Relaxed), accepted);
+    let done = fs::read_to_string(dir.path().join("done")).unwrap();
+    assert_eq!(done.lines().count() as u64, accepted);
+}
+
+#[tokio::test]
+async fn shutdown_grace_kills_running_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("sleep.pid");
+    let mut cfg = HookConfig::new(script(
+        dir.path(),
+        "slow.sh",
+        &format!("sleep 30 &\necho $! > '{}'\nwait", pidfile.display()),
+    ));
+    cfg.timeout = Duration::from_secs(60);
+    let metrics = Arc::new(Metrics::default());
+    let hook = Hook::new(cfg, metrics.clone(), &tokio::runtime::Handle::current());
+    assert!(hook.submit(job("img", "p", "d")));
+    wait_for(
+        || fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')),
+        "hook start",
+    )
+    .await;
+    let started = Instant::now();
+    hook.shutdown(Duration::from_millis(200)).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let pid = fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    wait_for(
+        || {
+            fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))
+            })
+        },
+        "the hook's child to die",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn failures_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let rt = tokio::runtime::Handle::current();
+    let fail = Hook::new(
+        HookConfig::new(script(dir.path(), "fail.sh", "exit 1")),
+        metrics.clone(),
+        &rt,
+    );
+    let missing = Hook::new(
+        HookConfig::new(vec!["/nonexistent/receiver-hook".into()]),
+        metrics.clone(),
+        &rt,
+    );
+    let mut slow_cfg = HookConfig::new(script(dir.path(), "slow.sh", "sleep 10"));
+    slow_cfg.timeout = Duration::from_millis(100);
+    let slow = Hook::new(slow_cfg, metrics.clone(), &rt);
+    assert!(fail.submit(job("a", "p", "d")));
+    assert!(missing.submit(job("b", "p", "d")));
+    assert!(slow.submit(job("c", "p", "d")));
+    for h in [&fail, &missing, &slow] {
+        h.shutdown(Duration::from_secs(10)).await;
+    }
+    assert_eq!(metrics.hook_failed.load(Relaxed), 1);
+    assert_eq!(metrics.hook_spawn_errors.load(Relaxed), 1);
+    assert_eq!(metrics.hook_timeouts.load(Relaxed), 1);
+    let text = metrics.render_prometheus();
+    assert!(text.contains("receiver_hook_jobs_total{result=\"timeout\"} 1"));
+}
