@@ -219,7 +219,12 @@ impl Engine {
         }
         if self.degraded.is_some() {
             for inbound in batch {
-                self.settle(inbound.settler, inbound.received_ms, Outcome::Release, now_ms);
+                self.settle(
+                    inbound.settler,
+                    inbound.received_ms,
+                    Outcome::Release,
+                    now_ms,
+                );
             }
             return;
         }
@@ -228,7 +233,9 @@ impl Engine {
         let mut new_ids: Vec<String> = Vec::new();
         let mut append_error = None;
         for inbound in batch {
-            self.metrics.last_delivery_ms.store(inbound.received_ms, Relaxed);
+            self.metrics
+                .last_delivery_ms
+                .store(inbound.received_ms, Relaxed);
             let (record, msg) = self.stage(&inbound, &mut batch_ids, &mut new_ids);
             let tag = match self.spool.as_mut() {
                 Some(spool) if append_error.is_none() => match spool.append(&record) {
@@ -597,7 +604,10 @@ impl Engine {
             if self.spool.is_some() {
                 tracing::info!(open, "stopping with pictures open; they are in the spool and resume on the next start");
             } else {
-                tracing::warn!(open, "stopping with pictures open; in-memory mode: their chunks are lost");
+                tracing::warn!(
+                    open,
+                    "stopping with pictures open; in-memory mode: their chunks are lost"
+                );
             }
         }
         if !self.pending.is_empty() {

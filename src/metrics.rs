@@ -221,7 +221,11 @@ impl Metrics {
                 self.messages(k)
             );
         }
-        counter(&mut s, "receiver_skipped_total", "Skipped deliveries by reason.");
+        counter(
+            &mut s,
+            "receiver_skipped_total",
+            "Skipped deliveries by reason.",
+        );
         for r in SkipReason::ALL {
             let _ = writeln!(
                 s,
@@ -230,40 +234,123 @@ impl Metrics {
                 self.skipped_count(r)
             );
         }
-        counter(&mut s, "receiver_images_written_total", "Images written by format.");
+        counter(
+            &mut s,
+            "receiver_images_written_total",
+            "Images written by format.",
+        );
         let _ = writeln!(
             s,
             "receiver_images_written_total{{format=\"v1\"}} {}\nreceiver_images_written_total{{format=\"v2\"}} {}",
             self.images_v1.load(Relaxed),
             self.images_v2.load(Relaxed)
         );
-        counter(&mut s, "receiver_quarantined_total", "Quarantined pictures or chunks by reason.");
+        counter(
+            &mut s,
+            "receiver_quarantined_total",
+            "Quarantined pictures or chunks by reason.",
+        );
         if let Ok(m) = self.quarantined.lock() {
             for (r, n) in m.iter() {
                 let _ = writeln!(s, "receiver_quarantined_total{{reason=\"{r}\"}} {n}");
             }
         }
         let plain: [(&str, &str, &AtomicU64, &str); 11] = [
-            ("receiver_duplicate_chunks_total", "Duplicate chunks dropped.", &self.duplicate_chunks, "counter"),
-            ("receiver_bytes_written_total", "Image bytes written.", &self.bytes_written, "counter"),
-            ("receiver_reconnects_total", "Reconnect attempts.", &self.reconnects, "counter"),
-            ("receiver_auth_failures_total", "Refused sign-ins.", &self.auth_failures, "counter"),
-            ("receiver_accepted_total", "Deliveries accepted.", &self.accepted, "counter"),
-            ("receiver_released_total", "Deliveries released for redelivery.", &self.released, "counter"),
-            ("receiver_rejected_total", "Deliveries rejected.", &self.rejected, "counter"),
-            ("receiver_spool_commits_total", "Group commits.", &self.spool_commits, "counter"),
-            ("receiver_io_errors_total", "Failed writes.", &self.io_errors, "counter"),
-            ("receiver_open_assemblies", "Pictures being assembled.", &self.open_assemblies, "gauge"),
-            ("receiver_links_attached", "Receiver links attached.", &self.links_attached, "gauge"),
+            (
+                "receiver_duplicate_chunks_total",
+                "Duplicate chunks dropped.",
+                &self.duplicate_chunks,
+                "counter",
+            ),
+            (
+                "receiver_bytes_written_total",
+                "Image bytes written.",
+                &self.bytes_written,
+                "counter",
+            ),
+            (
+                "receiver_reconnects_total",
+                "Reconnect attempts.",
+                &self.reconnects,
+                "counter",
+            ),
+            (
+                "receiver_auth_failures_total",
+                "Refused sign-ins.",
+                &self.auth_failures,
+                "counter",
+            ),
+            (
+                "receiver_accepted_total",
+                "Deliveries accepted.",
+                &self.accepted,
+                "counter",
+            ),
+            (
+                "receiver_released_total",
+                "Deliveries released for redelivery.",
+                &self.released,
+                "counter",
+            ),
+            (
+                "receiver_rejected_total",
+                "Deliveries rejected.",
+                &self.rejected,
+                "counter",
+            ),
+            (
+                "receiver_spool_commits_total",
+                "Group commits.",
+                &self.spool_commits,
+                "counter",
+            ),
+            (
+                "receiver_io_errors_total",
+                "Failed writes.",
+                &self.io_errors,
+                "counter",
+            ),
+            (
+                "receiver_open_assemblies",
+                "Pictures being assembled.",
+                &self.open_assemblies,
+                "gauge",
+            ),
+            (
+                "receiver_links_attached",
+                "Receiver links attached.",
+                &self.links_attached,
+                "gauge",
+            ),
         ];
         for (name, help, v, ty) in plain {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {}",
+                v.load(Relaxed)
+            );
         }
         let gauges: [(&str, &str, u64); 4] = [
-            ("receiver_assembly_bytes", "Bytes held by open pictures.", self.assembly_bytes.load(Relaxed)),
-            ("receiver_oldest_assembly_age_seconds", "Age of the oldest open picture.", self.oldest_assembly_ms.load(Relaxed) / 1000),
-            ("receiver_spool_bytes", "Spool size on disk.", self.spool_bytes.load(Relaxed)),
-            ("receiver_paused", "1 while credit is withheld (I/O error or full spool).", u64::from(self.paused.load(Relaxed))),
+            (
+                "receiver_assembly_bytes",
+                "Bytes held by open pictures.",
+                self.assembly_bytes.load(Relaxed),
+            ),
+            (
+                "receiver_oldest_assembly_age_seconds",
+                "Age of the oldest open picture.",
+                self.oldest_assembly_ms.load(Relaxed) / 1000,
+            ),
+            (
+                "receiver_spool_bytes",
+                "Spool size on disk.",
+                self.spool_bytes.load(Relaxed),
+            ),
+            (
+                "receiver_paused",
+                "1 while credit is withheld (I/O error or full spool).",
+                u64::from(self.paused.load(Relaxed)),
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -276,7 +363,10 @@ impl Metrics {
         let mut cum = 0;
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
             cum += h.buckets[i].load(Relaxed);
-            let _ = writeln!(s, "receiver_settle_latency_seconds_bucket{{le=\"{b}\"}} {cum}");
+            let _ = writeln!(
+                s,
+                "receiver_settle_latency_seconds_bucket{{le=\"{b}\"}} {cum}"
+            );
         }
         let _ = writeln!(
             s,

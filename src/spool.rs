@@ -13,9 +13,21 @@ pub struct SpoolOptions {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Img { received_ms: u64, msg: ImgMessage },
-    Seen { received_ms: u64, message_id: String },
-    Done { device: DeviceId, pid: u32, size: u32, crc: u32, at_ms: u64 },
+    Img {
+        received_ms: u64,
+        msg: ImgMessage,
+    },
+    Seen {
+        received_ms: u64,
+        message_id: String,
+    },
+    Done {
+        device: DeviceId,
+        pid: u32,
+        size: u32,
+        crc: u32,
+        at_ms: u64,
+    },
 }
 
 #[derive(Debug)]
