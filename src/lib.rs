@@ -4,6 +4,7 @@ pub mod amqp;
 pub mod assembler;
 pub mod config;
 pub mod daemon;
+pub mod dedup;
 pub mod golden;
 pub mod message;
 pub mod sample;
