@@ -37,7 +37,12 @@
 //! * After any of those three, the rest of that picture is useless, so the device enters a
 //!   **discarding** state until its next `END`: further data chunks are absorbed without their
 //!   bytes, and the `END` (or the timeout) emits **one** follow-up quarantine with the same reason
-//!   carrying their tags. This avoids a flood of tiny pictures and keeps memory flat.
+//!   carrying their tags. This avoids a flood of tiny pictures and keeps memory flat. (A bad chunk
+//!   inside the span of the last settled picture is quarantined alone: it is a late stray, not
+//!   the start of the next picture.)
+//! * v1 carries no length or checksum: if an `END` overtakes a *middle* chunk, the markers still
+//!   check out and the picture is written without it (only [`Limits::decode_check`] may notice);
+//!   the chunk then arrives as a `late_chunk`. Nothing better is possible with this format.
 //! * A data chunk identical (same time, same bytes) to a stored one is a duplicate.
 //! * After a picture is settled at `END`, its time span and a fingerprint (time, CRC-32) of each
 //!   chunk are remembered (see *Memory*): a later chunk inside that span is a `Duplicate` if its
