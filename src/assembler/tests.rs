@@ -1,0 +1,1117 @@
+//! Unit and property tests of the assembler. Every scenario runs through [`H`], which checks each
+//! push's promise (a `Completed` tag is in a new `Write`, ...) and, at the end, that every tag came
+//! back exactly once.
+
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const TINY: &[u8] = include_bytes!("../../tests/vectors/images/tiny.jpg");
+const T0: i64 = 1_700_000_000_000;
+
+fn dev(name: &str) -> DeviceId {
+    DeviceId::new("a1PK", name)
+}
+
+/// A JPEG-like payload: `FF D8`, `n` pseudo-random bytes, `FF D9`.
+fn jpeg(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = vec![0xFF, 0xD8];
+    v.extend((0..n).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    }));
+    v.extend([0xFF, 0xD9]);
+    v
+}
+
+fn v2(img: &[u8], pid: u32, piece: usize) -> Vec<String> {
+    wire::encode_v2(img, pid, piece).unwrap()
+}
+
+fn v1(img: &[u8], hex: usize) -> Vec<String> {
+    wire::encode_v1(img, hex).unwrap()
+}
+
+/// Rewrites field `i` (0 = "V2", 1 = pid, ..., 6 = data) of a v2 value.
+fn with_field(value: &str, i: usize, new: &str) -> String {
+    let mut parts: Vec<String> = value.splitn(7, ';').map(str::to_string).collect();
+    parts[i] = new.to_string();
+    parts.join(";")
+}
+
+/// Harness: an assembler plus tag bookkeeping.
+struct H {
+    asm: Assembler,
+    out: Vec<Action>,
+    done_now: Vec<Tag>,
+    next_tag: Tag,
+    now: u64,
+}
+
+impl H {
+    fn new(limits: Limits) -> Self {
+        H {
+            asm: Assembler::new(limits),
+            out: Vec::new(),
+            done_now: Vec::new(),
+            next_tag: 1,
+            now: 1_000_000,
+        }
+    }
+
+    fn default() -> Self {
+        H::new(Limits::default())
+    }
+
+    /// Pushes with an explicit `items.img.time` (or none).
+    fn push_t(&mut self, d: &DeviceId, value: &str, item_time: Option<i64>) -> Disposition {
+        let m = ImgMessage {
+            device: d.clone(),
+            message_id: format!("m{}", self.next_tag),
+            value: value.to_string(),
+            item_time,
+            gmt_create: None,
+            request_id: None,
+        };
+        self.push_msg(&m)
+    }
+
+    fn push(&mut self, d: &DeviceId, value: &str, t: i64) -> Disposition {
+        self.push_t(d, value, Some(t))
+    }
+
+    fn push_msg(&mut self, m: &ImgMessage) -> Disposition {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.now += 1;
+        let before = self.out.len();
+        let d = self.asm.push(m, tag, self.now, &mut self.out);
+        let new = &self.out[before..];
+        match d {
+            Disposition::Completed => assert!(
+                new.iter()
+                    .any(|a| matches!(a, Action::Write(f) if f.tags.contains(&tag))),
+                "Completed, but no new Write holds tag {tag}: {new:?}"
+            ),
+            Disposition::Quarantined => assert!(
+                new.iter()
+                    .any(|a| matches!(a, Action::Quarantine(q) if q.tags.contains(&tag))),
+                "Quarantined, but no new Quarantine holds tag {tag}: {new:?}"
+            ),
+            Disposition::Duplicate { attached: false } => self.done_now.push(tag),
+            Disposition::Stored | Disposition::Duplicate { attached: true } => {}
+        }
+        assert!(self.asm.open_count() <= self.asm.limits().max_open.max(1));
+        assert!(
+            self.asm.buffered_bytes() <= self.asm.open_count() * self.asm.limits().max_image_bytes
+        );
+        d
+    }
+
+    fn expire_all(&mut self) {
+        self.now += self.asm.limits().timeout_ms + 1;
+        self.asm.expire(self.now, &mut self.out);
+    }
+
+    /// Expires everything and checks tag conservation.
+    fn finish(&mut self) {
+        self.expire_all();
+        assert_eq!(self.asm.open_count(), 0);
+        assert_eq!(self.asm.buffered_bytes(), 0);
+        assert_eq!(self.asm.oldest_open_ms(), None);
+        assert_eq!(self.asm.next_deadline(), None);
+        let mut seen: BTreeMap<Tag, usize> = BTreeMap::new();
+        for t in self
+            .out
+            .iter()
+            .flat_map(|a| a.tags().iter())
+            .chain(&self.done_now)
+        {
+            *seen.entry(*t).or_default() += 1;
+        }
+        for tag in 1..self.next_tag {
+            assert_eq!(seen.get(&tag), Some(&1), "tag {tag} in {seen:?}");
+        }
+        assert_eq!(
+            seen.len() as u64,
+            self.next_tag - 1,
+            "unknown tags: {seen:?}"
+        );
+    }
+
+    fn writes(&self) -> Vec<&Finished> {
+        self.out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write(f) => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn quarantines(&self) -> Vec<&Quarantined> {
+        self.out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Quarantine(q) => Some(q),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reasons(&self) -> Vec<&'static str> {
+        self.quarantines().iter().map(|q| q.reason).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// v2
+
+#[test]
+fn v2_any_order_completes_and_late_duplicates_are_dropped() {
+    let img = jpeg(1000, 1);
+    let values = v2(&img, 17, 99);
+    let d = dev("cam");
+    let mut h = H::default();
+    let n = values.len();
+    for (i, v) in values.iter().enumerate().rev().skip(1) {
+        assert_eq!(h.push(&d, v, T0 + i as i64), Disposition::Stored);
+    }
+    assert_eq!(
+        h.push(&d, &values[n - 2], T0),
+        Disposition::Duplicate { attached: true }
+    );
+    assert_eq!(h.asm.open_count(), 1);
+    assert_eq!(h.push(&d, &values[n - 1], T0 + 50), Disposition::Completed);
+    assert_eq!(h.asm.open_count(), 0);
+    // Late duplicates of the finished picture: done at once, no new picture.
+    assert_eq!(
+        h.push(&d, &values[0], T0),
+        Disposition::Duplicate { attached: false }
+    );
+    assert_eq!(h.asm.open_count(), 0);
+    h.finish();
+    let w = h.writes();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].bytes, img);
+    assert_eq!(w[0].pid, Some(17));
+    assert_eq!(w[0].chunks, n);
+    assert_eq!(w[0].format, Format::V2);
+    assert_eq!(w[0].name_time_ms, T0);
+    assert_eq!(w[0].tags.len(), n + 1);
+    assert!(h.quarantines().is_empty());
+}
+
+#[test]
+fn v2_interleaves_pictures_of_one_device_with_a_v1_picture() {
+    let (a, b, c) = (jpeg(500, 2), jpeg(700, 3), jpeg(300, 4));
+    let (va, vb, vc) = (v2(&a, 1, 60), v2(&b, 2, 90), v1(&c, 40));
+    let d = dev("cam");
+    let mut h = H::default();
+    let longest = va.len().max(vb.len()).max(vc.len());
+    for i in 0..longest {
+        if let Some(v) = va.get(i) {
+            h.push(&d, v, T0 + i as i64);
+        }
+        if let Some(v) = vb.get(vb.len().saturating_sub(1 + i)) {
+            if i < vb.len() {
+                h.push(&d, v, T0 + i as i64);
+            }
+        }
+        if let Some(v) = vc.get(i) {
+            h.push(&d, v, T0 + 10 * i as i64);
+        }
+    }
+    h.finish();
+    let mut got: Vec<Vec<u8>> = h.writes().iter().map(|w| w.bytes.clone()).collect();
+    got.sort();
+    let mut want = vec![a, b, c];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(h.quarantines().is_empty(), "{:?}", h.reasons());
+}
+
+#[test]
+fn v2_pid_reuse_with_another_crc_starts_a_new_picture() {
+    let (a, b) = (jpeg(100, 5), jpeg(130, 6));
+    let d = dev("cam");
+    let mut h = H::default();
+    for v in v2(&a, 9, 30) {
+        h.push(&d, &v, T0);
+    }
+    for v in v2(&b, 9, 30) {
+        h.push(&d, &v, T0 + 1000);
+    }
+    h.finish();
+    let w = h.writes();
+    assert_eq!(w.len(), 2);
+    assert_eq!((&w[0].bytes, &w[1].bytes), (&a, &b));
+}
+
+#[test]
+fn v2_header_mismatch_names_both_headers() {
+    let img = jpeg(100, 7);
+    let values = v2(&img, 3, 30);
+    let d = dev("cam");
+    let mut h = H::default();
+    h.push(&d, &values[0], T0);
+    let bad = with_field(&values[1], 5, "0BADC0DE");
+    assert_eq!(h.push(&d, &bad, T0 + 1), Disposition::Quarantined);
+    let q = h.quarantines()[0].clone();
+    assert_eq!(q.reason, "header_mismatch");
+    assert!(q.detail.contains("crc=0BADC0DE"), "{}", q.detail);
+    assert!(
+        q.detail.contains(&format!("crc={:08X}", wire::crc32(&img))),
+        "{}",
+        q.detail
+    );
+    assert_eq!(q.tags, vec![1, 2]);
+    assert_eq!(q.pid, Some(3));
+    h.finish();
+    assert!(h.writes().is_empty());
+}
+
+#[test]
+fn v2_chunk_conflict_and_identical_duplicate() {
+    let img = jpeg(100, 8);
+    let values = v2(&img, 3, 30);
+    let d = dev("cam");
+    let mut h = H::default();
+    h.push(&d, &values[0], T0);
+    assert_eq!(
+        h.push(&d, &values[0], T0),
+        Disposition::Duplicate { attached: true }
+    );
+    let other = with_field(&values[0], 6, &"AAAA".repeat(10));
+    assert_eq!(h.push(&d, &other, T0), Disposition::Quarantined);
+    assert_eq!(h.reasons(), vec!["chunk_conflict"]);
+    assert_eq!(h.quarantines()[0].tags, vec![1, 2, 3]);
+    h.finish();
+}
+
+#[test]
+fn v2_pieces_over_size_are_a_length_mismatch_at_once() {
+    let img = jpeg(100, 9);
+    let values = v2(&img, 3, 30);
+    let d = dev("cam");
+    let mut h = H::default();
+    // Every chunk claims 40 bytes: the second 30-byte piece already overflows.
+    let small: Vec<String> = values.iter().map(|v| with_field(v, 4, "40")).collect();
+    assert_eq!(h.push(&d, &small[0], T0), Disposition::Stored);
+    assert_eq!(h.push(&d, &small[1], T0), Disposition::Quarantined);
+    assert_eq!(h.reasons(), vec!["length_mismatch"]);
+    assert_eq!(h.asm.buffered_bytes(), 0);
+    h.finish();
+}
+
+#[test]
+fn v2_boundary_rule_spares_the_last_piece() {
+    // 100 bytes in pieces of 30: the last is 10 bytes (not a multiple of 3) and is fine.
+    let img = jpeg(96, 10);
+    let values = v2(&img, 4, 30);
+    assert_eq!(img.len() % 30, 10);
+    let d = dev("cam");
+    let mut h = H::default();
+    for v in &values {
+        h.push(&d, v, T0);
+    }
+    assert_eq!(h.writes().len(), 1);
+    // A first piece of 4 bytes is a boundary error, alone since nothing is open.
+    let bad = with_field(&values[0], 1, "5");
+    let bad = with_field(&bad, 6, "AAAAAA==");
+    assert_eq!(h.push(&d, &bad, T0), Disposition::Quarantined);
+    assert_eq!(h.reasons(), vec!["bad_boundary"]);
+    assert_eq!(h.quarantines()[0].bytes, bad.as_bytes());
+    h.finish();
+}
+
+#[test]
+fn v2_too_large_is_settled_once_without_buffering() {
+    let img = jpeg(2000, 11);
+    let values = v2(&img, 5, 300);
+    let d = dev("cam");
+    let mut h = H::new(Limits {
+        max_image_bytes: 1000,
+        ..Limits::default()
+    });
+    let n = values.len();
+    for v in &values[..n - 1] {
+        assert_eq!(h.push(&d, v, T0), Disposition::Stored);
+        assert_eq!(h.asm.buffered_bytes(), 0);
+    }
+    assert_eq!(
+        h.push(&d, &values[0], T0),
+        Disposition::Duplicate { attached: true }
+    );
+    assert!(h.quarantines().is_empty());
+    assert_eq!(h.push(&d, &values[n - 1], T0), Disposition::Quarantined);
+    assert_eq!(h.reasons(), vec!["too_large"]);
+    assert_eq!(h.quarantines()[0].tags.len(), n + 1);
+    // A late chunk of it: a duplicate, not a new picture.
+    assert_eq!(
+        h.push(&d, &values[2], T0),
+        Disposition::Duplicate { attached: false }
+    );
+    assert_eq!(h.asm.open_count(), 0);
+    h.finish();
+    assert_eq!(h.reasons(), vec!["too_large"]);
+}
+
+#[test]
+fn v2_expiry_lists_missing_seqs() {
+    let img = jpeg(300, 12);
+    let values = v2(&img, 6, 30);
+    let d = dev("cam");
+    let mut h = H::default();
+    for (i, v) in values.iter().enumerate() {
+        if ![2, 5, 6, 7].contains(&i) {
+            h.push(&d, v, T0);
+        }
+    }
+    let last = h.now;
+    let timeout = h.asm.limits().timeout_ms;
+    assert_eq!(h.asm.next_deadline(), Some(last + timeout + 1));
+    h.asm.expire(last + timeout, &mut h.out);
+    assert_eq!(h.asm.open_count(), 1, "idle == timeout is not yet expired");
+    h.asm.expire(last + timeout + 1, &mut h.out);
+    assert_eq!(h.asm.open_count(), 0);
+    let q = h.quarantines()[0].clone();
+    assert_eq!(q.reason, "expired");
+    assert_eq!(q.missing, vec![2, 5, 6, 7]);
+    assert!(q.detail.contains("missing seq 2, 5-7"), "{}", q.detail);
+    h.finish();
+}
+
+#[test]
+fn v2_bad_chunk_takes_its_open_picture_along() {
+    let img = jpeg(300, 13);
+    let values = v2(&img, 8, 30);
+    let d = dev("cam");
+    let mut h = H::default();
+    h.push(&d, &values[0], T0);
+    h.push(&d, &values[1], T0);
+    // Broken Base64 in a chunk of pid 8.
+    let bad = with_field(&values[2], 6, "!!!!");
+    assert_eq!(h.push(&d, &bad, T0), Disposition::Quarantined);
+    let q = h.quarantines()[0].clone();
+    assert_eq!((q.reason, q.tags.len(), q.pid), ("bad_base64", 3, Some(8)));
+    assert_eq!(q.missing.len(), values.len() - 2);
+    // A header that does not parse (seq >= count), but whose pid still reads as 8.
+    h.push(&d, &values[3], T0);
+    let bad = with_field(&values[4], 2, "999");
+    assert_eq!(h.push(&d, &bad, T0), Disposition::Quarantined);
+    let q = h.quarantines()[1].clone();
+    assert_eq!((q.reason, q.tags.len()), ("bad_header", 2));
+    // Unreadable pid: alone.
+    assert_eq!(
+        h.push(&d, "V2;x;0;1;4;00000000;AAAA", T0),
+        Disposition::Quarantined
+    );
+    assert_eq!(h.quarantines()[2].tags.len(), 1);
+    h.finish();
+}
+
+#[test]
+fn v2_size_and_crc_right_but_not_a_jpeg() {
+    let img = b"not a jpeg at all".to_vec();
+    let d = dev("cam");
+    let mut h = H::default();
+    for v in v2(&img, 1, 6) {
+        h.push(&d, &v, T0);
+    }
+    assert_eq!(h.reasons(), vec!["invalid_jpeg"]);
+    assert_eq!(h.quarantines()[0].bytes, img);
+    h.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// v1
+
+#[test]
+fn v1_end_before_a_chunk_then_the_late_chunk_completes() {
+    let img = jpeg(300, 20);
+    let values = v1(&img, 100);
+    let n = values.len();
+    let d = dev("cam");
+    let mut h = H::default();
+    for (i, v) in values.iter().enumerate() {
+        if i != n - 2 {
+            h.push(&d, v, T0 + 10 * i as i64);
+        }
+    }
+    // END arrived without the last data chunk: invalid, kept open.
+    assert!(h.out.is_empty());
+    assert_eq!(h.asm.open_count(), 1);
+    assert_eq!(
+        h.push(&d, &values[n - 2], T0 + 10 * (n as i64 - 2)),
+        Disposition::Completed
+    );
+    h.finish();
+    assert_eq!(h.writes()[0].bytes, img);
+    assert_eq!(h.writes()[0].chunks, n - 1);
+    assert_eq!(h.writes()[0].tags.len(), n);
+    assert!(h.quarantines().is_empty());
+}
+
+#[test]
+fn v1_invalid_picture_goes_when_a_newer_chunk_arrives() {
+    let (a, b) = (jpeg(300, 21), jpeg(200, 22));
+    let (va, vb) = (v1(&a, 100), v1(&b, 100));
+    let d = dev("cam");
+    let mut h = H::default();
+    // Picture a without its first chunk.
+    for (i, v) in va.iter().enumerate().skip(1) {
+        h.push(&d, v, T0 + 10 * i as i64);
+    }
+    assert!(h.out.is_empty());
+    // Picture b starts later.
+    for (i, v) in vb.iter().enumerate() {
+        h.push(&d, v, T0 + 1000 + 10 * i as i64);
+    }
+    assert_eq!(h.reasons(), vec!["invalid_jpeg"]);
+    assert_eq!(h.quarantines()[0].tags.len(), va.len() - 1);
+    assert_eq!(h.writes().len(), 1);
+    assert_eq!(h.writes()[0].bytes, b);
+    h.finish();
+}
+
+#[test]
+fn v1_end_leaves_newer_chunks_as_the_next_picture() {
+    let (a, b) = (jpeg(300, 23), jpeg(200, 24));
+    let (va, vb) = (v1(&a, 100), v1(&b, 100));
+    let d = dev("cam");
+    let mut h = H::default();
+    let (a_end, a_data) = va.split_last().unwrap();
+    for (i, v) in a_data.iter().enumerate() {
+        h.push(&d, v, T0 + 10 * i as i64);
+    }
+    // b's first chunk is delivered before a's END.
+    h.push(&d, &vb[0], T0 + 1000);
+    assert_eq!(h.push(&d, a_end, T0 + 500), Disposition::Completed);
+    assert_eq!(h.asm.open_count(), 1);
+    for (i, v) in vb.iter().enumerate().skip(1) {
+        h.push(&d, v, T0 + 1000 + 10 * i as i64);
+    }
+    h.finish();
+    let w = h.writes();
+    assert_eq!(w.len(), 2);
+    assert_eq!((&w[0].bytes, &w[1].bytes), (&a, &b));
+    assert!(h.quarantines().is_empty());
+}
+
+#[test]
+fn v1_duplicate_chunks_and_ends() {
+    let img = jpeg(300, 25);
+    let values = v1(&img, 100);
+    let n = values.len();
+    let d = dev("cam");
+    let mut h = H::default();
+    h.push(&d, &values[0], T0);
+    assert_eq!(
+        h.push(&d, &values[0], T0),
+        Disposition::Duplicate { attached: true }
+    );
+    // Same bytes at another time is not a duplicate (v1 has no seq): it is data.
+    for (i, v) in values.iter().enumerate().skip(1) {
+        h.push(&d, v, T0 + 10 * i as i64);
+    }
+    assert_eq!(h.writes().len(), 1);
+    assert_eq!(h.writes()[0].bytes, img);
+    // A redelivered chunk and END of the finished picture: dropped.
+    let end_t = T0 + 10 * (n as i64 - 1);
+    assert_eq!(
+        h.push(&d, &values[1], T0 + 10),
+        Disposition::Duplicate { attached: false }
+    );
+    assert_eq!(
+        h.push(&d, "END", end_t),
+        Disposition::Duplicate { attached: false }
+    );
+    // A chunk in its span that it never had: late_chunk, and the next picture is unharmed.
+    assert_eq!(h.push(&d, "ABCD", T0 + 15), Disposition::Quarantined);
+    assert_eq!(h.reasons(), vec!["late_chunk"]);
+    let next = jpeg(50, 26);
+    for (i, v) in v1(&next, 100).iter().enumerate() {
+        h.push(&d, v, end_t + 100 + i as i64);
+    }
+    assert_eq!(h.writes().len(), 2);
+    assert_eq!(h.writes()[1].bytes, next);
+    h.finish();
+}
+
+#[test]
+fn v1_duplicate_end_of_an_invalid_picture_is_attached() {
+    let d = dev("cam");
+    let mut h = H::default();
+    h.push(&d, "0102", T0);
+    assert_eq!(h.push(&d, "END", T0 + 10), Disposition::Stored);
+    assert_eq!(
+        h.push(&d, "END", T0 + 10),
+        Disposition::Duplicate { attached: true }
+    );
+    // A later END with nothing new: the invalid picture goes, the END is empty.
+    assert_eq!(h.push(&d, "END", T0 + 20), Disposition::Quarantined);
+    assert_eq!(h.reasons(), vec!["invalid_jpeg", "empty_end"]);
+    assert_eq!(h.quarantines()[0].tags, vec![1, 2, 3]);
+    h.finish();
+}
+
+#[test]
+fn v1_too_large_discards_the_rest_until_end_in_one_record() {
+    let img = jpeg(2000, 27);
+    let values = v1(&img, 200); // 100 bytes per chunk
+    let d = dev("cam");
+    let mut h = H::new(Limits {
+        max_image_bytes: 1000,
+        ..Limits::default()
+    });
+    let mut disp = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        disp.push(h.push(&d, v, T0 + i as i64));
+    }
+    assert_eq!(disp[10], Disposition::Quarantined);
+    assert_eq!(*disp.last().unwrap(), Disposition::Quarantined);
+    assert_eq!(h.reasons(), vec!["too_large", "too_large"]);
+    let q = h.quarantines();
+    assert_eq!(q[0].bytes, img[..1000]);
+    assert_eq!(q[0].tags.len(), 11);
+    assert_eq!(q[1].tags.len(), values.len() - 11);
+    assert!(q[1].bytes.is_empty());
+    assert_eq!(h.asm.open_count(), 0);
+    // The next picture is fine.
+    let small = jpeg(100, 28);
+    for v in v1(&small, 200) {
+        h.push(&d, &v, T0 + 10_000);
+    }
+    assert_eq!(h.writes().len(), 1);
+    h.finish();
+}
+
+#[test]
+fn v1_bad_hex_takes_the_open_picture_and_discards_the_rest() {
+    let img = jpeg(400, 29);
+    let mut values = v1(&img, 100);
+    values[2] = "ZZ".repeat(50);
+    let d = dev("cam");
+    let mut h = H::default();
+    for (i, v) in values.iter().enumerate() {
+        h.push(&d, v, T0 + i as i64);
+    }
+    assert_eq!(h.reasons(), vec!["bad_hex", "bad_hex"]);
+    let q = h.quarantines();
+    assert_eq!(q[0].tags, vec![1, 2, 3]);
+    assert_eq!(q[0].bytes, img[..100]);
+    assert_eq!(q[1].tags.len(), values.len() - 3);
+    h.finish();
+}
+
+#[test]
+fn v1_decode_check_rejects_marker_shaped_garbage() {
+    let d = dev("cam");
+    let garbage = jpeg(500, 30);
+    for decode_check in [false, true] {
+        let mut h = H::new(Limits {
+            decode_check,
+            ..Limits::default()
+        });
+        for v in v1(&garbage, 200) {
+            h.push(&d, &v, T0);
+        }
+        for v in v1(TINY, 200) {
+            h.push(&d, &v, T0 + 1000);
+        }
+        h.finish();
+        let writes: Vec<Vec<u8>> = h.writes().iter().map(|w| w.bytes.clone()).collect();
+        if decode_check {
+            assert_eq!(writes, vec![TINY.to_vec()]);
+            assert_eq!(h.reasons(), vec!["invalid_jpeg"]);
+            assert!(h.quarantines()[0].detail.contains("do not decode"));
+        } else {
+            assert_eq!(writes, vec![garbage.clone(), TINY.to_vec()]);
+        }
+    }
+}
+
+#[test]
+fn v1_time_falls_back_to_gmt_create_then_arrival() {
+    let img = jpeg(300, 31);
+    let values = v1(&img, 100);
+    let d = dev("cam");
+    let mut h = H::default();
+    // gmtCreate orders chunks delivered in reverse.
+    let n = values.len() as i64;
+    let (end, data) = values.split_last().unwrap();
+    for (i, v) in data.iter().enumerate().rev() {
+        h.push_msg(&ImgMessage {
+            device: d.clone(),
+            message_id: String::new(),
+            value: v.clone(),
+            item_time: None,
+            gmt_create: Some(T0 + i as i64),
+            request_id: None,
+        });
+    }
+    h.push_msg(&ImgMessage {
+        device: d.clone(),
+        message_id: String::new(),
+        value: end.clone(),
+        item_time: None,
+        gmt_create: Some(T0 + n),
+        request_id: None,
+    });
+    // No time at all: arrival order (now_ms) orders them.
+    let img2 = jpeg(300, 32);
+    for v in v1(&img2, 100) {
+        h.push_t(&d, &v, None);
+    }
+    h.finish();
+    let w = h.writes();
+    assert_eq!(w.len(), 2);
+    assert_eq!(w[0].bytes, img);
+    assert_eq!(w[0].name_time_ms, w[0].opened_ms as i64, "no item time");
+    assert_eq!(w[1].bytes, img2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounds, gauges, lone values
+
+#[test]
+fn max_open_evicts_the_least_recently_touched() {
+    let d = dev("cam");
+    let mut h = H::new(Limits {
+        max_open: 2,
+        ..Limits::default()
+    });
+    let pics: Vec<Vec<String>> = (0..3).map(|p| v2(&jpeg(60, p), p as u32, 30)).collect();
+    h.push(&d, &pics[0][0], T0);
+    h.push(&d, &pics[1][0], T0);
+    h.push(&d, &pics[0][1], T0); // picture 1 is now the least recently touched
+    assert!(h.out.is_empty());
+    h.push(&d, &pics[2][0], T0);
+    let q = h.quarantines();
+    assert_eq!(q.len(), 1);
+    assert_eq!((q[0].reason, q[0].pid), ("evicted", Some(1)));
+    assert_eq!(h.asm.open_count(), 2);
+    h.finish();
+}
+
+#[test]
+fn gauges_follow_the_open_pictures() {
+    let d = dev("cam");
+    let mut h = H::default();
+    assert_eq!(h.asm.next_deadline(), None);
+    let a = v2(&jpeg(100, 40), 1, 30);
+    h.push(&d, &a[0], T0);
+    let opened = h.now;
+    assert_eq!(h.asm.oldest_open_ms(), Some(opened));
+    assert_eq!(h.asm.buffered_bytes(), 30);
+    h.push(&d, "FFD8FF", T0);
+    assert_eq!(h.asm.buffered_bytes(), 33);
+    assert_eq!(h.asm.open_count(), 2);
+    h.now += 500;
+    h.push(&d, &a[1], T0);
+    let timeout = h.asm.limits().timeout_ms;
+    // The v1 picture is idle the longest; a's deadline moved with its new chunk.
+    assert_eq!(h.asm.next_deadline(), Some(opened + 1 + timeout + 1));
+    assert_eq!(h.asm.oldest_open_ms(), Some(opened));
+    // Duplicates neither buffer nor touch.
+    let before = h.asm.next_deadline();
+    h.push(&d, &a[1], T0);
+    assert_eq!(h.asm.buffered_bytes(), 63);
+    assert_eq!(h.asm.next_deadline(), before);
+    let mut out = Vec::new();
+    h.asm.expire(opened + 1 + timeout + 1, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(h.asm.buffered_bytes(), 60);
+    h.out.extend(out);
+    h.finish();
+}
+
+#[test]
+fn lone_values_are_quarantined_alone() {
+    let d = dev("cam");
+    let mut h = H::default();
+    h.push(&d, &v2(&jpeg(100, 41), 1, 30)[0], T0);
+    for (v, r) in [
+        ("", "empty_value"),
+        ("V3;1;2;3", "unsupported_version"),
+        ("Vx;1", "bad_header"),
+        ("V2;1;0;1;5;0000000A;AAA", "bad_base64"),
+        ("END", "empty_end"),
+    ] {
+        assert_eq!(h.push(&d, v, T0), Disposition::Quarantined, "{v}");
+        assert_eq!(*h.reasons().last().unwrap(), r, "{v}");
+    }
+    // The bad Base64 chunk named pid 1, whose open picture went with it.
+    assert_eq!(h.asm.open_count(), 0);
+    h.finish();
+}
+
+#[test]
+fn drain_settles_everything() {
+    let d = dev("cam");
+    let mut h = H::default();
+    h.push(&d, &v2(&jpeg(100, 42), 1, 30)[0], T0);
+    h.push(&d, "FFD8", T0);
+    let now = h.now;
+    h.asm.drain(now, &mut h.out);
+    assert_eq!(h.reasons(), vec!["expired", "expired"]);
+    h.finish();
+}
+
+#[test]
+fn settled_pictures_are_forgotten_after_the_timeout() {
+    let d = dev("cam");
+    let mut h = H::default();
+    let values = v2(&jpeg(60, 43), 1, 30);
+    for v in &values {
+        h.push(&d, v, T0);
+    }
+    assert_eq!(h.asm.remembered_count(), 1);
+    h.expire_all();
+    assert_eq!(h.asm.remembered_count(), 0);
+    // Now a resend is a new picture again (and completes again).
+    for v in &values {
+        h.push(&d, v, T0);
+    }
+    assert_eq!(h.writes().len(), 2);
+    h.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+
+/// A JPEG-like payload of 0..max inner bytes.
+fn payload(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..max).prop_map(|mut inner| {
+        let mut v = vec![0xFF, 0xD8];
+        v.append(&mut inner);
+        v.extend([0xFF, 0xD9]);
+        v
+    })
+}
+
+/// `base` plus copies of random elements, shuffled.
+fn with_dups_shuffled<T: Clone + std::fmt::Debug>(base: Vec<T>) -> impl Strategy<Value = Vec<T>> {
+    let n = base.len();
+    proptest::collection::vec(0..n, 0..=n.min(8)).prop_flat_map(move |picks| {
+        let mut v = base.clone();
+        v.extend(picks.iter().map(|&i| base[i].clone()));
+        Just(v).prop_shuffle()
+    })
+}
+
+/// A v2 chunk set, shuffled with duplicates.
+fn v2_arrivals() -> impl Strategy<Value = (Vec<u8>, Vec<String>)> {
+    (payload(3000), 1usize..120, any::<u32>()).prop_flat_map(|(img, k, pid)| {
+        let values = v2(&img, pid, 3 * k);
+        (Just(img), with_dups_shuffled(values))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_v2_any_permutation_with_duplicates_yields_the_original((img, arrivals) in v2_arrivals()) {
+        let d = dev("cam");
+        let mut h = H::default();
+        for v in &arrivals {
+            h.push(&d, v, T0);
+        }
+        h.finish();
+        let w = h.writes();
+        prop_assert_eq!(w.len(), 1);
+        prop_assert_eq!(&w[0].bytes, &img);
+        prop_assert!(h.quarantines().is_empty());
+    }
+
+    #[test]
+    fn prop_v2_single_corruption_never_writes_wrong_bytes(
+        (img, values) in (payload(1500), 1usize..60, any::<u32>())
+            .prop_map(|(img, k, pid)| { let v = v2(&img, pid, 3 * k); (img, v) }),
+        which in any::<prop::sample::Index>(),
+        kind in 0u8..6,
+        r in 1u32..1000,
+        order in any::<u64>(),
+    ) {
+        let n = values.len();
+        let i = which.index(n);
+        let h0 = match wire::parse_value(&values[i]) {
+            Ok(ImgValue::V2 { header, data }) => (header, data.to_string()),
+            other => panic!("{other:?}"),
+        };
+        let (hd, data) = h0;
+        let corrupt = match kind {
+            0 => {
+                let mut bytes = wire::decode_base64(&data).unwrap();
+                let at = r as usize % bytes.len();
+                bytes[at] ^= 1 << (r % 8);
+                use base64::Engine as _;
+                with_field(&values[i], 6, &base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            1 => with_field(&values[i], 3, &(hd.count + 1).to_string()),
+            2 => with_field(&values[i], 4, &(hd.size + r).to_string()),
+            3 => with_field(&values[i], 5, &format!("{:08X}", hd.crc ^ r)),
+            4 if n > 1 => with_field(&values[i], 2, &((hd.seq + r % (n as u32 - 1) + 1) % n as u32).to_string()),
+            _ => with_field(&values[i], 1, &hd.pid.wrapping_add(r).to_string()),
+        };
+        let mut arrivals = values.clone();
+        arrivals[i] = corrupt;
+        // Duplicates of a few others (never of the original of chunk i), then a shuffle.
+        if n > 1 {
+            for j in 0..(order % 4) as usize {
+                arrivals.push(values[(i + 1 + (j * 7) % (n - 1)) % n].clone());
+            }
+        }
+        let mut x = order | 1;
+        for k in (1..arrivals.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            arrivals.swap(k, (x % (k as u64 + 1)) as usize);
+        }
+        let d = dev("cam");
+        let mut h = H::default();
+        for v in &arrivals {
+            h.push(&d, v, T0);
+        }
+        h.finish();
+        for w in h.writes() {
+            prop_assert_eq!(&w.bytes, &img, "kind {}", kind);
+        }
+        // Only a pid change of a one-chunk picture can still write (the right bytes).
+        if !(kind >= 4 && n == 1) {
+            prop_assert!(h.writes().is_empty(), "kind {} wrote", kind);
+            prop_assert!(!h.quarantines().is_empty());
+        }
+    }
+
+    #[test]
+    fn prop_v1_shuffled_arrival_with_item_times_yields_the_original(
+        (img, data) in (payload(3000), 1usize..200).prop_flat_map(|(img, k)| {
+            let values = v1(&img, 2 * k);
+            let (_, data) = values.split_last().unwrap();
+            let timed: Vec<(String, i64)> = data
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.clone(), T0 + 10 * i as i64))
+                .collect();
+            (Just(img), with_dups_shuffled(timed))
+        })
+    ) {
+        let d = dev("cam");
+        let mut h = H::default();
+        let last = data.iter().map(|(_, t)| *t).max().unwrap_or(T0);
+        for (v, t) in &data {
+            h.push(&d, v, *t);
+        }
+        h.push(&d, "END", last + 10);
+        h.finish();
+        let w = h.writes();
+        prop_assert_eq!(w.len(), 1, "{:?}", h.reasons());
+        prop_assert_eq!(&w[0].bytes, &img);
+        prop_assert!(h.quarantines().is_empty());
+    }
+
+    #[test]
+    fn prop_arbitrary_values_never_panic(
+        values in proptest::collection::vec(
+            (
+                prop_oneof![
+                    Just(""), Just("V2;"), Just("V2;1;0;2;10;0000000A;"), Just("V3;"),
+                    Just("END"), Just("FFD8"), Just("V"), Just("V2;4294967295;999;1000;999999999;FFFFFFFF;"),
+                ],
+                any::<String>(),
+                prop_oneof![Just(None), Just(Some(i64::MIN)), Just(Some(i64::MAX)), any::<Option<i64>>()],
+                0u8..3,
+            ),
+            1..40,
+        ),
+    ) {
+        let mut h = H::new(Limits { max_open: 3, max_image_bytes: 64, timeout_ms: 10, decode_check: true });
+        for (prefix, rest, t, dn) in values {
+            let d = dev(&dn.to_string());
+            h.push_t(&d, &format!("{prefix}{rest}"), t);
+            h.push_t(&d, prefix, t);
+        }
+        h.finish();
+    }
+}
+
+/// One step of random traffic.
+#[derive(Debug, Clone)]
+enum Op {
+    /// v2 chunk `seq` of picture `pic` of device `dev`; `corrupt` damages its data.
+    V2 {
+        dev: usize,
+        pic: usize,
+        seq: usize,
+        corrupt: bool,
+    },
+    /// v1 data chunk `i` of device `dev`'s picture, with a time jitter.
+    V1 { dev: usize, i: usize, jitter: i64 },
+    /// v1 `END` of device `dev`'s picture.
+    End { dev: usize, jitter: i64 },
+    /// Any text.
+    Junk { dev: usize, text: String },
+    /// Let time pass.
+    Wait(u64),
+    /// Expiry sweep.
+    Expire,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..3, 0usize..3, 0usize..64, proptest::bool::weighted(0.05))
+            .prop_map(|(dev, pic, seq, corrupt)| Op::V2 { dev, pic, seq, corrupt }),
+        3 => (0usize..3, 0usize..64, -1i64..2).prop_map(|(dev, i, jitter)| Op::V1 { dev, i, jitter }),
+        1 => (0usize..3, -15i64..2).prop_map(|(dev, jitter)| Op::End { dev, jitter }),
+        1 => (0usize..3, ".{0,12}").prop_map(|(dev, text)| Op::Junk { dev, text }),
+        1 => (0u64..400).prop_map(Op::Wait),
+        1 => Just(Op::Expire),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Every pushed tag comes back exactly once, whatever the traffic (duplicates, corruption,
+    /// too-large pictures, evictions, expiry), and nothing is held after the final sweep.
+    #[test]
+    fn prop_tags_are_conserved(ops in proptest::collection::vec(op(), 1..200), seed in any::<u64>()) {
+        let limits = Limits { max_image_bytes: 400, max_open: 4, timeout_ms: 1000, decode_check: false };
+        let mut h = H::new(limits);
+        // Per device: three v2 pictures (one too large) and one v1 picture.
+        let sizes = [100usize, 300, 600];
+        let v2s: Vec<Vec<Vec<String>>> = (0..3)
+            .map(|d| {
+                (0..3)
+                    .map(|p| v2(&jpeg(sizes[p], seed ^ (d * 3 + p) as u64), p as u32, 30))
+                    .collect()
+            })
+            .collect();
+        let v1s: Vec<Vec<String>> = (0..3)
+            .map(|d| v1(&jpeg(sizes[d], seed ^ (100 + d) as u64), 60))
+            .collect();
+        let devs: Vec<DeviceId> = (0..3).map(|d| dev(&format!("cam-{d}"))).collect();
+        for op in ops {
+            match op {
+                Op::V2 { dev, pic, seq, corrupt } => {
+                    let values = &v2s[dev][pic];
+                    let mut v = values[seq % values.len()].clone();
+                    if corrupt {
+                        v = with_field(&v, 6, &"AAAA".repeat(10));
+                    }
+                    h.push(&devs[dev], &v, T0 + seq as i64);
+                }
+                Op::V1 { dev, i, jitter } => {
+                    let data = &v1s[dev][..v1s[dev].len() - 1];
+                    let i = i % data.len();
+                    h.push(&devs[dev], &data[i], T0 + 10 * i as i64 + jitter);
+                }
+                Op::End { dev, jitter } => {
+                    let t = T0 + 10 * v1s[dev].len() as i64 + jitter;
+                    h.push(&devs[dev], "END", t);
+                }
+                Op::Junk { dev, text } => {
+                    h.push(&devs[dev], &text, T0);
+                }
+                Op::Wait(ms) => h.now += ms,
+                Op::Expire => {
+                    let now = h.now;
+                    h.asm.expire(now, &mut h.out);
+                    if let Some(deadline) = h.asm.next_deadline() {
+                        prop_assert!(deadline > now);
+                    }
+                }
+            }
+        }
+        h.finish();
+        for w in h.writes() {
+            prop_assert!(wire::has_jpeg_markers(&w.bytes));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// Hundreds of devices, each with a v1 or a v2 picture (sometimes both), interleaved at
+    /// random: every picture completes byte-identical.
+    #[test]
+    fn prop_hundreds_of_devices_interleaved_all_complete(
+        devices in 100usize..400,
+        seed in any::<u64>(),
+    ) {
+        let mut x = seed | 1;
+        let mut rnd = move |n: usize| {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        // Per device: a queue of (value, item time); v1 data shuffled, END last.
+        let mut queues: Vec<Vec<(String, i64)>> = Vec::new();
+        let mut expect: Vec<Vec<Vec<u8>>> = Vec::new();
+        for d in 0..devices {
+            let mut q = Vec::new();
+            let mut imgs = Vec::new();
+            let kind = rnd(3);
+            if kind != 1 {
+                let img = jpeg(50 + rnd(2000), seed ^ d as u64);
+                let mut vals: Vec<(String, i64)> = v2(&img, d as u32, 3 * (1 + rnd(300)))
+                    .into_iter().map(|v| (v, T0)).collect();
+                for k in (1..vals.len()).rev() { let j = rnd(k + 1); vals.swap(k, j); }
+                q.extend(vals);
+                imgs.push(img);
+            }
+            if kind != 0 {
+                let img = jpeg(50 + rnd(2000), !seed ^ d as u64);
+                let values = v1(&img, 2 * (1 + rnd(300)));
+                let (end, data) = values.split_last().unwrap();
+                let mut timed: Vec<(String, i64)> = data.iter().enumerate()
+                    .map(|(i, v)| (v.clone(), T0 + 10 * i as i64)).collect();
+                for k in (1..timed.len()).rev() { let j = rnd(k + 1); timed.swap(k, j); }
+                let end_t = T0 + 10 * timed.len() as i64;
+                timed.push((end.clone(), end_t));
+                // Merge with the v2 queue keeping each one's order.
+                let mut merged = Vec::new();
+                let (mut a, mut b) = (q.into_iter().peekable(), timed.into_iter().peekable());
+                while a.peek().is_some() || b.peek().is_some() {
+                    let take_a = b.peek().is_none() || (a.peek().is_some() && rnd(2) == 0);
+                    merged.extend(if take_a { a.next() } else { b.next() });
+                }
+                q = merged;
+                imgs.push(img);
+            }
+            queues.push(q);
+            expect.push(imgs);
+        }
+        let devs: Vec<DeviceId> = (0..devices).map(|d| dev(&format!("cam-{d:04}"))).collect();
+        let mut h = H::default();
+        let mut cursor = vec![0usize; devices];
+        let mut live: Vec<usize> = (0..devices).collect();
+        while !live.is_empty() {
+            let p = rnd(live.len());
+            let d = live[p];
+            let (v, t) = &queues[d][cursor[d]];
+            h.push(&devs[d], v, *t);
+            cursor[d] += 1;
+            if cursor[d] == queues[d].len() {
+                live.swap_remove(p);
+            }
+        }
+        h.finish();
+        prop_assert!(h.quarantines().is_empty(), "{:?}", h.reasons());
+        let mut got: BTreeMap<DeviceId, Vec<Vec<u8>>> = BTreeMap::new();
+        for w in h.writes() {
+            got.entry(w.device.clone()).or_default().push(w.bytes.clone());
+        }
+        for (d, mut want) in expect.into_iter().enumerate() {
+            let mut have = got.remove(&devs[d]).unwrap_or_default();
+            have.sort();
+            want.sort();
+            prop_assert_eq!(have, want, "device {}", d);
+        }
+    }
+}

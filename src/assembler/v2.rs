@@ -1,0 +1,686 @@
+//! v2: framed chunks keyed by `(productKey, deviceName, pid)`, stored decoded by `seq`
+//! (docs/protocol.md section 3.2; the rules are summarised in the parent module's docs).
+
+use super::{
+    lone, ms_i64, ranges, reason, Action, Assembler, Disposition, Finished, Held, Key, Meta,
+    Quarantined, Slot, Tag, MAX_ATTACHED_DUPLICATES,
+};
+use crate::message::{DeviceId, ImgMessage};
+use crate::wire::{self, Format, V2Header};
+
+/// An open v2 picture.
+#[derive(Debug)]
+pub(super) struct V2Pic {
+    /// Header of the first chunk seen: every later chunk must agree on count, size and crc.
+    first: V2Header,
+    /// Decoded pieces by `seq`.
+    pieces: Vec<Option<Box<[u8]>>>,
+    present: usize,
+    /// Sum of the present pieces' lengths.
+    bytes: usize,
+    tags: Vec<Tag>,
+    dups: usize,
+    /// Earliest `items.img.time`.
+    name_time: Option<i64>,
+}
+
+/// Result of adding a piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Added {
+    Stored,
+    Complete,
+    Duplicate {
+        attached: bool,
+    },
+    Conflict,
+    /// The present pieces would exceed `size`.
+    Overflow,
+}
+
+impl V2Pic {
+    fn new(first: V2Header) -> Self {
+        V2Pic {
+            first,
+            pieces: vec![None; first.count as usize],
+            present: 0,
+            bytes: 0,
+            tags: Vec::new(),
+            dups: 0,
+            name_time: None,
+        }
+    }
+
+    fn same_header(&self, h: &V2Header) -> bool {
+        (self.first.count, self.first.size, self.first.crc) == (h.count, h.size, h.crc)
+    }
+
+    fn add(&mut self, seq: u32, piece: Vec<u8>, tag: Tag, item_time: Option<i64>) -> Added {
+        let size = self.first.size as usize;
+        let Some(slot) = self.pieces.get_mut(seq as usize) else {
+            return Added::Conflict;
+        };
+        match slot {
+            Some(stored) if **stored == *piece => {
+                if self.dups >= MAX_ATTACHED_DUPLICATES {
+                    return Added::Duplicate { attached: false };
+                }
+                self.dups += 1;
+                self.tags.push(tag);
+                Added::Duplicate { attached: true }
+            }
+            Some(_) => Added::Conflict,
+            None => {
+                if self.bytes.saturating_add(piece.len()) > size {
+                    return Added::Overflow;
+                }
+                self.bytes += piece.len();
+                *slot = Some(piece.into_boxed_slice());
+                self.present += 1;
+                self.tags.push(tag);
+                if let Some(it) = item_time {
+                    self.name_time = Some(self.name_time.map_or(it, |n| n.min(it)));
+                }
+                if self.present == self.pieces.len() {
+                    Added::Complete
+                } else {
+                    Added::Stored
+                }
+            }
+        }
+    }
+
+    fn missing(&self) -> Vec<u32> {
+        (0u32..)
+            .zip(&self.pieces)
+            .filter(|(_, p)| p.is_none())
+            .map(|(seq, _)| seq)
+            .collect()
+    }
+
+    /// The present pieces in `seq` order.
+    fn concat(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes);
+        for p in self.pieces.iter().flatten() {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
+    fn quarantine(
+        self,
+        device: DeviceId,
+        opened_ms: u64,
+        reason: &'static str,
+        detail: String,
+        extra: Option<Tag>,
+        bytes: Option<Vec<u8>>,
+    ) -> Quarantined {
+        let bytes = bytes.unwrap_or_else(|| self.concat());
+        let mut tags = self.tags;
+        tags.extend(extra);
+        Quarantined {
+            device,
+            format: Some(Format::V2),
+            pid: Some(self.first.pid),
+            reason,
+            detail,
+            missing: (0u32..)
+                .zip(&self.pieces)
+                .filter(|(_, p)| p.is_none())
+                .map(|(seq, _)| seq)
+                .collect(),
+            bytes,
+            name_time_ms: self.name_time.unwrap_or_else(|| ms_i64(opened_ms)),
+            tags,
+        }
+    }
+
+    fn progress(&self) -> String {
+        let missing = self.missing();
+        let mut s = format!(
+            "{} of {} chunk(s) received ({} of {} byte(s))",
+            self.present, self.first.count, self.bytes, self.first.size
+        );
+        if !missing.is_empty() {
+            s.push_str("; missing seq ");
+            s.push_str(&ranges(&missing));
+        }
+        s
+    }
+}
+
+/// `count=3 size=1000 crc=5A0B2C1D`.
+fn header_text(h: &V2Header) -> String {
+    format!("count={} size={} crc={:08X}", h.count, h.size, h.crc)
+}
+
+/// The chunks of a picture whose `size` is over the limit: absorbed without their bytes until
+/// every `seq` was seen (or the timeout), then settled in one `too_large` quarantine.
+#[derive(Debug)]
+pub(super) struct V2Discard {
+    first: V2Header,
+    seen: Vec<bool>,
+    seen_count: usize,
+    dups: usize,
+    tags: Vec<Tag>,
+    name_time: Option<i64>,
+}
+
+impl V2Discard {
+    fn new(first: V2Header) -> Self {
+        V2Discard {
+            first,
+            seen: vec![false; first.count as usize],
+            seen_count: 0,
+            dups: 0,
+            tags: Vec::new(),
+            name_time: None,
+        }
+    }
+
+    fn same_header(&self, h: &V2Header) -> bool {
+        (self.first.count, self.first.size, self.first.crc) == (h.count, h.size, h.crc)
+    }
+
+    /// Absorbs chunk `seq`: `Stored` when new, `Complete` when it was the last unseen one,
+    /// `Duplicate` otherwise.
+    fn absorb(&mut self, seq: u32, tag: Tag, item_time: Option<i64>) -> Added {
+        match self.seen.get_mut(seq as usize) {
+            Some(seen) if !*seen => {
+                *seen = true;
+                self.seen_count += 1;
+                self.tags.push(tag);
+                if let Some(it) = item_time {
+                    self.name_time = Some(self.name_time.map_or(it, |n| n.min(it)));
+                }
+                if self.seen_count == self.seen.len() {
+                    Added::Complete
+                } else {
+                    Added::Stored
+                }
+            }
+            _ if self.dups < MAX_ATTACHED_DUPLICATES => {
+                self.dups += 1;
+                self.tags.push(tag);
+                Added::Duplicate { attached: true }
+            }
+            _ => Added::Duplicate { attached: false },
+        }
+    }
+
+    fn quarantine(self, device: DeviceId, opened_ms: u64, note: &str) -> Quarantined {
+        let missing: Vec<u32> = (0u32..)
+            .zip(&self.seen)
+            .filter(|(_, s)| !**s)
+            .map(|(seq, _)| seq)
+            .collect();
+        let mut detail = format!(
+            "size {} exceeds max_image_bytes; {} of {} chunk(s) discarded unread{note}",
+            self.first.size, self.seen_count, self.first.count
+        );
+        if !missing.is_empty() {
+            detail.push_str("; never seen seq ");
+            detail.push_str(&ranges(&missing));
+        }
+        Quarantined {
+            device,
+            format: Some(Format::V2),
+            pid: Some(self.first.pid),
+            reason: reason::TOO_LARGE,
+            detail,
+            bytes: Vec::new(),
+            name_time_ms: self.name_time.unwrap_or_else(|| ms_i64(opened_ms)),
+            missing,
+            tags: self.tags,
+        }
+    }
+}
+
+/// Open v2 state of one `(device, pid)`.
+#[derive(Debug)]
+pub(super) enum V2State {
+    Pic(V2Pic),
+    Discard(V2Discard),
+}
+
+impl Held for V2State {
+    fn held(&self) -> usize {
+        match self {
+            V2State::Pic(p) => p.bytes,
+            V2State::Discard(_) => 0,
+        }
+    }
+}
+
+/// A settled v2 picture: a later chunk with this size and CRC is one of its duplicates.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct V2Done {
+    pub(super) size: u32,
+    pub(super) crc: u32,
+}
+
+/// What to remember when this open state is settled (too-large discards only: pictures
+/// quarantined for other reasons may be resent).
+pub(super) fn settled_as(state: &V2State) -> Option<V2Done> {
+    match state {
+        V2State::Discard(d) => Some(V2Done {
+            size: d.first.size,
+            crc: d.first.crc,
+        }),
+        V2State::Pic(_) => None,
+    }
+}
+
+/// The quarantine record of an open entry that times out or is evicted (`evicted` set).
+pub(super) fn settle(
+    device: DeviceId,
+    _pid: u32,
+    slot: Slot<V2State>,
+    evicted: Option<&'static str>,
+) -> Quarantined {
+    let opened = slot.meta.opened_ms;
+    match slot.state {
+        V2State::Discard(d) => {
+            let note = if evicted.is_some() {
+                " (flushed early: max_open reached)"
+            } else {
+                " (the rest never arrived)"
+            };
+            d.quarantine(device, opened, note)
+        }
+        V2State::Pic(p) => {
+            let progress = p.progress();
+            let (reason, detail) = match evicted {
+                Some(r) => (r, format!("evicted to respect max_open; {progress}")),
+                None => (
+                    reason::EXPIRED,
+                    format!("no new chunk within the timeout; {progress}"),
+                ),
+            };
+            p.quarantine(device, opened, reason, detail, None, None)
+        }
+    }
+}
+
+impl Assembler {
+    fn v2_attach(
+        &mut self,
+        k: (DeviceId, u32),
+        meta: Meta,
+        state: V2State,
+        now: u64,
+        touched: bool,
+    ) {
+        let key = Key::V2(k.0.clone(), k.1);
+        let slot = Slot { meta, state };
+        self.index
+            .attach(&mut self.open2, k, key, slot, now, touched);
+    }
+
+    /// Opens a new entry (making room first).
+    fn v2_open(&mut self, k: (DeviceId, u32), state: V2State, now: u64, out: &mut Vec<Action>) {
+        self.make_room(now, out);
+        let slot = self.index.slot(state, now);
+        self.v2_attach(k, slot.meta, slot.state, now, true);
+    }
+
+    /// A well-formed v2 chunk.
+    pub(super) fn v2_chunk(
+        &mut self,
+        msg: &ImgMessage,
+        h: V2Header,
+        data: &str,
+        tag: Tag,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Disposition {
+        let device = &msg.device;
+        if self
+            .recent
+            .v2(device, h.pid)
+            .is_some_and(|d| (d.size, d.crc) == (h.size, h.crc))
+        {
+            return Disposition::Duplicate { attached: false };
+        }
+        let k = (device.clone(), h.pid);
+        if h.size as usize > self.limits.max_image_bytes {
+            return self.v2_too_large(msg, k, h, tag, now, out);
+        }
+        let piece = match wire::decode_base64(data) {
+            Ok(p) => p,
+            Err(e) => {
+                let detail = format!("{e} (seq {})", h.seq);
+                return self.v2_bad(msg, Some(h.pid), e.reason(), detail, tag, now, out);
+            }
+        };
+        if h.seq.saturating_add(1) < h.count && piece.len() % 3 != 0 {
+            let detail = format!(
+                "piece {} of {} is {} byte(s): only the last piece may be other than a multiple of 3",
+                h.seq,
+                h.count,
+                piece.len()
+            );
+            return self.v2_bad(
+                msg,
+                Some(h.pid),
+                reason::BAD_BOUNDARY,
+                detail,
+                tag,
+                now,
+                out,
+            );
+        }
+        let (meta, mut pic) = match self.index.detach(&mut self.open2, &k) {
+            Some(Slot {
+                meta,
+                state: V2State::Pic(p),
+            }) => (Some(meta), p),
+            Some(Slot {
+                meta,
+                state: V2State::Discard(d),
+            }) => {
+                // A too-large picture under this pid, and now a normal-sized one: settle the old.
+                self.index.close(&meta);
+                self.v2_settle_discard(device, meta.opened_ms, d, now, out);
+                (None, V2Pic::new(h))
+            }
+            None => (None, V2Pic::new(h)),
+        };
+        let opened_ms = meta.map_or(now, |m| m.opened_ms);
+        if !pic.same_header(&h) {
+            if let Some(m) = &meta {
+                self.index.close(m);
+            }
+            let detail = format!(
+                "the picture's first chunk (seq {}) has {}; chunk seq {} has {}",
+                pic.first.seq,
+                header_text(&pic.first),
+                h.seq,
+                header_text(&h)
+            );
+            let q = pic.quarantine(
+                device.clone(),
+                opened_ms,
+                reason::HEADER_MISMATCH,
+                detail,
+                Some(tag),
+                None,
+            );
+            out.push(Action::Quarantine(q));
+            return Disposition::Quarantined;
+        }
+        let piece_len = piece.len();
+        let added = pic.add(h.seq, piece, tag, msg.item_time);
+        match (added, meta) {
+            (Added::Stored | Added::Duplicate { .. }, m) => {
+                let touched = added == Added::Stored;
+                match m {
+                    Some(m) => self.v2_attach(k, m, V2State::Pic(pic), now, touched),
+                    None => self.v2_open(k, V2State::Pic(pic), now, out),
+                }
+                match added {
+                    Added::Duplicate { attached } => Disposition::Duplicate { attached },
+                    _ => Disposition::Stored,
+                }
+            }
+            (Added::Complete, m) => {
+                if let Some(m) = &m {
+                    self.index.close(m);
+                }
+                self.v2_finish(device, opened_ms, pic, now, out)
+            }
+            (Added::Conflict, m) => {
+                if let Some(m) = &m {
+                    self.index.close(m);
+                }
+                let detail = format!(
+                    "seq {} arrived twice with different data ({piece_len} byte(s) this time); {}",
+                    h.seq,
+                    pic.progress()
+                );
+                let q = pic.quarantine(
+                    device.clone(),
+                    opened_ms,
+                    reason::CHUNK_CONFLICT,
+                    detail,
+                    Some(tag),
+                    None,
+                );
+                out.push(Action::Quarantine(q));
+                Disposition::Quarantined
+            }
+            (Added::Overflow, m) => {
+                if let Some(m) = &m {
+                    self.index.close(m);
+                }
+                let detail = format!(
+                    "seq {} adds {piece_len} byte(s) to {} already present, over the header's size {}",
+                    h.seq, pic.bytes, h.size
+                );
+                let q = pic.quarantine(
+                    device.clone(),
+                    opened_ms,
+                    reason::LENGTH_MISMATCH,
+                    detail,
+                    Some(tag),
+                    None,
+                );
+                out.push(Action::Quarantine(q));
+                Disposition::Quarantined
+            }
+        }
+    }
+
+    /// Every piece is present: check length, CRC and markers, then write or quarantine.
+    fn v2_finish(
+        &mut self,
+        device: &DeviceId,
+        opened_ms: u64,
+        pic: V2Pic,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Disposition {
+        let first = pic.first;
+        if pic.bytes != first.size as usize {
+            let detail = format!(
+                "all {} chunk(s) present but they hold {} byte(s); the header says size {}",
+                first.count, pic.bytes, first.size
+            );
+            let q = pic.quarantine(
+                device.clone(),
+                opened_ms,
+                reason::LENGTH_MISMATCH,
+                detail,
+                None,
+                None,
+            );
+            out.push(Action::Quarantine(q));
+            return Disposition::Quarantined;
+        }
+        let bytes = pic.concat();
+        let crc = wire::crc32(&bytes);
+        let bad = if crc != first.crc {
+            Some((
+                reason::CRC_MISMATCH,
+                format!(
+                    "CRC-32 of the {} byte(s) is {crc:08X}; the header says {:08X}",
+                    bytes.len(),
+                    first.crc
+                ),
+            ))
+        } else if !wire::has_jpeg_markers(&bytes) {
+            Some((
+                reason::INVALID_JPEG,
+                format!(
+                    "the {} byte(s) match size and CRC but do not start FF D8 and end FF D9",
+                    bytes.len()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, detail)) = bad {
+            let q = pic.quarantine(device.clone(), opened_ms, reason, detail, None, Some(bytes));
+            out.push(Action::Quarantine(q));
+            return Disposition::Quarantined;
+        }
+        out.push(Action::Write(Finished {
+            device: device.clone(),
+            format: Format::V2,
+            pid: Some(first.pid),
+            bytes,
+            name_time_ms: pic.name_time.unwrap_or_else(|| ms_i64(opened_ms)),
+            chunks: pic.pieces.len(),
+            tags: pic.tags,
+            opened_ms,
+        }));
+        let done = V2Done {
+            size: first.size,
+            crc: first.crc,
+        };
+        self.recent.insert_v2(device.clone(), first.pid, done, now);
+        self.prune_recent(now);
+        Disposition::Completed
+    }
+
+    /// A chunk whose header's `size` is over the limit (nothing is decoded or buffered).
+    fn v2_too_large(
+        &mut self,
+        msg: &ImgMessage,
+        k: (DeviceId, u32),
+        h: V2Header,
+        tag: Tag,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Disposition {
+        let device = &msg.device;
+        let mut discard = match self.index.detach(&mut self.open2, &k) {
+            Some(Slot {
+                meta,
+                state: V2State::Discard(mut d),
+            }) if d.same_header(&h) => {
+                return match d.absorb(h.seq, tag, msg.item_time) {
+                    Added::Complete => {
+                        self.index.close(&meta);
+                        self.v2_settle_discard(device, meta.opened_ms, d, now, out);
+                        Disposition::Quarantined
+                    }
+                    Added::Duplicate { attached } => {
+                        self.v2_attach(k, meta, V2State::Discard(d), now, false);
+                        Disposition::Duplicate { attached }
+                    }
+                    _ => {
+                        self.v2_attach(k, meta, V2State::Discard(d), now, true);
+                        Disposition::Stored
+                    }
+                };
+            }
+            Some(Slot {
+                meta,
+                state: V2State::Pic(p),
+            }) => {
+                // A picture is open under this pid with a small size: settle it with this chunk.
+                self.index.close(&meta);
+                let detail = format!(
+                    "chunk seq {} has {} (over max_image_bytes {}) while the open picture has {}",
+                    h.seq,
+                    header_text(&h),
+                    self.limits.max_image_bytes,
+                    header_text(&p.first)
+                );
+                let q = p.quarantine(
+                    device.clone(),
+                    meta.opened_ms,
+                    reason::TOO_LARGE,
+                    detail,
+                    Some(tag),
+                    None,
+                );
+                out.push(Action::Quarantine(q));
+                return Disposition::Quarantined;
+            }
+            Some(Slot {
+                meta,
+                state: V2State::Discard(d),
+            }) => {
+                // Another too-large header under this pid: settle the old one, start anew.
+                self.index.close(&meta);
+                self.v2_settle_discard(device, meta.opened_ms, d, now, out);
+                V2Discard::new(h)
+            }
+            None => V2Discard::new(h),
+        };
+        match discard.absorb(h.seq, tag, msg.item_time) {
+            Added::Complete => {
+                self.v2_settle_discard(device, now, discard, now, out);
+                Disposition::Quarantined
+            }
+            _ => {
+                self.v2_open(k, V2State::Discard(discard), now, out);
+                Disposition::Stored
+            }
+        }
+    }
+
+    /// Emits a too-large picture's quarantine and remembers it (its late chunks are duplicates).
+    fn v2_settle_discard(
+        &mut self,
+        device: &DeviceId,
+        opened_ms: u64,
+        d: V2Discard,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let done = V2Done {
+            size: d.first.size,
+            crc: d.first.crc,
+        };
+        let pid = d.first.pid;
+        out.push(Action::Quarantine(d.quarantine(
+            device.clone(),
+            opened_ms,
+            "",
+        )));
+        self.recent.insert_v2(device.clone(), pid, done, now);
+        self.prune_recent(now);
+    }
+
+    /// A v2 chunk that is bad in itself: quarantined alone, or with its open picture.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn v2_bad(
+        &mut self,
+        msg: &ImgMessage,
+        pid: Option<u32>,
+        why: &'static str,
+        detail: String,
+        tag: Tag,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Disposition {
+        let device = &msg.device;
+        if let Some(pid) = pid {
+            let k = (device.clone(), pid);
+            match self.index.detach(&mut self.open2, &k) {
+                Some(Slot {
+                    meta,
+                    state: V2State::Pic(p),
+                }) => {
+                    self.index.close(&meta);
+                    let detail = format!("{detail}; with the open picture: {}", p.progress());
+                    let q =
+                        p.quarantine(device.clone(), meta.opened_ms, why, detail, Some(tag), None);
+                    out.push(Action::Quarantine(q));
+                    return Disposition::Quarantined;
+                }
+                Some(slot) => {
+                    // A too-large picture's entry stays; the bad chunk goes alone.
+                    let Slot { meta, state } = slot;
+                    self.v2_attach(k, meta, state, now, false);
+                }
+                None => {}
+            }
+        }
+        out.push(lone(msg, tag, Some(Format::V2), pid, why, detail, now));
+        Disposition::Quarantined
+    }
+}
