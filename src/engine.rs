@@ -117,6 +117,7 @@ pub struct Engine {
     pending: Vec<Action>,
     next_tag: Tag,
     actions: Vec<Action>,
+    hook: Option<crate::ops::hook::Hook>,
 }
 
 impl Engine {
@@ -141,6 +142,7 @@ impl Engine {
             pending: Vec::new(),
             next_tag: 0,
             actions: Vec::new(),
+            hook: None,
         };
         if let Some(spool_opts) = spool {
             let (spool, recovery) = Spool::open(spool_opts)?;
@@ -190,6 +192,11 @@ impl Engine {
             engine.update_gauges(now_ms);
         }
         Ok((engine, report))
+    }
+
+    /// Runs `hook` for every newly written image (never blocks: see [`crate::ops::hook::Hook`]).
+    pub fn set_hook(&mut self, hook: Option<crate::ops::hook::Hook>) {
+        self.hook = hook;
     }
 
     /// Whether credit should be withheld (I/O trouble or a full spool).
@@ -436,6 +443,14 @@ impl Engine {
                             Format::V2 => self.metrics.images_v2.fetch_add(1, Relaxed),
                         };
                         self.metrics.bytes_written.fetch_add(w.bytes, Relaxed);
+                        if let Some(hook) = &self.hook {
+                            hook.submit(crate::ops::hook::HookJob {
+                                path: w.path.clone(),
+                                device: img.device.clone(),
+                                bytes: w.bytes,
+                                format: img.format,
+                            });
+                        }
                     }
                     tracing::info!(
                         device = %img.device,
@@ -661,7 +676,9 @@ pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::S
         });
         let first = match first {
             None => {
+                engine.metrics.engine_busy(now_ms());
                 engine.tick(now_ms());
+                engine.metrics.engine_idle();
                 let is_paused = engine.is_paused();
                 paused.send_if_modified(|p| std::mem::replace(p, is_paused) != is_paused);
                 continue;
@@ -689,10 +706,172 @@ pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::S
             });
         }
         let now = now_ms();
+        engine.metrics.engine_busy(now);
         engine.process(batch, now);
         engine.tick(now);
+        engine.metrics.engine_idle();
         let is_paused = engine.is_paused();
         paused.send_if_modified(|p| std::mem::replace(p, is_paused) != is_paused);
     }
     engine.shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::RawDelivery;
+    use std::path::Path;
+
+    const PK: &str = "a1PK";
+
+    struct Harness {
+        engine: Engine,
+        metrics: Arc<Metrics>,
+        tx: mpsc::UnboundedSender<(u64, Outcome)>,
+        rx: mpsc::UnboundedReceiver<(u64, Outcome)>,
+        next: u64,
+    }
+
+    impl Harness {
+        fn new(dir: &Path) -> Harness {
+            let metrics = Arc::new(Metrics::default());
+            let sink = Sink::new(dir.join("out"), dir.join("state")).unwrap();
+            let (engine, _) =
+                Engine::open(EngineOptions::default(), None, sink, metrics.clone(), 1_000).unwrap();
+            let (tx, rx) = mpsc::unbounded_channel();
+            Harness {
+                engine,
+                metrics,
+                tx,
+                rx,
+                next: 0,
+            }
+        }
+
+        fn inbound(&mut self, dn: &str, value: &str, message_id: &str) -> Inbound {
+            self.next += 1;
+            let alink = wire::alink_payload(self.next as u32, value);
+            let body = crate::message::forward_property_post(
+                PK,
+                dn,
+                alink.as_bytes(),
+                1_000_000 + self.next as i64,
+            )
+            .unwrap();
+            Inbound {
+                conn: 0,
+                delivery: RawDelivery {
+                    topic: Some(wire::forwarded_topic(PK, dn)),
+                    message_id: Some(message_id.to_string()),
+                    generate_time: None,
+                    body,
+                },
+                received_ms: 1_000,
+                settler: Settler::new(self.next, self.tx.clone()),
+            }
+        }
+
+        fn outcomes(&mut self) -> Vec<(u64, Outcome)> {
+            let mut v = Vec::new();
+            while let Ok(o) = self.rx.try_recv() {
+                v.push(o);
+            }
+            v
+        }
+    }
+
+    fn jpeg() -> Vec<u8> {
+        crate::sample::scene_jpeg(32, 24, 3, "T", 70).unwrap()
+    }
+
+    #[test]
+    fn every_delivery_is_settled_once_and_the_image_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(dir.path());
+        let img = jpeg();
+        let values = wire::encode_v2(&img, 5, 99).unwrap();
+        let mut batch = Vec::new();
+        for (i, v) in values.iter().enumerate().rev() {
+            batch.push(h.inbound("cam-01", v, &format!("m{i}")));
+        }
+        // The same messageId twice, a noise topic, and bad JSON.
+        batch.push(h.inbound("cam-01", &values[0], "m0"));
+        let mut noise = h.inbound("cam-01", "END", "n1");
+        noise.delivery.topic = Some("/as/mqtt/status/a1PK/cam-01".into());
+        batch.push(noise);
+        let mut bad = h.inbound("cam-01", "END", "n2");
+        bad.delivery.body = b"{not json".to_vec();
+        batch.push(bad);
+        let n = batch.len();
+        h.engine.process(batch, 2_000);
+        let outcomes = h.outcomes();
+        assert_eq!(outcomes.len(), n, "one outcome per delivery");
+        assert!(outcomes.iter().all(|(_, o)| *o == Outcome::Accept));
+        let mut tags: Vec<u64> = outcomes.iter().map(|(t, _)| *t).collect();
+        tags.dedup();
+        assert_eq!(tags.len(), n);
+        assert_eq!(h.metrics.images_v2.load(Relaxed), 1);
+        assert_eq!(h.metrics.messages(Kind::Duplicate), 1);
+        assert_eq!(h.metrics.messages(Kind::Skipped), 2);
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("out/a1PK/cam-01"))
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert_eq!(files, vec![img]);
+    }
+
+    #[test]
+    fn a_failed_write_releases_the_last_chunk_pauses_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(dir.path());
+        // A file where the device folder should be makes the image write fail.
+        std::fs::create_dir_all(dir.path().join("out/a1PK")).unwrap();
+        let blocker = dir.path().join("out/a1PK/cam-02");
+        std::fs::write(&blocker, b"x").unwrap();
+        let img = jpeg();
+        let values = wire::encode_v2(&img, 6, 300).unwrap();
+        let (last, first) = values.split_last().unwrap();
+        let batch: Vec<_> = first
+            .iter()
+            .enumerate()
+            .map(|(i, v)| h.inbound("cam-02", v, &format!("a{i}")))
+            .collect();
+        h.engine.process(batch, 2_000);
+        assert!(h.outcomes().iter().all(|(_, o)| *o == Outcome::Accept));
+        let end = h.inbound("cam-02", last, "alast");
+        let end_tag = end.settler.tag;
+        h.engine.process(vec![end], 2_100);
+        assert_eq!(h.outcomes(), vec![(end_tag, Outcome::Release)]);
+        assert!(h.engine.is_paused());
+        // While paused, new deliveries are released, not accepted.
+        let other = h.inbound("cam-03", "FFD8", "b1");
+        h.engine.process(vec![other], 2_200);
+        assert!(h.outcomes().iter().all(|(_, o)| *o == Outcome::Release));
+        // Space comes back: the retry writes the pending image and resumes intake.
+        std::fs::remove_file(&blocker).unwrap();
+        let wake = h.engine.next_wakeup().unwrap();
+        h.engine.tick(wake);
+        assert!(!h.engine.is_paused());
+        assert_eq!(h.metrics.images_v2.load(Relaxed), 1);
+        // Aliyun redelivers the released last chunk: a duplicate now, accepted.
+        let again = h.inbound("cam-02", last, "alast");
+        h.engine.process(vec![again], wake + 1);
+        assert!(h.outcomes().iter().all(|(_, o)| *o == Outcome::Accept));
+        assert_eq!(h.metrics.images_v2.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn expired_pictures_are_quarantined_on_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(dir.path());
+        let values = wire::encode_v2(&jpeg(), 7, 30).unwrap();
+        let batch = vec![h.inbound("cam-04", &values[0], "c0")];
+        h.engine.process(batch, 2_000);
+        assert_eq!(h.engine.open_pictures(), 1);
+        let wake = h.engine.next_wakeup().unwrap();
+        h.engine.tick(wake);
+        assert_eq!(h.engine.open_pictures(), 0);
+        assert_eq!(h.metrics.quarantined_count("expired"), 1);
+        assert!(dir.path().join("state/quarantine/a1PK/cam-04").is_dir());
+    }
 }
