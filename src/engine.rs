@@ -32,6 +32,31 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// Crash injection for the crash-recovery tests: with `RECEIVER_FAILPOINT=<name>:<n>` in the
+/// environment the process kills itself with SIGKILL the `n`-th time it passes `<name>`
+/// (`after_commit`: chunks fsynced but not settled; `after_write`: an image renamed into place but
+/// its last chunk not settled; `before_settle`: a batch fully done but not settled). Unset, it
+/// costs one relaxed load.
+fn failpoint(name: &str) {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::OnceLock;
+    static SPEC: OnceLock<Option<(String, u64, AtomicU64)>> = OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        let v = std::env::var("RECEIVER_FAILPOINT").ok()?;
+        let (n, count) = v.split_once(':')?;
+        Some((n.to_string(), count.parse().ok()?, AtomicU64::new(0)))
+    });
+    if let Some((point, at, seen)) = spec {
+        if point == name && seen.fetch_add(1, Relaxed) + 1 == *at {
+            tracing::warn!(failpoint = name, "RECEIVER_FAILPOINT reached: killing the process");
+            // SAFETY: kill(2) with our own pid has no memory-safety preconditions.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -283,6 +308,7 @@ impl Engine {
                 return;
             }
             self.metrics.spool_commits.fetch_add(1, Relaxed);
+            failpoint("after_commit");
         }
         for id in new_ids {
             self.dedup.check_and_insert(&id);
@@ -315,6 +341,7 @@ impl Engine {
         let failed = self.execute_into(&mut actions, now_ms, &mut written);
         self.actions = actions;
         // 5. Settle.
+        failpoint("before_settle");
         for s in staged {
             let outcome = if failed.contains(&s.tag) {
                 Outcome::Release
@@ -419,6 +446,9 @@ impl Engine {
             }
             match self.perform(&action, now_ms) {
                 Ok(new_file) => {
+                    if new_file {
+                        failpoint("after_write");
+                    }
                     *written += usize::from(new_file);
                     self.finish(action, now_ms);
                 }
