@@ -2,6 +2,7 @@
 //! subscription, into image files.
 pub mod amqp;
 pub mod assembler;
+pub mod camera;
 pub mod config;
 pub mod daemon;
 pub mod dedup;
