@@ -564,3 +564,41 @@ async fn a_broker_that_stalls_and_restarts_mid_upload_gets_the_unacked_chunks_ag
     let tiny = expected(&["tiny.jpg"], Format::V2, 702, 300);
     assert!(tiny.iter().all(|p| got.contains(p)), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_mode_repeats_with_new_pids_until_shutdown() {
+    let broker = start_broker(&[(&username(), &password(SecureMode::Tcp)), WATCHER], false);
+    let a = args(
+        "127.0.0.1",
+        broker.port,
+        &[
+            "--no-tls",
+            "--loop",
+            "--first-pid",
+            "4294967294",
+            "--chunk",
+            "300",
+            "--rate",
+            "10",
+            images().join("tiny.jpg").to_str().unwrap(),
+        ],
+    );
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let mut out = Vec::new();
+    let (report, ()) = tokio::join!(simulate(a, &mut out, shutdown), async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.cancel();
+    });
+    let out = String::from_utf8(out).unwrap();
+    let report = report.unwrap_or_else(|e| panic!("{e}\n{out}\n{}", broker.log()));
+    assert!(report.interrupted, "{out}");
+    assert!(report.pictures.len() >= 3, "{out}");
+    // The picture id wraps around u32 like the firmware's counter.
+    let pids: Vec<u32> = report.pictures.iter().map(|p| p.pid).collect();
+    assert_eq!(pids[..3], [4_294_967_294, 4_294_967_295, 0]);
+    assert!(out.contains("interrupted with"), "{out}");
+    assert!(
+        broker.log().contains("disconnected.") || broker.log().contains("closed its connection")
+    );
+}
