@@ -21,6 +21,13 @@
 //! in tenths of a second modulo 4 294 967 (so it is also its own Alink id prefix and the Alink ids
 //! stay unique for about five days): a rerun does not reuse the ids of an earlier run unless that
 //! run sent more than ten pictures per second.
+//!
+//! # v1 and reconnects
+//!
+//! v1 chunks carry no sequence number: the receiver orders them by arrival. After a reconnect the
+//! unacknowledged chunks are sent again, and a chunk the broker had received but not acknowledged
+//! arrives twice, which a v1 picture cannot survive. v2 pictures are immune (pid + seq + CRC). This
+//! is a property of the v1 format, reproduced faithfully, not something the simulator can fix.
 
 pub mod sign;
 pub mod uplink;
@@ -122,8 +129,9 @@ pub struct SimulateArgs {
     /// MQTT keepalive in seconds (Aliyun accepts 30..=1200).
     #[arg(long, default_value_t = 120)]
     pub keepalive: u64,
-    /// Picture id of the first picture; the next ones count up. Default: time-based (see the
-    /// module docs), so reruns do not collide.
+    /// Picture id of the first picture; the next ones count up (wrapping like the firmware's
+    /// counter). Default: the current time in tenths of a second modulo 4294967, so a rerun does
+    /// not reuse the ids of an earlier run.
     #[arg(long)]
     pub first_pid: Option<u32>,
     /// Send the pictures again and again (new picture ids) until interrupted.
