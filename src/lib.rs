@@ -3,6 +3,7 @@
 pub mod amqp;
 pub mod assembler;
 pub mod cli;
+pub mod camera;
 pub mod config;
 pub mod daemon;
 pub mod dedup;
