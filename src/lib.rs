@@ -7,6 +7,8 @@ pub mod daemon;
 pub mod golden;
 pub mod message;
 pub mod sample;
+pub mod sign;
 pub mod sink;
 pub mod spool;
+pub mod tls;
 pub mod wire;
