@@ -300,8 +300,12 @@ impl Shared {
         self.queued.notify_one();
     }
 
-    fn push_front(&self, m: FakeMessage) {
-        self.update(|s| s.queue.push_front(m));
+    /// Gives a message taken by [`Shared::next_message`] back, unsent.
+    fn give_back(&self, m: FakeMessage) {
+        self.update(|s| {
+            s.in_flight -= 1;
+            s.queue.push_front(m);
+        });
         self.queued.notify_one();
     }
 
@@ -319,6 +323,8 @@ impl Shared {
                     s.queue.pop_front()
                 };
                 if let Some(m) = picked {
+                    // Counted as in flight from now on, so waiters never see it nowhere.
+                    s.in_flight += 1;
                     return m;
                 }
             }
@@ -950,31 +956,30 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, kill: CancellationToken) 
         let delay = shared.lock().faults.delay;
         if !delay.is_zero() {
             tokio::select! {
-                _ = kill.cancelled() => { shared.push_front(msg); break; }
+                _ = kill.cancelled() => { shared.give_back(msg); break; }
                 _ = tokio::time::sleep(delay) => {}
             }
         }
         let sent = tokio::select! {
-            _ = kill.cancelled() => { shared.push_front(msg); break; }
+            _ = kill.cancelled() => { shared.give_back(msg); break; }
             r = tokio::time::timeout(CREDIT_POLL, sender.send_batchable(to_amqp(&msg))) => r,
         };
         let fut = match sent {
             Err(_) => {
                 // No credit: give the message back so another link may take it.
-                shared.push_front(msg);
+                shared.give_back(msg);
                 tokio::time::sleep(CREDIT_POLL).await;
                 continue;
             }
             Ok(Err(e)) => {
                 debug!(error = %e, "fake: send failed");
-                shared.push_front(msg);
+                shared.give_back(msg);
                 break;
             }
             Ok(Ok(fut)) => fut,
         };
         let (cut, dup) = shared.update(|s| {
             s.counters.delivered += 1;
-            s.in_flight += 1;
             let cut = match s.faults.cut_after {
                 Some(1) => {
                     s.faults.cut_after = None;
@@ -997,6 +1002,8 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, kill: CancellationToken) 
         if dup {
             shared.push_back(msg.clone());
         }
+        // Let other links take the next message (round robin among links with credit).
+        tokio::task::yield_now().await;
         let watcher = shared.clone();
         tokio::spawn(async move {
             let outcome = match fut.await {
@@ -1027,9 +1034,13 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, kill: CancellationToken) 
                     .entry(msg.message_id.clone())
                     .or_default()
                     .push(outcome);
+                if redeliver {
+                    // In the same critical section: never "nothing queued, nothing in flight".
+                    s.queue.push_back(msg);
+                }
             });
             if redeliver {
-                watcher.push_back(msg);
+                watcher.queued.notify_one();
             }
         });
         if cut {

@@ -121,3 +121,84 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Captures log output (for "reported once" and "no secrets in logs" checks).
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Installs a capturing subscriber for the current thread (use with a current-thread runtime).
+pub fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let cap = Capture::default();
+    let c = cap.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_env_filter("receiver=debug")
+        .with_ansi(false)
+        .with_writer(move || c.clone())
+        .finish();
+    (cap, tracing::subscriber::set_default(sub))
+}
+
+/// Polls `f` until it is true (paused-time friendly: sleeps advance the clock).
+pub async fn eventually(what: &str, timeout: Duration, f: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Opens a raw fe2o3 connection to the fake with valid credentials (for protocol-rule tests).
+pub async fn raw_connect(
+    cfg: &AliyunConfig,
+    idle_time_out_ms: Option<u32>,
+) -> Result<fe2o3_amqp::connection::ConnectionHandle<()>, fe2o3_amqp::connection::OpenError> {
+    let tls = receiver::tls::client_config(cfg.ca_file.as_deref()).unwrap();
+    let tcp = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))
+        .await
+        .unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(receiver::tls::server_name(&cfg.host).unwrap(), tcp)
+        .await
+        .unwrap();
+    let creds = receiver::sign::sign(&receiver::sign::SignParams {
+        client_id: &cfg.client_id,
+        access_key_id: &cfg.access_key_id,
+        access_key_secret: cfg.access_key_secret.expose(),
+        iot_instance_id: &cfg.iot_instance_id,
+        consumer_group_id: &cfg.consumer_group_id,
+        sign_method: cfg.sign_method,
+        auth_mode: &cfg.auth_mode,
+        timestamp_ms: 1_700_000_000_000,
+    })
+    .unwrap();
+    let mut b = fe2o3_amqp::Connection::builder()
+        .container_id("raw")
+        .scheme("amqp")
+        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain {
+            username: creds.username,
+            password: creds.password,
+        });
+    if let Some(ms) = idle_time_out_ms {
+        b = b.idle_time_out(ms);
+    }
+    b.open_with_stream(stream).await
+}
