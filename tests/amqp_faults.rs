@@ -259,3 +259,83 @@ async fn fake_enforces_login_and_link_timers() {
     assert!(format!("{r:?}").contains("no receiver link"), "{r:?}");
     assert_eq!(fake.counters().link_timeouts, 1);
 }
+
+#[tokio::test]
+async fn remote_detach_triggers_a_full_reconnect() {
+    let fake = fake(FakeConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fake.client_config(dir.path(), "rx").unwrap();
+    let (clients, rx) = start_clients(cfg, 1);
+    let _log = engine(rx, Duration::ZERO, |_| Some(Outcome::Accept));
+    eventually("link", T, || fake.counters().links_attached == 1).await;
+    fake.detach_all();
+    eventually("re-attached", T, || fake.counters().links_attached == 2).await;
+    let c = fake.counters();
+    assert_eq!(
+        c.connections, 2,
+        "a new connection, not just a new link: {c:?}"
+    );
+    eventually("old connection closed", T, || fake.live_connections() == 1).await;
+    fake.publish_property_post("a1PK", "cam-01", &alink(1, "AB"))
+        .unwrap();
+    fake.wait_drained(T).await.unwrap();
+    clients[0].shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_connection_is_detected_by_idle_timeout() {
+    let fake = fake(FakeConfig {
+        enforce_idle: false,
+        ..FakeConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fake.client_config(dir.path(), "rx").unwrap();
+    cfg.idle_timeout = Duration::from_secs(30);
+    let (clients, rx) = start_clients(cfg, 1);
+    let _log = engine(rx, Duration::ZERO, |_| Some(Outcome::Accept));
+    eventually("link", T, || fake.counters().links_attached == 1).await;
+    fake.freeze_all();
+    let t0 = Instant::now();
+    eventually("reconnected", Duration::from_secs(300), || {
+        fake.counters().links_attached == 2
+    })
+    .await;
+    let took = t0.elapsed();
+    // Detected after twice the advertised 30 s, plus the reconnect backoff.
+    assert!(
+        took >= Duration::from_secs(60) && took <= Duration::from_secs(75),
+        "{took:?}"
+    );
+    let st = &clients[0].state;
+    assert_eq!(st.connects.load(Ordering::Relaxed), 2);
+    assert!(st.link_attached.load(Ordering::Relaxed));
+    clients[0].shutdown.cancel();
+}
+
+#[tokio::test]
+async fn unusable_messages_are_rejected_and_the_rest_flows() {
+    let fake = fake(FakeConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fake.client_config(dir.path(), "rx").unwrap();
+    fake.publish_undecodable("/a1PK/cam-01/thing/event/property/post", "bad-1");
+    let good = fake
+        .publish_property_post("a1PK", "cam-01", &alink(1, "AB"))
+        .unwrap();
+    let (clients, rx) = start_clients(cfg, 1);
+    let log = engine(rx, Duration::ZERO, |_| Some(Outcome::Accept));
+    fake.wait_drained(T).await.unwrap();
+    let o = fake.outcomes();
+    assert_eq!(
+        o["bad-1"],
+        vec![receiver::amqp::fake::FakeOutcome::Rejected]
+    );
+    assert_eq!(o[&good], vec![receiver::amqp::fake::FakeOutcome::Accepted]);
+    assert_eq!(
+        log.lock().unwrap().len(),
+        1,
+        "the engine never saw the bad one"
+    );
+    assert_eq!(clients[0].state.rejected.load(Ordering::Relaxed), 1);
+    clients[0].shutdown.cancel();
+}

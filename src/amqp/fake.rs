@@ -52,7 +52,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -259,16 +259,35 @@ struct Faults {
     reorder: bool,
 }
 
+/// A queued message and how to put it on the wire.
+#[derive(Debug, Clone)]
+struct Queued {
+    msg: FakeMessage,
+    /// Send an AmqpValue(int) body instead of Data: nothing a client can use.
+    undecodable: bool,
+}
+
+/// Handles on one live connection.
+#[derive(Debug, Clone)]
+struct ConnCtl {
+    /// Kills the socket.
+    kill: CancellationToken,
+    /// Detaches the link (with an error) but keeps the connection.
+    detach: CancellationToken,
+    /// Stops all traffic without closing the socket (a half-open connection).
+    frozen: Arc<AtomicBool>,
+}
+
 #[derive(Debug)]
 struct State {
-    queue: VecDeque<FakeMessage>,
+    queue: VecDeque<Queued>,
     in_flight: usize,
     counters: FakeCounters,
     outcomes: HashMap<String, Vec<FakeOutcome>>,
     auth_log: Vec<AuthRecord>,
     open_log: Vec<OpenRecord>,
     faults: Faults,
-    conns: HashMap<u64, CancellationToken>,
+    conns: HashMap<u64, ConnCtl>,
     next_conn: u64,
     next_message: u64,
 }
@@ -294,14 +313,14 @@ impl Shared {
         r
     }
 
-    fn push_back(&self, m: FakeMessage) {
+    fn push_back(&self, m: Queued) {
         self.update(|s| s.queue.push_back(m));
         self.queued.notify_waiters();
         self.queued.notify_one();
     }
 
     /// Gives a message taken by [`Shared::next_message`] back, unsent.
-    fn give_back(&self, m: FakeMessage) {
+    fn give_back(&self, m: Queued) {
         self.update(|s| {
             s.in_flight -= 1;
             s.queue.push_front(m);
@@ -309,7 +328,7 @@ impl Shared {
         self.queued.notify_one();
     }
 
-    async fn next_message(&self) -> FakeMessage {
+    async fn next_message(&self) -> Queued {
         loop {
             let notified = self.queued.notified();
             tokio::pin!(notified);
@@ -492,7 +511,24 @@ impl FakeAliyun {
 
     /// Queues a message (round robin over attached links).
     pub fn publish(&self, msg: FakeMessage) {
-        self.shared.push_back(msg);
+        self.shared.push_back(Queued {
+            msg,
+            undecodable: false,
+        });
+    }
+
+    /// Queues a message whose body is an AmqpValue holding an int: a client cannot turn it into
+    /// bytes and should reject it.
+    pub fn publish_undecodable(&self, topic: &str, message_id: &str) {
+        self.shared.push_back(Queued {
+            msg: FakeMessage {
+                topic: topic.to_string(),
+                message_id: message_id.to_string(),
+                generate_time: now_ms(),
+                body: Vec::new(),
+            },
+            undecodable: true,
+        });
     }
 
     /// Queues the message Aliyun forwards for a device's property post: topic
@@ -563,10 +599,26 @@ impl FakeAliyun {
     /// Cuts every open connection now (no Close frame: the socket just dies).
     pub fn cut_all(&self) {
         self.shared.update(|s| {
-            for kill in s.conns.values() {
-                kill.cancel();
+            for c in s.conns.values() {
+                c.kill.cancel();
             }
             s.counters.cuts += s.conns.len() as u64;
+        });
+    }
+
+    /// Detaches every attached link with `amqp:not-allowed`, keeping the connections open.
+    pub fn detach_all(&self) {
+        self.shared
+            .update(|s| s.conns.values().for_each(|c| c.detach.cancel()));
+    }
+
+    /// Freezes every open connection: the socket stays open but no byte moves either way (a
+    /// half-open connection, as seen after a silent network failure).
+    pub fn freeze_all(&self) {
+        self.shared.update(|s| {
+            s.conns
+                .values()
+                .for_each(|c| c.frozen.store(true, Ordering::SeqCst))
         });
     }
 
@@ -710,7 +762,7 @@ async fn accept_loop(
         ));
     }
     // Stopping: cut every connection.
-    shared.update(|s| s.conns.values().for_each(CancellationToken::cancel));
+    shared.update(|s| s.conns.values().for_each(|c| c.kill.cancel()));
 }
 
 fn amqp_error(condition: AmqpError, text: &str) -> definitions::Error {
@@ -725,9 +777,14 @@ async fn handle_connection(
     kill: CancellationToken,
 ) {
     let sniff = Arc::new(Mutex::new(Sniff::default()));
+    let ctl = ConnCtl {
+        kill: kill.clone(),
+        detach: CancellationToken::new(),
+        frozen: Arc::new(AtomicBool::new(false)),
+    };
     let login = async {
         let stream = tls.accept(tcp).await.map_err(|e| e.to_string())?;
-        let stream = SniffStream::new(stream, sniff.clone(), kill.clone());
+        let stream = SniffStream::new(stream, sniff.clone(), kill.clone(), ctl.frozen.clone());
         let mut builder = ConnectionAcceptor::builder()
             .container_id("fake-aliyun")
             .sasl_acceptor(AliyunSasl {
@@ -785,9 +842,9 @@ async fn handle_connection(
     }
     shared.update(|s| {
         s.counters.connections += 1;
-        s.conns.insert(id, kill.clone());
+        s.conns.insert(id, ctl.clone());
     });
-    serve_connection(&shared, &mut conn, id, &kill, &sniff, idle_ms).await;
+    serve_connection(&shared, &mut conn, id, &ctl, &sniff, idle_ms).await;
     shared.update(|s| {
         s.conns.remove(&id);
     });
@@ -802,10 +859,11 @@ async fn serve_connection(
     shared: &Arc<Shared>,
     conn: &mut ListenerConnectionHandle,
     id: u64,
-    kill: &CancellationToken,
+    ctl: &ConnCtl,
     sniff: &Arc<Mutex<Sniff>>,
     idle_ms: Option<u32>,
 ) {
+    let kill = &ctl.kill;
     let links = Arc::new(AtomicUsize::new(0));
     let attached = Arc::new(Notify::new());
     let link_deadline = tokio::time::sleep(shared.cfg.link_timeout);
@@ -854,7 +912,7 @@ async fn serve_connection(
                             session,
                             links.clone(),
                             attached.clone(),
-                            kill.clone(),
+                            ctl.clone(),
                         ));
                     }
                     Err(e) => {
@@ -872,8 +930,9 @@ async fn serve_session(
     mut session: ListenerSessionHandle,
     links: Arc<AtomicUsize>,
     attached: Arc<Notify>,
-    kill: CancellationToken,
+    ctl: ConnCtl,
 ) {
+    let kill = ctl.kill.clone();
     let acceptor = LinkAcceptor::builder()
         .verify_incoming_source(false)
         .verify_incoming_target(false)
@@ -897,7 +956,7 @@ async fn serve_session(
             LinkEndpoint::Sender(sender) if links.fetch_add(1, Ordering::SeqCst) == 0 => {
                 shared.update(|s| s.counters.links_attached += 1);
                 attached.notify_one();
-                tokio::spawn(pump(shared.clone(), sender, kill.clone()));
+                tokio::spawn(pump(shared.clone(), sender, ctl.clone()));
             }
             LinkEndpoint::Sender(sender) => {
                 shared.update(|s| s.counters.links_refused += 1);
@@ -932,24 +991,48 @@ async fn serve_session(
     drop(session);
 }
 
-fn to_amqp(m: &FakeMessage) -> Message<fe2o3_amqp::types::messaging::Data> {
-    Message::builder()
-        .application_properties(
-            ApplicationProperties::builder()
-                .insert("topic", m.topic.clone())
-                .insert("messageId", m.message_id.clone())
-                .insert("generateTime", m.generate_time)
-                .build(),
-        )
-        .data(Binary::from(m.body.clone()))
+fn properties(m: &FakeMessage) -> ApplicationProperties {
+    ApplicationProperties::builder()
+        .insert("topic", m.topic.clone())
+        .insert("messageId", m.message_id.clone())
+        .insert("generateTime", m.generate_time)
         .build()
 }
 
+type SendResult = Result<
+    fe2o3_amqp::link::delivery::DeliveryFut<Result<AmqpOutcome, fe2o3_amqp::link::SendError>>,
+    fe2o3_amqp::link::SendError,
+>;
+
+/// Sends one message (waiting for credit; cancel-safe).
+async fn send(sender: &mut Sender, q: &Queued) -> SendResult {
+    let builder = Message::builder().application_properties(properties(&q.msg));
+    if q.undecodable {
+        sender.send_batchable(builder.value(5i32).build()).await
+    } else {
+        sender
+            .send_batchable(builder.data(Binary::from(q.msg.body.clone())).build())
+            .await
+    }
+}
+
 /// Pushes queued messages over one link until it or its connection ends.
-async fn pump(shared: Arc<Shared>, mut sender: Sender, kill: CancellationToken) {
+async fn pump(shared: Arc<Shared>, mut sender: Sender, ctl: ConnCtl) {
+    let kill = ctl.kill.clone();
     loop {
         let msg = tokio::select! {
             _ = kill.cancelled() => break,
+            _ = ctl.detach.cancelled() => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    sender.close_with_error(amqp_error(
+                        AmqpError::NotAllowed,
+                        "link detached by fault injection",
+                    )),
+                )
+                .await;
+                return;
+            }
             _ = sender.on_detach() => break,
             m = shared.next_message() => m,
         };
@@ -962,7 +1045,7 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, kill: CancellationToken) 
         }
         let sent = tokio::select! {
             _ = kill.cancelled() => { shared.give_back(msg); break; }
-            r = tokio::time::timeout(CREDIT_POLL, sender.send_batchable(to_amqp(&msg))) => r,
+            r = tokio::time::timeout(CREDIT_POLL, send(&mut sender, &msg)) => r,
         };
         let fut = match sent {
             Err(_) => {
@@ -1031,7 +1114,7 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, kill: CancellationToken) 
                     c.redeliveries += 1;
                 }
                 s.outcomes
-                    .entry(msg.message_id.clone())
+                    .entry(msg.msg.message_id.clone())
                     .or_default()
                     .push(outcome);
                 if redeliver {
@@ -1169,6 +1252,7 @@ impl Sniff {
 struct SniffStream<S> {
     inner: S,
     sniff: Arc<Mutex<Sniff>>,
+    frozen: Arc<AtomicBool>,
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
     is_cut: bool,
 }
@@ -1182,10 +1266,16 @@ impl<S> std::fmt::Debug for SniffStream<S> {
 }
 
 impl<S> SniffStream<S> {
-    fn new(inner: S, sniff: Arc<Mutex<Sniff>>, kill: CancellationToken) -> Self {
+    fn new(
+        inner: S,
+        sniff: Arc<Mutex<Sniff>>,
+        kill: CancellationToken,
+        frozen: Arc<AtomicBool>,
+    ) -> Self {
         SniffStream {
             inner,
             sniff,
+            frozen,
             cut: Box::pin(kill.cancelled_owned()),
             is_cut: false,
         }
@@ -1215,6 +1305,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for SniffStream<S> {
         if this.poll_cut(cx) {
             return Poll::Ready(Err(cut_error()));
         }
+        if this.frozen.load(Ordering::SeqCst) {
+            // Half-open: nothing arrives any more (woken only by a cut).
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
@@ -1236,6 +1330,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SniffStream<S> {
         let this = self.get_mut();
         if this.poll_cut(cx) {
             return Poll::Ready(Err(cut_error()));
+        }
+        if this.frozen.load(Ordering::SeqCst) {
+            // Half-open: what is written is lost.
+            return Poll::Ready(Ok(buf.len()));
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
