@@ -293,3 +293,36 @@ async fn shutdown_grace_lets_the_engine_settle() {
     assert_eq!(counters.accepted, 3, "{counters:?}");
     assert_eq!(counters.released, 0, "{counters:?}");
 }
+
+/// Rough throughput of client + fake over TLS on loopback (debug build; run with
+/// `cargo test --test amqp_client -- --ignored --nocapture throughput`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput() {
+    let fake = fake(FakeConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fake.client_config(dir.path(), "rx").unwrap();
+    cfg.credit = 64;
+    let n = 20_000u64;
+    let body = vec![b'x'; 1024];
+    for i in 0..n {
+        fake.publish(receiver::amqp::fake::FakeMessage {
+            topic: "/a1PK/cam-01/thing/event/property/post".into(),
+            message_id: format!("m{i}"),
+            generate_time: 0,
+            body: body.clone(),
+        });
+    }
+    let t0 = std::time::Instant::now();
+    let (clients, rx) = start_clients(cfg, 1);
+    let _log = engine(rx, Duration::ZERO, |_| Some(Outcome::Accept));
+    fake.wait_accepted(n, Duration::from_secs(300))
+        .await
+        .unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "throughput: {n} x 1 KiB accepted in {secs:.2} s = {:.0} msg/s (credit 64)",
+        n as f64 / secs
+    );
+    clients[0].shutdown.cancel();
+}

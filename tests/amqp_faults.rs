@@ -339,3 +339,54 @@ async fn unusable_messages_are_rejected_and_the_rest_flows() {
     assert_eq!(clients[0].state.rejected.load(Ordering::Relaxed), 1);
     clients[0].shutdown.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn connection_attempts_share_one_rate_limit() {
+    let fake = fake(FakeConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fake.client_config(dir.path(), "rx").unwrap();
+    // Two attempts per minute for the whole consumer group.
+    let limiter = std::sync::Arc::new(receiver::amqp::client::ConnectLimiter::new(
+        2,
+        Duration::from_secs(60),
+    ));
+    let t0 = Instant::now();
+    let (clients, _rx) = start_clients_with(cfg, 3, limiter);
+    eventually("two links", T, || fake.counters().links_attached == 2).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        fake.counters().tcp_accepts,
+        2,
+        "the third waits for the window"
+    );
+    eventually("third link", Duration::from_secs(120), || {
+        fake.counters().links_attached == 3
+    })
+    .await;
+    assert!(t0.elapsed() >= Duration::from_secs(60));
+    for c in &clients {
+        c.shutdown.cancel();
+    }
+}
+
+#[tokio::test]
+async fn engine_gone_is_fatal() {
+    let fake = fake(FakeConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fake.client_config(dir.path(), "rx").unwrap();
+    let (mut clients, rx) = start_clients(cfg, 1);
+    drop(rx);
+    fake.publish_property_post("a1PK", "cam-01", &alink(1, "AB"))
+        .unwrap();
+    let r = tokio::time::timeout(T, clients.remove(0).task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(r, Err(receiver::amqp::client::ClientError::EngineGone)),
+        "{r:?}"
+    );
+    // Its delivery was never settled by anyone: redelivered to whoever connects next.
+    eventually("released by the close", T, || fake.in_flight() == 0).await;
+    assert_eq!(fake.queued(), 1);
+}

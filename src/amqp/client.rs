@@ -32,7 +32,7 @@ use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::link::{Receiver, RecvError};
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
-use fe2o3_amqp::types::messaging::{Body, Message};
+use fe2o3_amqp::types::messaging::{Body, Message, Source};
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
 use fe2o3_amqp::types::sasl::SaslCode;
 use fe2o3_amqp::{Connection, Session};
@@ -525,9 +525,18 @@ impl Attempt {
             .await
             .map_err(|e| AttemptError::Begin(e.to_string()))?;
         set("receiver attach");
+        // An empty address means "no address" (what the Node/Python demos send); Aliyun binds
+        // the link to the consumer group from the username either way.
+        let source = if cfg.source_address.is_empty() {
+            Source::builder().build()
+        } else {
+            Source::builder()
+                .address(cfg.source_address.as_str())
+                .build()
+        };
         let receiver = Receiver::builder()
             .name(format!("{}-receiver", self.client_id))
-            .source(cfg.source_address.as_str())
+            .source(source)
             .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Manual)
             .auto_accept(false)
             .attach(&mut session)

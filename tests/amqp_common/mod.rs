@@ -24,11 +24,19 @@ pub fn start_clients(
     cfg: AliyunConfig,
     connections: usize,
 ) -> (Vec<Client>, mpsc::Receiver<Inbound>) {
+    start_clients_with(cfg, connections, ConnectLimiter::aliyun())
+}
+
+/// Like [`start_clients`] with a given connection-attempt limiter.
+pub fn start_clients_with(
+    cfg: AliyunConfig,
+    connections: usize,
+    limiter: Arc<ConnectLimiter>,
+) -> (Vec<Client>, mpsc::Receiver<Inbound>) {
     let mut cfg = cfg;
     cfg.connections = connections;
     let cfg = Arc::new(cfg);
     let (tx, rx) = mpsc::channel(256);
-    let limiter = ConnectLimiter::aliyun();
     let clients = (0..connections)
         .map(|i| {
             let state = ConnState::new();
