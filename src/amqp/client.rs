@@ -23,7 +23,7 @@
 //! username (an STS username embeds the security token).
 
 use super::{Inbound, Outcome, Settler};
-use crate::config::{AliyunConfig, AuthMode};
+use crate::config::AliyunConfig;
 use crate::message::RawDelivery;
 use crate::sign::{self, SignError, SignParams};
 use crate::tls::{self, TlsError};
@@ -58,6 +58,8 @@ pub const IDLE_RANGE: (Duration, Duration) = (Duration::from_secs(30), Duration:
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// On shutdown: deadline for closing link, session and connection.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a failure: how long to try closing the dead connection cleanly before reconnecting.
+const LOST_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Aliyun's limit on the client id.
 pub const MAX_CLIENT_ID: usize = 64;
 
@@ -460,14 +462,15 @@ impl Attempt {
         match result {
             Ok(()) => {
                 link.shutdown().await;
-                close_best_effort(&mut conn, &mut session, Some(link.receiver)).await;
+                close_best_effort(&mut conn, &mut session, Some(link.receiver), CLOSE_TIMEOUT)
+                    .await;
                 info!("connection closed");
                 Ok(())
             }
             Err(e) => {
                 // The peer is gone or misbehaving: drop everything, Aliyun redelivers.
                 link.pending.clear();
-                close_best_effort(&mut conn, &mut session, None).await;
+                close_best_effort(&mut conn, &mut session, None, LOST_CLOSE_TIMEOUT).await;
                 Err((e, Some(since.elapsed())))
             }
         }
@@ -550,8 +553,9 @@ async fn close_best_effort(
     conn: &mut ConnectionHandle<()>,
     session: &mut SessionHandle<()>,
     receiver: Option<Receiver>,
+    limit: Duration,
 ) {
-    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    let deadline = Instant::now() + limit;
     if let Some(receiver) = receiver {
         match tokio::time::timeout_at(deadline, receiver.close()).await {
             Ok(Ok(())) => {}
@@ -835,14 +839,6 @@ fn simple_to_i64(v: &SimpleValue) -> Option<i64> {
         SimpleValue::Float(f) => Some(f.into_inner() as i64),
         SimpleValue::String(s) => s.trim().parse().ok(),
         _ => None,
-    }
-}
-
-/// Keeps `AuthMode` in the public docs' vocabulary (used by the fake to label attempts).
-pub fn auth_mode_name(mode: &AuthMode) -> &'static str {
-    match mode {
-        AuthMode::AkSign => "aksign",
-        AuthMode::StsToken { .. } => "ststoken",
     }
 }
 
