@@ -124,11 +124,11 @@ async fn cut_mid_stream_redelivers_unsettled() {
                 .unwrap(),
         );
     }
-    // The socket dies right after the 10th delivery; the engine settles slowly, so deliveries
-    // are still unsettled then.
+    // The socket dies right after the 10th delivery; the engine settles after 1 s, so the
+    // deliveries are still unsettled then.
     fake.cut_after(10);
     let (clients, rx) = start_clients(cfg, 1);
-    let log = engine(rx, Duration::from_millis(100), |_| Some(Outcome::Accept));
+    let log = engine(rx, Duration::from_secs(1), |_| Some(Outcome::Accept));
     fake.wait_drained(T).await.unwrap();
     let c = fake.counters();
     assert_eq!(c.cuts, 1);
@@ -231,7 +231,10 @@ async fn pause_stops_credit() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let delivered = fake.counters().delivered;
     assert!((10..=14).contains(&delivered), "delivered {delivered}");
-    assert!(fake.queued() >= 16);
+    // (One message may be held by the fake's link while it waits for credit.)
+    assert!(fake.queued() >= 15, "queued {}", fake.queued());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.counters().delivered, delivered, "still paused");
     c.paused.send(false).unwrap();
     fake.wait_drained(T).await.unwrap();
     assert_eq!(fake.counters().accepted, 30);
