@@ -14,6 +14,8 @@ pub mod message;
 pub mod metrics;
 pub mod ops;
 pub mod sample;
+pub mod sign;
 pub mod sink;
 pub mod spool;
+pub mod tls;
 pub mod wire;

@@ -3,6 +3,30 @@
 //! - [`client`]: connect to Aliyun's server-side subscription (TLS, aksign SASL PLAIN, one
 //!   receiver link), hand deliveries to the engine, settle what the engine decides, reconnect.
 //! - [`fake`]: an in-process fake Aliyun endpoint for tests, the demo and benchmarks.
+//!
+//! Wiring (one task per connection, all sharing the engine channel and the rate limiter):
+//!
+//! ```no_run
+//! # async fn wire(cfg: receiver::config::AliyunConfig) {
+//! use receiver::amqp::client::{run_connection, ConnState, ConnectLimiter};
+//! use std::sync::Arc;
+//! let cfg = Arc::new(cfg);
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+//! let (_pause, paused) = tokio::sync::watch::channel(false); // true = grant no more credit
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let limiter = ConnectLimiter::aliyun(); // <= 100 connection attempts/min per consumer group
+//! for i in 0..cfg.connections {
+//!     let state = ConnState::new(); // health: link_attached, last_delivery_ms, counters
+//!     tokio::spawn(run_connection(
+//!         i, cfg.clone(), tx.clone(), paused.clone(), state, limiter.clone(), shutdown.clone(),
+//!     ));
+//! }
+//! while let Some(inbound) = rx.recv().await {
+//!     // ... persist inbound.delivery, then:
+//!     inbound.settler.settle(receiver::amqp::Outcome::Accept);
+//! }
+//! # }
+//! ```
 
 pub mod client;
 pub mod fake;
