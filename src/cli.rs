@@ -70,6 +70,12 @@ pub enum Command {
     CheckConfig,
     /// Print a commented example config file.
     PrintDefaultConfig,
+    /// Run the whole pipeline locally: fake Aliyun endpoint, simulated cameras, the real daemon.
+    Demo(crate::demo::DemoArgs),
+    /// Publish JPEGs to a real Aliyun product over MQTT as a camera would (or print with --dry-run).
+    SimulateCamera(crate::camera::SimulateArgs),
+    /// Print every message of the subscription, decoded, one line each (use another consumer group).
+    Tail(crate::tail::TailArgs),
 }
 
 /// A usage problem found after parsing (exit code 2), e.g. a missing `--config`.
@@ -84,6 +90,9 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Run => run(&global).await,
         Command::CheckConfig => check_config(&global, &mut io::stdout().lock()),
         Command::PrintDefaultConfig => print_default_config(&mut io::stdout().lock()),
+        Command::Demo(args) => demo(&global, args).await,
+        Command::SimulateCamera(args) => simulate_camera(&global, args).await,
+        Command::Tail(args) => tail(&global, args).await,
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -211,6 +220,49 @@ fn spawn_signal_handler(token: CancellationToken) -> anyhow::Result<()> {
             token.cancel();
         }
     });
+    Ok(())
+}
+
+/// `receiver demo`: the whole pipeline on loopback; fails (status 1) unless every image comes out
+/// byte-identical.
+pub async fn demo(global: &GlobalArgs, args: crate::demo::DemoArgs) -> anyhow::Result<()> {
+    let explicit = global.log_format;
+    crate::logging::init_with_default(explicit, "receiver=warn")?;
+    let tty = std::io::IsTerminal::is_terminal(&io::stdout());
+    let mut out = io::stdout();
+    crate::demo::run(args, &mut out, tty)
+        .await
+        .context("demo failed")?;
+    Ok(())
+}
+
+/// `receiver simulate-camera`: a camera without a board.
+pub async fn simulate_camera(
+    global: &GlobalArgs,
+    args: crate::camera::SimulateArgs,
+) -> anyhow::Result<()> {
+    init_logging(global, None)?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+    let mut out = io::stdout();
+    let report = crate::camera::simulate(args, &mut out, shutdown)
+        .await
+        .context("simulate-camera failed")?;
+    writeln!(out, "{}", report.summary())?;
+    Ok(())
+}
+
+/// `receiver tail --config PATH`: print each message of the subscription, decoded.
+pub async fn tail(global: &GlobalArgs, args: crate::tail::TailArgs) -> anyhow::Result<()> {
+    let path = config_path(global, "tail the subscription")?;
+    let config = Config::load(path)?;
+    init_logging(global, Some(&config))?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+    let mut out = io::stdout();
+    crate::tail::run(config, args, &mut out, shutdown)
+        .await
+        .context("tail failed")?;
     Ok(())
 }
 

@@ -1,18 +1,231 @@
-//! Wires the daemon together: N AMQP connections -> one engine -> files (skeleton).
+//! Wires the daemon together: N AMQP connections → one engine thread → files.
+//!
+//! Start-up: prepare the folders, open (and replay) the spool, start the engine thread, then the
+//! connections. Shutdown (SIGTERM/SIGINT → `shutdown` cancelled): the connections stop taking
+//! deliveries and wait briefly for the settlements of what they hold, the engine drains the
+//! channel (commit + settle), then links, sessions and connections close.
 
+use crate::amqp::client::{self, ConnState, ConnectLimiter};
+use crate::amqp::Inbound;
+use crate::assembler::Limits;
 use crate::config::Config;
+use crate::engine::{self, Engine, EngineOptions, RecoveryReport};
+use crate::metrics::Metrics;
+use crate::ops::notify::Notifier;
+use crate::ops::Ops;
+use crate::sink::Sink;
+use crate::spool::SpoolOptions;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Why the daemon stopped with a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// Placeholder until the daemon lands.
-    #[error("not implemented yet")]
-    NotImplemented,
+    /// The engine could not start (folders, spool).
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    /// A connection failed in a way retrying cannot fix.
+    #[error("connection failed: {0}")]
+    Connection(#[from] client::ClientError),
+    /// A task or thread could not be started or joined.
+    #[error("internal task failure: {0}")]
+    Task(String),
+}
+
+/// Handles the daemon shares with operators' tooling (health, metrics, demo progress).
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+    /// Per-connection state.
+    pub connections: Arc<Vec<Arc<ConnState>>>,
+}
+
+impl Shared {
+    /// Shared state for `connections` connections.
+    pub fn new(connections: usize) -> Self {
+        Shared {
+            metrics: Arc::new(Metrics::default()),
+            connections: Arc::new((0..connections).map(|_| ConnState::new()).collect()),
+        }
+    }
+
+    /// True while at least one receiver link is attached.
+    pub fn any_link_attached(&self) -> bool {
+        self.connections
+            .iter()
+            .any(|c| c.link_attached.load(Relaxed))
+    }
+}
+
+/// The engine settings a configuration implies.
+pub fn engine_options(config: &Config) -> EngineOptions {
+    let a = &config.assembly;
+    EngineOptions {
+        limits: Limits {
+            max_image_bytes: a.max_image_bytes,
+            max_open: a.max_open,
+            timeout_ms: a.timeout.as_millis() as u64,
+            decode_check: a.decode_check,
+        },
+        dedup_window: a.dedup_window,
+        batch_max: config.spool.batch_max,
+        batch_delay: config.spool.batch_delay,
+        ..EngineOptions::default()
+    }
+}
+
+/// The spool settings a configuration implies (`None` in in-memory mode).
+pub fn spool_options(config: &Config) -> Option<SpoolOptions> {
+    config.spool.enabled.then(|| SpoolOptions {
+        dir: config.state_dir.join("spool"),
+        segment_bytes: (64 << 20).min(config.spool.max_bytes.max(1 << 20)),
+        max_bytes: config.spool.max_bytes,
+    })
 }
 
 /// Runs the daemon until `shutdown` is cancelled (SIGTERM/SIGINT) or a fatal error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let _ = (config, shutdown);
-    Err(DaemonError::NotImplemented)
+    let shared = Shared::new(config.aliyun.connections);
+    run_with(config, shutdown, shared).await
 }
+
+/// [`run`] with caller-provided shared state (the demo and tests watch it).
+pub async fn run_with(
+    config: Config,
+    shutdown: CancellationToken,
+    shared: Shared,
+) -> Result<(), DaemonError> {
+    let metrics = shared.metrics.clone();
+    let (engine, report) = {
+        let config = config.clone();
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || -> Result<(Engine, RecoveryReport), DaemonError> {
+            let sink = Sink::new(&config.output_dir, &config.state_dir)
+                .map_err(engine::EngineError::from)?;
+            match sink.remove_stale_temp_files() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed temporary files left by a crash"),
+                Err(e) => tracing::warn!(error = %e, "cannot clean temporary files"),
+            }
+            Ok(Engine::open(
+                engine_options(&config),
+                spool_options(&config),
+                sink,
+                metrics,
+                engine::now_ms(),
+            )?)
+        })
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))??
+    };
+    tracing::info!(
+        output = %config.output_dir.display(),
+        state = %config.state_dir.display(),
+        spool = config.spool.enabled,
+        recovered_records = report.records,
+        corrupt_records = report.corrupt,
+        open_pictures = report.open,
+        images_recovered = report.written,
+        connections = config.aliyun.connections,
+        "receiver starting"
+    );
+    let ops = Ops::start(
+        &crate::ops::OpsConfig::default(), // TODO(config2): config.ops
+        &config.output_dir,
+        metrics.clone(),
+        Notifier::from_env(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| DaemonError::Task(format!("cannot start the operations endpoints: {e}")))?;
+    let mut engine = engine;
+    engine.set_hook(ops.hook());
+    let connections = config.aliyun.connections.max(1);
+    let credit = config.aliyun.credit.max(1) as usize;
+    let (tx, rx) = mpsc::channel::<Inbound>(connections * credit * 2);
+    let (paused_tx, paused_rx) = watch::channel(engine.is_paused());
+    let engine_thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || engine::run(engine, rx, paused_tx))
+        .map_err(|e| DaemonError::Task(format!("cannot start the engine thread: {e}")))?;
+
+    let aliyun = Arc::new(config.aliyun.clone());
+    let limiter = ConnectLimiter::aliyun();
+    let conn_shutdown = shutdown.child_token();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, state) in shared.connections.iter().enumerate().take(connections) {
+        tasks.spawn(client::run_connection(
+            index,
+            aliyun.clone(),
+            tx.clone(),
+            paused_rx.clone(),
+            state.clone(),
+            limiter.clone(),
+            conn_shutdown.clone(),
+        ));
+    }
+    drop(tx);
+    let sync = tokio::spawn(sync_connection_metrics(shared.clone(), shutdown.clone()));
+
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "connection stopped for good");
+                failure.get_or_insert(DaemonError::Connection(e));
+                conn_shutdown.cancel();
+            }
+            Err(e) => {
+                failure.get_or_insert(DaemonError::Task(e.to_string()));
+                conn_shutdown.cancel();
+            }
+        }
+    }
+    // Every sender is gone: the engine drains what is left, settles it and returns.
+    let joined = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        failure.get_or_insert(DaemonError::Task("the engine thread panicked".into()));
+    }
+    sync.abort();
+    ops.stop(Duration::from_secs(10)).await;
+    tracing::info!(
+        images = metrics.images_written(),
+        accepted = metrics.accepted.load(Relaxed),
+        released = metrics.released.load(Relaxed),
+        "receiver stopped"
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Mirrors the connections' state into the metrics (links attached, reconnects, refused
+/// sign-ins) so `/metrics`, `/healthz` and READY=1 see it.
+async fn sync_connection_metrics(shared: Shared, shutdown: CancellationToken) {
+    let m = &shared.metrics;
+    loop {
+        let sum = |f: fn(&ConnState) -> u64| shared.connections.iter().map(|c| f(c)).sum::<u64>();
+        m.links_attached
+            .store(sum(|c| u64::from(c.link_attached.load(Relaxed))), Relaxed);
+        m.reconnects
+            .store(sum(|c| c.reconnects.load(Relaxed)), Relaxed);
+        m.auth_failures
+            .store(sum(|c| c.auth_failures.load(Relaxed)), Relaxed);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+        }
+        m.links_attached.store(0, Relaxed);
+        return;
+    }
+}
+
+/// How long shutdown may take before the process gives up waiting (below systemd's default
+/// `TimeoutStopSec` of 90 s).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);

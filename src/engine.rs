@@ -48,7 +48,10 @@ fn failpoint(name: &str) {
     });
     if let Some((point, at, seen)) = spec {
         if point == name && seen.fetch_add(1, Relaxed) + 1 == *at {
-            tracing::warn!(failpoint = name, "RECEIVER_FAILPOINT reached: killing the process");
+            tracing::warn!(
+                failpoint = name,
+                "RECEIVER_FAILPOINT reached: killing the process"
+            );
             // SAFETY: kill(2) with our own pid has no memory-safety preconditions.
             unsafe {
                 libc::kill(libc::getpid(), libc::SIGKILL);

@@ -2,11 +2,12 @@
 //! subscription, into image files.
 pub mod amqp;
 pub mod assembler;
-pub mod cli;
 pub mod camera;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dedup;
+pub mod demo;
 pub mod engine;
 pub mod golden;
 pub mod logging;
@@ -17,5 +18,6 @@ pub mod sample;
 pub mod sign;
 pub mod sink;
 pub mod spool;
+pub mod tail;
 pub mod tls;
 pub mod wire;

@@ -39,7 +39,12 @@ pub fn resolve_format(explicit: Option<LogFormat>, stderr_is_terminal: bool) -> 
 /// The filter from `rust_log` (the `RUST_LOG` value), or [`DEFAULT_FILTER`]. The second value
 /// is the parse error when `rust_log` was given but invalid.
 pub fn filter(rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
-    let default = || EnvFilter::new(DEFAULT_FILTER);
+    filter_or(rust_log, DEFAULT_FILTER)
+}
+
+/// [`filter`] with another default (the demo is quieter than the daemon).
+pub fn filter_or(rust_log: Option<&str>, default_filter: &str) -> (EnvFilter, Option<String>) {
+    let default = || EnvFilter::new(default_filter);
     match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
         None => (default(), None),
         Some(directives) => match EnvFilter::builder().parse(directives) {
@@ -79,10 +84,18 @@ where
 /// Installs the global subscriber: `explicit` format or the terminal-based default, filter from
 /// `RUST_LOG`, output to stderr. Returns the format in use.
 pub fn init(explicit: Option<LogFormat>) -> Result<LogFormat, LoggingError> {
+    init_with_default(explicit, DEFAULT_FILTER)
+}
+
+/// [`init`] with another default filter for when `RUST_LOG` is unset.
+pub fn init_with_default(
+    explicit: Option<LogFormat>,
+    default_filter: &str,
+) -> Result<LogFormat, LoggingError> {
     let terminal = std::io::stderr().is_terminal();
     let format = resolve_format(explicit, terminal);
     let rust_log = std::env::var("RUST_LOG").ok();
-    let (filter, bad) = filter(rust_log.as_deref());
+    let (filter, bad) = filter_or(rust_log.as_deref(), default_filter);
     let sub = subscriber(format, filter, std::io::stderr, terminal);
     // `try_init` also bridges `log` records from dependencies into tracing.
     sub.try_init()?;
@@ -90,7 +103,7 @@ pub fn init(explicit: Option<LogFormat>) -> Result<LogFormat, LoggingError> {
         tracing::warn!(
             rust_log = rust_log.as_deref().unwrap_or_default(),
             error,
-            default = DEFAULT_FILTER,
+            default = default_filter,
             "invalid RUST_LOG; using the default filter"
         );
     }

@@ -39,28 +39,6 @@ pub enum SignError {
     UnknownSignMethod(String),
 }
 
-impl SignMethod {
-    /// The name used in the username (`hmacsha1`, `hmacsha256`, `hmacmd5`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignMethod::HmacSha1 => "hmacsha1",
-            SignMethod::HmacSha256 => "hmacsha256",
-            SignMethod::HmacMd5 => "hmacmd5",
-        }
-    }
-
-    /// Parses a `signMethod` value, case-insensitively (the Go demo sends `Hmacsha1`).
-    pub fn from_name(name: &str) -> Option<SignMethod> {
-        [
-            SignMethod::HmacSha1,
-            SignMethod::HmacSha256,
-            SignMethod::HmacMd5,
-        ]
-        .into_iter()
-        .find(|m| m.as_str().eq_ignore_ascii_case(name))
-    }
-}
-
 /// SASL PLAIN credentials for one connection attempt. `Debug` redacts the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -202,7 +180,7 @@ impl ParsedUsername {
         let name = self
             .get("signMethod")
             .ok_or(SignError::MissingParameter("signMethod"))?;
-        SignMethod::from_name(name).ok_or_else(|| SignError::UnknownSignMethod(name.to_string()))
+        SignMethod::parse(name).ok_or_else(|| SignError::UnknownSignMethod(name.to_string()))
     }
 
     /// `authId`: the access key id.
