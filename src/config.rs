@@ -17,6 +17,13 @@
 //! [`Secret`], which never prints its value; `Display` on [`Config`] is the redacted, TOML-like
 //! view that `receiver check-config` prints.
 
+use crate::ops::health::RawHealthConfig;
+use crate::ops::hook::RawHookConfig;
+use crate::ops::http::RawMetricsConfig;
+use crate::ops::retention::RawRetentionConfig;
+use crate::ops::{
+    HealthConfig, HookConfig, OpsConfig, OpsConfigError, RawOpsConfig, RetentionConfig,
+};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -361,6 +368,9 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// `[log]` (added: the skeleton had the `LogFormat` type but no field).
     pub log: LogConfig,
+    /// `[metrics]`, `[health]`, `[retention]`, `[hook]`: the operations side (all optional, off
+    /// or at their defaults when absent).
+    pub ops: crate::ops::OpsConfig,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -733,6 +743,14 @@ impl Index {
             .map(|e| self.line_col(e.key_span.start).0)
     }
 
+    /// The line where top-level `table` is first named (its `[table]` header, usually).
+    fn line_of_table(&self, table: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|e| e.table.is_none() && e.key == table)
+            .map(|e| self.line_col(e.key_span.start).0)
+    }
+
     /// Rejects keys the raw structs do not have.
     fn check_known_keys(&self, path: &Path) -> Result<(), ConfigError> {
         let tables = known_keys();
@@ -793,10 +811,17 @@ impl Index {
                     })
                     .max_by_key(|en| en.key_span.start)
             });
-        // serde's names for integer types mean little to a user.
+        // serde's names for integer types (and the operations sections' untagged size type)
+        // mean little to a user.
         let message = message
             .replace("expected i64", "expected an integer")
-            .replace("expected u64", "expected an integer");
+            .replace("expected u64", "expected an integer")
+            .replace("expected usize", "expected a positive integer")
+            .replace(
+                "data did not match any variant of untagged enum ByteSize",
+                "invalid size; expected an integer number of bytes or a string like \"50 GiB\" \
+                 or \"500MB\"",
+            );
         match hit {
             Some(en) => ConfigError::Invalid {
                 path: path.to_owned(),
@@ -818,7 +843,7 @@ impl Index {
 /// Every table and the keys it accepts, in file order, read from the serde derives of the
 /// structs the file is deserialized into, so the list cannot drift from what loading accepts
 /// (docs and tests use it to check every key is documented).
-pub fn known_keys() -> [(&'static str, &'static [&'static str]); 6] {
+pub fn known_keys() -> [(&'static str, &'static [&'static str]); 10] {
     [
         ("aliyun", fields_of::<RawAliyun>()),
         ("output", fields_of::<RawDir>()),
@@ -826,6 +851,10 @@ pub fn known_keys() -> [(&'static str, &'static [&'static str]); 6] {
         ("assembly", fields_of::<RawAssembly>()),
         ("spool", fields_of::<RawSpool>()),
         ("log", fields_of::<RawLog>()),
+        ("metrics", fields_of::<RawMetricsConfig>()),
+        ("health", fields_of::<RawHealthConfig>()),
+        ("retention", fields_of::<RawRetentionConfig>()),
+        ("hook", fields_of::<RawHookConfig>()),
     ]
 }
 
@@ -874,6 +903,16 @@ struct RawConfig {
     spool: RawSpool,
     #[serde(default)]
     log: RawLog,
+    // The operations sections: their raw structs live in `crate::ops` (each validates itself);
+    // they are listed one by one because `deny_unknown_fields` does not work with `flatten`.
+    #[serde(default)]
+    metrics: RawMetricsConfig,
+    #[serde(default)]
+    health: RawHealthConfig,
+    #[serde(default)]
+    retention: RawRetentionConfig,
+    #[serde(default)]
+    hook: RawHookConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1254,6 +1293,12 @@ impl Ctx<'_> {
                 }
             },
         };
+        let ops = self.ops(RawOpsConfig {
+            metrics: raw.metrics,
+            health: raw.health,
+            retention: raw.retention,
+            hook: raw.hook,
+        })?;
         Ok(Config {
             aliyun,
             output_dir,
@@ -1261,6 +1306,26 @@ impl Ctx<'_> {
             assembly,
             spool,
             log,
+            ops,
+        })
+    }
+
+    /// Validates the operations sections; their errors name `section.key`, which becomes the
+    /// usual `path:line: [section] key: message` (the line of the section when the key is absent,
+    /// e.g. a `[hook]` with settings but no `command`).
+    fn ops(&self, raw: RawOpsConfig) -> Result<OpsConfig, ConfigError> {
+        raw.validate().map_err(|e| match e {
+            OpsConfigError::Invalid { key, why } => {
+                let (table, key) = key.split_once('.').unwrap_or(("", key));
+                let mut err = self.invalid(table, key, why);
+                if let ConfigError::Invalid {
+                    line: line @ None, ..
+                } = &mut err
+                {
+                    *line = self.index.line_of_table(table);
+                }
+                err
+            }
         })
     }
 
@@ -1882,12 +1947,82 @@ impl fmt::Display for Config {
 
         writeln!(f, "\n[log]")?;
         match self.log.format {
-            Some(fmt) => line(f, "format", q(fmt.as_str()), false),
+            Some(fmt) => line(f, "format", q(fmt.as_str()), false)?,
             None => writeln!(
                 f,
                 "# format not set: text on a terminal, json otherwise (--log-format overrides)"
-            ),
+            )?,
         }
+
+        let ops = &self.ops;
+        writeln!(f, "\n[metrics]")?;
+        match ops.metrics.listen {
+            Some(addr) => line(f, "listen", q(&addr.to_string()), false)?,
+            None => writeln!(
+                f,
+                "# listen not set (default): no /healthz or /metrics listener"
+            )?,
+        }
+
+        let (h, d) = (&ops.health, HealthConfig::default());
+        writeln!(f, "\n[health]")?;
+        line(
+            f,
+            "engine_stall",
+            dur(h.engine_stall),
+            h.engine_stall == d.engine_stall,
+        )?;
+        line(
+            f,
+            "link_grace",
+            dur(h.link_grace),
+            h.link_grace == d.link_grace,
+        )?;
+        match h.max_delivery_age {
+            Some(age) => line(f, "max_delivery_age", dur(age), false)?,
+            None => writeln!(
+                f,
+                "# max_delivery_age not set (default): /healthz does not check delivery age"
+            )?,
+        }
+
+        let (r, d) = (&ops.retention, RetentionConfig::default());
+        writeln!(f, "\n[retention]")?;
+        if !r.limits.any() {
+            writeln!(f, "# no limit set (default): images are kept forever")?;
+        }
+        match r.limits.max_age {
+            Some(age) => line(f, "max_age", dur(age), false)?,
+            None => writeln!(f, "# max_age not set")?,
+        }
+        match r.limits.max_total_bytes {
+            Some(n) => line(f, "max_total_bytes", size(n), false)?,
+            None => writeln!(f, "# max_total_bytes not set")?,
+        }
+        match r.limits.max_files_per_device {
+            Some(n) => line(f, "max_files_per_device", n.to_string(), false)?,
+            None => writeln!(f, "# max_files_per_device not set")?,
+        }
+        line(f, "interval", dur(r.interval), r.interval == d.interval)?;
+
+        writeln!(f, "\n[hook]")?;
+        match &ops.hook {
+            None => writeln!(f, "# command not set (default): no hook")?,
+            Some(h) => {
+                let d = HookConfig::new(Vec::new());
+                let argv: Vec<String> = h.command.iter().map(|a| q(a)).collect();
+                line(f, "command", format!("[{}]", argv.join(", ")), false)?;
+                line(f, "timeout", dur(h.timeout), h.timeout == d.timeout)?;
+                line(
+                    f,
+                    "max_concurrent",
+                    h.max_concurrent.to_string(),
+                    h.max_concurrent == d.max_concurrent,
+                )?;
+                line(f, "queue", h.queue.to_string(), h.queue == d.queue)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -2310,6 +2445,214 @@ dir = "/srv/rx/state"
         assert_eq!(again, c);
     }
 
+    const OPS_FULL: &str = r#"
+[metrics]
+listen = "127.0.0.1:9898"
+
+[health]
+engine_stall = "2m"
+link_grace = "5m"
+max_delivery_age = "2h"
+
+[retention]
+max_age = "30d"
+max_total_bytes = "50 GiB"
+max_files_per_device = 10000
+interval = "15m"
+
+[hook]
+command = ["/usr/local/bin/forward", "--bucket", "cams \"x\""]
+timeout = "45s"
+max_concurrent = 2
+queue = 100
+"#;
+
+    #[test]
+    fn ops_sections_are_off_by_default() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.ops, OpsConfig::default());
+        assert!(c.ops.metrics.listen.is_none());
+        assert!(!c.ops.retention.limits.any());
+        assert!(c.ops.hook.is_none());
+        // Empty sections are the same as absent ones.
+        let c = parse(&format!(
+            "{MINIMAL}\n[metrics]\n[health]\n[retention]\n[hook]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.ops, OpsConfig::default());
+    }
+
+    #[test]
+    fn ops_sections_parse() {
+        let c = parse(&format!("{MINIMAL}{OPS_FULL}")).unwrap();
+        let o = &c.ops;
+        assert_eq!(o.metrics.listen, Some("127.0.0.1:9898".parse().unwrap()));
+        assert_eq!(o.health.engine_stall, Duration::from_secs(120));
+        assert_eq!(o.health.link_grace, Duration::from_secs(300));
+        assert_eq!(o.health.max_delivery_age, Some(Duration::from_secs(7200)));
+        let l = o.retention.limits;
+        assert_eq!(l.max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(l.max_total_bytes, Some(50 << 30));
+        assert_eq!(l.max_files_per_device, Some(10_000));
+        assert_eq!(o.retention.interval, Duration::from_secs(900));
+        let h = o.hook.as_ref().unwrap();
+        assert_eq!(
+            h.command,
+            ["/usr/local/bin/forward", "--bucket", "cams \"x\""]
+        );
+        assert_eq!(h.timeout, Duration::from_secs(45));
+        assert_eq!((h.max_concurrent, h.queue), (2, 100));
+    }
+
+    #[test]
+    fn ops_unknown_keys_name_key_table_and_line() {
+        let m = err(&format!("{MINIMAL}\n[retention]\nmax_agee = \"30d\"\n"));
+        assert!(
+            m.starts_with("/etc/receiver/receiver.toml:16: unknown key `max_agee` in [retention]"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "(expected one of max_age, max_total_bytes, max_files_per_device, interval)"
+            ),
+            "{m}"
+        );
+        let m = err(&format!("{MINIMAL}\n[metrics]\nlisten_addr = \"x\"\n"));
+        assert!(
+            m.contains(":16: unknown key `listen_addr` in [metrics]"),
+            "{m}"
+        );
+        let m = err(&format!("hook.cmd = [\"x\"]\n{MINIMAL}"));
+        assert!(m.contains(":1: unknown key `cmd` in [hook]"), "{m}");
+        let m = err(&format!("{MINIMAL}\n[health]\n\nlink_grase = \"1m\"\n"));
+        assert!(
+            m.contains(":17: unknown key `link_grase` in [health]"),
+            "{m}"
+        );
+        // The top level lists the new tables too.
+        let m = err("[hooks]\n");
+        assert!(
+            m.contains("[metrics], [health], [retention], [hook]"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn ops_invalid_values_name_file_line_and_key() {
+        let at = |table: &str, body: &str| format!("{MINIMAL}\n[{table}]\n{body}\n");
+        for (table, body, want) in [
+            (
+                "metrics",
+                "listen = \"localhost\"",
+                ":16: [metrics] listen: \"localhost\" is not an ip:port address",
+            ),
+            (
+                "health",
+                "engine_stall = \"0s\"",
+                ":16: [health] engine_stall: must be greater than zero",
+            ),
+            (
+                "health",
+                "link_grace = \"soon\"",
+                ":16: [health] link_grace: \"soon\" is not a duration",
+            ),
+            (
+                "retention",
+                "max_age = \"forever\"",
+                ":16: [retention] max_age: \"forever\" is not a duration",
+            ),
+            (
+                "retention",
+                "max_age = \"10s\"",
+                ":16: [retention] max_age: must be at least 1 minute",
+            ),
+            (
+                "retention",
+                "interval = \"1m\"\nmax_total_bytes = \"50 GeB\"",
+                ":17: [retention] max_total_bytes: unknown size unit",
+            ),
+            (
+                "retention",
+                "max_files_per_device = 0",
+                ":16: [retention] max_files_per_device: must be at least 1",
+            ),
+            (
+                "hook",
+                "command = [\"\"]",
+                ":16: [hook] command: the program name is empty",
+            ),
+            (
+                "hook",
+                "command = [\"x\"]\nqueue = 0",
+                ":17: [hook] queue: must be at least 1",
+            ),
+            // A missing key points at its section.
+            (
+                "hook",
+                "timeout = \"5s\"",
+                ":15: [hook] command: is required when [hook] has settings",
+            ),
+            // Type errors, from deserialization.
+            (
+                "retention",
+                "max_files_per_device = \"many\"",
+                ":16: [retention] max_files_per_device: invalid type: string \"many\", expected a \
+                 positive integer",
+            ),
+            (
+                "retention",
+                "max_total_bytes = true",
+                ":16: [retention] max_total_bytes: invalid size; expected an integer number of bytes",
+            ),
+            (
+                "hook",
+                "command = \"/bin/true\"",
+                ":16: [hook] command: invalid type: string \"/bin/true\", expected a sequence",
+            ),
+        ] {
+            let e = parse(&at(table, body)).unwrap_err();
+            let m = e.to_string();
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{m}");
+            assert!(m.starts_with("/etc/receiver/receiver.toml:"), "{m}");
+            assert!(m.contains(want), "{table} {body}: {m}");
+        }
+    }
+
+    #[test]
+    fn display_shows_ops_settings_and_reloads() {
+        let shown = parse(MINIMAL).unwrap().to_string();
+        for want in [
+            "[metrics]\n# listen not set (default)",
+            "[health]\nengine_stall = \"1m\"  # default\nlink_grace = \"10m\"  # default\n",
+            "# max_delivery_age not set (default)",
+            "[retention]\n# no limit set (default): images are kept forever",
+            "interval = \"10m\"  # default",
+            "[hook]\n# command not set (default): no hook",
+        ] {
+            assert!(shown.contains(want), "{want}\n{shown}");
+        }
+
+        let c = parse(&format!("{MINIMAL}{OPS_FULL}")).unwrap();
+        let shown = c.to_string();
+        for want in [
+            "listen = \"127.0.0.1:9898\"\n",
+            "engine_stall = \"2m\"\n",
+            "max_delivery_age = \"2h\"\n",
+            "max_age = \"30days\"\n",
+            "max_total_bytes = \"50 GiB\"\n",
+            "max_files_per_device = 10000\n",
+            "interval = \"15m\"\n",
+            "command = [\"/usr/local/bin/forward\", \"--bucket\", 'cams \"x\"']\n",
+            "timeout = \"45s\"\n",
+            "max_concurrent = 2\n",
+            "queue = 100\n",
+        ] {
+            assert!(shown.contains(want), "{want}\n{shown}");
+        }
+        let again = parse(&shown.replace("\"<redacted>\"", "\"inline-secret-value\"")).unwrap();
+        assert_eq!(again, c);
+    }
+
     #[test]
     fn example_parses_and_validates() {
         let c = parse_env(EXAMPLE_TOML, &[(ENV_ACCESS_KEY_SECRET, "dummy")]).unwrap();
@@ -2318,5 +2661,6 @@ dir = "/srv/rx/state"
         assert_eq!(c.state_dir, Path::new("/var/lib/receiver/state"));
         assert_eq!(c.assembly, AssemblyConfig::default());
         assert_eq!(c.spool, SpoolConfig::default());
+        assert_eq!(c.ops, OpsConfig::default());
     }
 }

@@ -65,6 +65,15 @@ fn check_config_on_the_example_succeeds_and_redacts() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("OK"), "{out}");
     assert!(out.contains("[aliyun]") && out.contains("[spool]"), "{out}");
+    // The operations sections, all off or at their defaults in the example.
+    for want in [
+        "[metrics]\n# listen not set (default)",
+        "engine_stall = \"1m\"  # default",
+        "# no limit set (default): images are kept forever",
+        "[hook]\n# command not set (default): no hook",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
     assert!(
         out.contains("access_key_secret = \"<redacted>\"  # (from env RECEIVER_ACCESS_KEY_SECRET)"),
         "{out}"
