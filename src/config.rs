@@ -613,7 +613,8 @@ struct Index {
 
 /// A top-level value: a table (its keys and their spans) or anything else.
 enum Section {
-    Table(Vec<(Spanned<String>, Spanned<IgnoredAny>)>),
+    /// Each key with the span of its value (`None`: toml gave the value no span).
+    Table(Vec<(Spanned<String>, Option<Range<usize>>)>),
     Other,
 }
 
@@ -628,7 +629,13 @@ impl<'de> Deserialize<'de> for Section {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Section, A::Error> {
                 let mut keys = Vec::new();
                 while let Some(k) = map.next_key::<Spanned<String>>()? {
-                    let v = map.next_value::<Spanned<IgnoredAny>>()?;
+                    // toml gives implicit tables (dotted keys such as `env.FOO = "x"`) no span
+                    // and then fails to deserialize them as `Spanned`. No known key holds a
+                    // table, so such a key is reported as unknown: keep it, without a value span.
+                    let v = map
+                        .next_value::<Spanned<IgnoredAny>>()
+                        .ok()
+                        .map(|v| v.span());
                     keys.push((k, v));
                 }
                 // toml hands datetimes over as a one-key private map.
@@ -710,11 +717,12 @@ impl Index {
             let table = key.into_inner();
             if let Section::Table(keys) = value {
                 for (k, v) in keys {
+                    let key_span = k.span();
                     index.entries.push(Entry {
                         table: Some(table.clone()),
-                        key_span: k.span(),
+                        value_span: v.unwrap_or_else(|| key_span.clone()),
+                        key_span,
                         key: k.into_inner(),
-                        value_span: v.span(),
                     });
                 }
             }
@@ -2118,6 +2126,19 @@ dir = "/srv/rx/state"
         assert!(m.contains(":1: unknown key `max_opn` in [assembly]"), "{m}");
         let m = err("[spool]\n\nenable = true\n");
         assert!(m.contains(":3: unknown key `enable` in [spool]"), "{m}");
+    }
+
+    #[test]
+    fn unknown_nested_tables_are_unknown_keys() {
+        // Dotted keys and sub-tables inside a known table (no known key holds a table).
+        let m = err(&format!(
+            "{MINIMAL}\n[hook]\ncommand = [\"x\"]\nenv.FOO = \"1\"\n"
+        ));
+        assert!(m.contains(":17: unknown key `env` in [hook]"), "{m}");
+        let m = err(&MINIMAL.replace("[state]\n", "[state]\nsub.dir = \"x\"\n"));
+        assert!(m.contains(":13: unknown key `sub` in [state]"), "{m}");
+        let m = err(&format!("{MINIMAL}\n[retention.extra]\nx = 1\n"));
+        assert!(m.contains(":15: unknown key `extra` in [retention]"), "{m}");
     }
 
     #[test]
