@@ -41,6 +41,17 @@ pub const ENV_ACCESS_KEY_SECRET: &str = "RECEIVER_ACCESS_KEY_SECRET";
 /// Environment variable holding the STS security token (`auth_mode = "ststoken"` only).
 pub const ENV_SECURITY_TOKEN: &str = "RECEIVER_SECURITY_TOKEN";
 
+/// Environment variable systemd sets to the folder of the service's credentials
+/// (`LoadCredential=`, `SetCredential=`). A secret given nowhere else is read from the credential
+/// of the same name there: [`CREDENTIAL_ACCESS_KEY_SECRET`], [`CREDENTIAL_SECURITY_TOKEN`].
+pub const ENV_CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// systemd credential holding the AccessKey secret (`LoadCredential=access_key_secret:...`).
+pub const CREDENTIAL_ACCESS_KEY_SECRET: &str = "access_key_secret";
+
+/// systemd credential holding the STS security token (`auth_mode = "ststoken"` only).
+pub const CREDENTIAL_SECURITY_TOKEN: &str = "security_token";
+
 /// Longest client id Aliyun accepts, including the per-connection suffix.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
 
@@ -1083,6 +1094,38 @@ struct Ctx<'a> {
     base: PathBuf,
 }
 
+/// The ways one secret may be given.
+#[derive(Clone, Copy)]
+struct SecretSpec {
+    /// For messages: `access key secret`, `security token`.
+    what: &'static str,
+    /// `[aliyun]` key holding it inline.
+    inline_key: &'static str,
+    /// `[aliyun]` key naming a file holding it.
+    file_key: &'static str,
+    /// Environment variable holding it.
+    env_var: &'static str,
+    /// systemd credential name (a file in `$CREDENTIALS_DIRECTORY`), used when none of the
+    /// others is given.
+    credential: &'static str,
+}
+
+/// Reads a secret file: one trailing line break is removed, more lines are an error.
+fn read_secret_file(file: &Path) -> Result<String, (String, Option<std::io::Error>)> {
+    let text = std::fs::read_to_string(file).map_err(|e| (format!("cannot read: {e}"), Some(e)))?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if value.contains(['\n', '\r']) {
+        return Err((
+            "has more than one line; expected the secret alone on one line".into(),
+            None,
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 /// Characters that would break the `clientId|k=v,k=v|` AMQP user name.
 fn username_breaker(c: char) -> bool {
     matches!(c, '|' | ',' | '=') || c.is_whitespace() || c.is_control()
@@ -1176,19 +1219,24 @@ impl Ctx<'_> {
         }
     }
 
-    /// Loads a secret from exactly one of: inline key, file key, environment variable.
-    #[allow(clippy::too_many_arguments)]
+    /// Loads a secret from exactly one of: inline key, file key, environment variable; when
+    /// none is given, from the systemd credential `spec.credential` if
+    /// `$CREDENTIALS_DIRECTORY` holds it.
     fn secret(
         &self,
-        what: &'static str,
-        inline_key: &'static str,
-        file_key: &'static str,
-        env_var: &'static str,
+        spec: &SecretSpec,
         inline: Option<String>,
         file: Option<String>,
         required_because: &str,
     ) -> Result<Option<Secret>, ConfigError> {
         const TABLE: &str = "aliyun";
+        let SecretSpec {
+            what,
+            inline_key,
+            file_key,
+            env_var,
+            credential,
+        } = *spec;
         // An empty variable counts as unset (systemd `Environment=VAR=` clears it that way).
         let env = (self.env)(env_var).filter(|v| !v.is_empty());
         let mut found = Vec::new();
@@ -1220,39 +1268,47 @@ impl Ctx<'_> {
                 found.join(", ")
             )));
         }
+        let credentials_dir = (self.env)(ENV_CREDENTIALS_DIRECTORY).filter(|d| !d.is_empty());
         let secret = if let Some(v) = inline {
             Secret::with_source(v, SecretSource::Inline)
         } else if let Some(f) = file {
             let file = self.resolve(&f);
-            let file_err = |message: String, source: Option<std::io::Error>| ConfigError::File {
+            let value = read_secret_file(&file).map_err(|(message, source)| ConfigError::File {
                 path: self.path.to_owned(),
                 line: self.index.line_of(TABLE, file_key),
                 key: file_key,
                 file: file.clone(),
                 message,
                 source,
-            };
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| file_err(format!("cannot read: {e}"), Some(e)))?;
-            let value = text
-                .strip_suffix('\n')
-                .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                .unwrap_or(&text);
-            if value.contains(['\n', '\r']) {
-                return Err(file_err(
-                    "has more than one line; expected the secret alone on one line".into(),
-                    None,
-                ));
-            }
-            Secret::with_source(value, SecretSource::File(file.clone()))
+            })?;
+            Secret::with_source(value, SecretSource::File(file))
         } else if let Some(v) = env {
             Secret::with_source(v, SecretSource::Env(env_var.to_owned()))
+        } else if let Some(file) = credentials_dir
+            .as_deref()
+            .map(|d| absolute(&Path::new(d).join(credential)))
+            // Present, or present but not inspectable (then reading it reports why).
+            .filter(|f| !matches!(f.try_exists(), Ok(false)))
+        {
+            let value = read_secret_file(&file).map_err(|(message, _)| {
+                err(format!(
+                    "systemd credential `{credential}` ({}, from ${ENV_CREDENTIALS_DIRECTORY}): \
+                     {message}",
+                    file.display()
+                ))
+            })?;
+            Secret::with_source(value, SecretSource::File(file))
         } else if required_because.is_empty() {
             return Ok(None);
         } else {
+            let looked = match &credentials_dir {
+                Some(d) => format!("; ${ENV_CREDENTIALS_DIRECTORY} ({d}) has no `{credential}`"),
+                None => String::new(),
+            };
             return Err(err(format!(
                 "not given; {required_because}: set exactly one of `{inline_key}`, \
-                 `{file_key}` (a file holding it) or environment variable {env_var}"
+                 `{file_key}` (a file holding it) or environment variable {env_var}, or pass \
+                 systemd credential `{credential}` (LoadCredential=){looked}"
             )));
         };
         let value = secret.expose();
@@ -1358,10 +1414,13 @@ impl Ctx<'_> {
         self.ident(T, "access_key_id", &access_key_id)?;
         let access_key_secret = self
             .secret(
-                "access key secret",
-                "access_key_secret",
-                "access_key_secret_file",
-                ENV_ACCESS_KEY_SECRET,
+                &SecretSpec {
+                    what: "access key secret",
+                    inline_key: "access_key_secret",
+                    file_key: "access_key_secret_file",
+                    env_var: ENV_ACCESS_KEY_SECRET,
+                    credential: CREDENTIAL_ACCESS_KEY_SECRET,
+                },
                 r.access_key_secret,
                 r.access_key_secret_file,
                 "it signs the AMQP password",
@@ -1470,10 +1529,13 @@ impl Ctx<'_> {
             "ststoken" => {
                 let security_token = self
                     .secret(
-                        "security token",
-                        "security_token",
-                        "security_token_file",
-                        ENV_SECURITY_TOKEN,
+                        &SecretSpec {
+                            what: "security token",
+                            inline_key: "security_token",
+                            file_key: "security_token_file",
+                            env_var: ENV_SECURITY_TOKEN,
+                            credential: CREDENTIAL_SECURITY_TOKEN,
+                        },
                         r.security_token,
                         r.security_token_file,
                         "auth_mode = \"ststoken\" needs one",
@@ -2359,6 +2421,135 @@ dir = "/srv/rx/state"
         let e = Config::from_toml(&text, &dir.path().join("sub/r.toml"), &|_| None).unwrap_err();
         assert!(matches!(e, ConfigError::File { .. }), "{e}");
         assert!(e.to_string().contains("access_key_secret_file"), "{e}");
+    }
+
+    /// A `$CREDENTIALS_DIRECTORY` holding `files`.
+    fn credentials(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn systemd_credential_is_the_last_resort() {
+        let no_inline = MINIMAL.replace("access_key_secret = \"inline-secret-value\"\n", "");
+        let creds = credentials(&[("access_key_secret", "from-credential\n")]);
+        let dir = creds.path().to_str().unwrap();
+        let c = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap();
+        assert_eq!(c.aliyun.access_key_secret.expose(), "from-credential");
+        let file = absolute(&creds.path().join(CREDENTIAL_ACCESS_KEY_SECRET));
+        assert_eq!(
+            c.aliyun.access_key_secret.source(),
+            Some(&SecretSource::File(file.clone()))
+        );
+        let shown = c.to_string();
+        assert!(!shown.contains("from-credential"), "{shown}");
+        assert!(
+            shown.contains(&format!("# (from file {})", file.display())),
+            "{shown}"
+        );
+
+        // Any configured source wins, without a "given 2 ways" error.
+        let c = parse_env(MINIMAL, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap();
+        assert_eq!(c.aliyun.access_key_secret.expose(), "inline-secret-value");
+        let c = parse_env(
+            &no_inline,
+            &[
+                (ENV_CREDENTIALS_DIRECTORY, dir),
+                (ENV_ACCESS_KEY_SECRET, "from-env"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.aliyun.access_key_secret.expose(), "from-env");
+
+        // An empty variable counts as unset.
+        let m = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, "")])
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("access key secret: not given"), "{m}");
+    }
+
+    #[test]
+    fn systemd_credential_problems_are_reported() {
+        let no_inline = MINIMAL.replace("access_key_secret = \"inline-secret-value\"\n", "");
+        // No such credential: the "not given" error says where it looked.
+        let creds = credentials(&[("other", "x")]);
+        let dir = creds.path().to_str().unwrap();
+        let m = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, dir)])
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("access key secret: not given"), "{m}");
+        assert!(m.contains("systemd credential `access_key_secret`"), "{m}");
+        assert!(
+            m.contains(&format!(
+                "$CREDENTIALS_DIRECTORY ({dir}) has no `access_key_secret`"
+            )),
+            "{m}"
+        );
+        // Without the variable the hint still names the credential.
+        let m = err(&no_inline);
+        assert!(m.contains("(LoadCredential=)"), "{m}");
+        assert!(!m.contains("has no"), "{m}");
+
+        for (content, want) in [
+            ("a\nb\n", "has more than one line"),
+            ("\n", "is empty (from file "),
+            ("a|b", "contains '|'"),
+        ] {
+            let creds = credentials(&[("access_key_secret", content)]);
+            let dir = creds.path().to_str().unwrap();
+            let e = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap_err();
+            let m = e.to_string();
+            assert!(matches!(e, ConfigError::SecretSource { .. }), "{m}");
+            assert!(m.contains(want), "{content:?}: {m}");
+            assert!(!m.contains("a|b") && !m.contains("a\nb"), "{m}");
+        }
+        let creds = credentials(&[("access_key_secret", "a\nb\n")]);
+        let dir = creds.path().to_str().unwrap();
+        let m = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, dir)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("[aliyun] access key secret: systemd credential `access_key_secret` ("),
+            "{m}"
+        );
+        assert!(
+            m.contains("from $CREDENTIALS_DIRECTORY): has more than one line"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn systemd_credential_for_the_security_token() {
+        let creds = credentials(&[("security_token", "CAIS-cred\n")]);
+        let dir = creds.path().to_str().unwrap();
+        let sts = MINIMAL.replace("[output]", "auth_mode = \"ststoken\"\n[output]");
+        let c = parse_env(&sts, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap();
+        let AuthMode::StsToken { security_token } = &c.aliyun.auth_mode else {
+            panic!("{:?}", c.aliyun.auth_mode);
+        };
+        assert_eq!(security_token.expose(), "CAIS-cred");
+        assert_eq!(
+            security_token.source(),
+            Some(&SecretSource::File(absolute(
+                &creds.path().join(CREDENTIAL_SECURITY_TOKEN)
+            )))
+        );
+        // The env variable still wins; with aksign the credential is not consulted.
+        let c = parse_env(
+            &sts,
+            &[
+                (ENV_CREDENTIALS_DIRECTORY, dir),
+                (ENV_SECURITY_TOKEN, "env"),
+            ],
+        )
+        .unwrap();
+        assert!(matches!(&c.aliyun.auth_mode,
+            AuthMode::StsToken { security_token } if security_token.expose() == "env"));
+        let c = parse_env(MINIMAL, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap();
+        assert_eq!(c.aliyun.auth_mode, AuthMode::AkSign);
     }
 
     #[test]

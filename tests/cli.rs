@@ -11,6 +11,7 @@ fn receiver() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_receiver"));
     c.env_remove("RECEIVER_ACCESS_KEY_SECRET")
         .env_remove("RECEIVER_SECURITY_TOKEN")
+        .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("RUST_LOG");
     c
 }
@@ -91,6 +92,26 @@ fn check_config_names_a_secret_file_but_not_its_content() {
     assert!(out.contains("(from file "), "{out}");
     assert!(out.contains("secret)"), "{out}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET), "{out}");
+}
+
+#[test]
+fn check_config_on_the_example_reads_the_systemd_credential() {
+    // What the shipped unit does: LoadCredential=access_key_secret:... and nothing else.
+    let creds = tempfile::tempdir().unwrap();
+    let file = creds.path().join("access_key_secret");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let (code, out, err) = run(receiver()
+        .args(["check-config", "--config", EXAMPLE])
+        .env("CREDENTIALS_DIRECTORY", creds.path()));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "access_key_secret = \"<redacted>\"  # (from file {})",
+            file.display()
+        )),
+        "{out}"
+    );
+    assert!(!out.contains(SECRET) && !err.contains(SECRET));
 }
 
 #[test]
