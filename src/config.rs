@@ -94,6 +94,12 @@ pub mod defaults {
     pub const BATCH_DELAY: Duration = Duration::from_millis(5);
     /// `[spool] max_bytes`: 1 GiB.
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
+    /// `[spool] segment_bytes`: 64 MiB (or `max_bytes`, when that is smaller).
+    pub const SPOOL_SEGMENT_BYTES: u64 = 64 << 20;
+    /// Smallest `[spool] segment_bytes` accepted: 1 MiB.
+    pub const SPOOL_MIN_SEGMENT_BYTES: u64 = 1 << 20;
+    /// Largest `[spool] segment_bytes` accepted: 1 GiB (the spool's own upper limit).
+    pub const SPOOL_MAX_SEGMENT_BYTES: u64 = 1 << 30;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -321,6 +327,8 @@ pub struct SpoolConfig {
     pub batch_delay: Duration,
     /// Spool size cap, bytes.
     pub max_bytes: u64,
+    /// Size at which the spool starts a new segment file, bytes (at most `max_bytes`).
+    pub segment_bytes: u64,
 }
 
 impl Default for SpoolConfig {
@@ -330,6 +338,7 @@ impl Default for SpoolConfig {
             batch_max: defaults::BATCH_MAX,
             batch_delay: defaults::BATCH_DELAY,
             max_bytes: defaults::SPOOL_MAX_BYTES,
+            segment_bytes: defaults::SPOOL_SEGMENT_BYTES,
         }
     }
 }
@@ -981,6 +990,7 @@ struct RawSpool {
     batch_max: Option<i64>,
     batch_delay: Option<HumanDuration>,
     max_bytes: Option<ByteSize>,
+    segment_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1807,11 +1817,40 @@ impl Ctx<'_> {
                 ),
             ));
         }
+        let segment_bytes = match r.segment_bytes {
+            // The default never exceeds the cap: lowering max_bytes alone is enough.
+            None => defaults::SPOOL_SEGMENT_BYTES.min(max_bytes),
+            Some(ByteSize(n))
+                if !(defaults::SPOOL_MIN_SEGMENT_BYTES..=defaults::SPOOL_MAX_SEGMENT_BYTES)
+                    .contains(&n) =>
+            {
+                return Err(self.invalid(
+                    T,
+                    "segment_bytes",
+                    format!(
+                        "{n} is out of range; expected \"1 MiB\" to \"1 GiB\", and at most \
+                         max_bytes"
+                    ),
+                ))
+            }
+            Some(ByteSize(n)) if enabled && n > max_bytes => {
+                return Err(self.invalid(
+                    T,
+                    "segment_bytes",
+                    format!(
+                        "{n} is more than max_bytes ({max_bytes}); expected a segment that fits \
+                         in the spool, \"1 MiB\" to max_bytes"
+                    ),
+                ))
+            }
+            Some(ByteSize(n)) => n,
+        };
         Ok(SpoolConfig {
             enabled,
             batch_max,
             batch_delay,
             max_bytes,
+            segment_bytes,
         })
     }
 }
@@ -2013,6 +2052,12 @@ impl fmt::Display for Config {
             "max_bytes",
             size(s.max_bytes),
             s.max_bytes == d.max_bytes,
+        )?;
+        line(
+            f,
+            "segment_bytes",
+            size(s.segment_bytes),
+            s.segment_bytes == d.segment_bytes.min(s.max_bytes),
         )?;
 
         writeln!(f, "\n[log]")?;
@@ -2630,6 +2675,48 @@ dir = "/srv/rx/state"
         assert!(err(&text).contains("[spool] max_bytes"));
         let text = format!("{MINIMAL}\n[spool]\nenabled = false\nmax_bytes = \"4 MiB\"\n");
         assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn spool_segment_bytes() {
+        let spool = |body: &str| format!("{MINIMAL}\n[spool]\n{body}\n");
+        assert_eq!(parse(MINIMAL).unwrap().spool.segment_bytes, 64 << 20);
+        let c = parse(&spool("segment_bytes = \"8 MiB\"")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 8 << 20);
+        assert!(c.to_string().contains("segment_bytes = \"8 MiB\"\n"));
+        let c = parse(&spool("segment_bytes = 1048576")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 1 << 20);
+        let c = parse(&spool("segment_bytes = \"1 GiB\"\nmax_bytes = \"2 GiB\"")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 1 << 30);
+        let c = parse(&spool("segment_bytes = \"16 MiB\"\nmax_bytes = \"16 MiB\"")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 16 << 20);
+        // Unset, it follows a smaller cap.
+        let c = parse(&spool("max_bytes = \"16 MiB\"")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 16 << 20);
+        assert!(c
+            .to_string()
+            .contains("segment_bytes = \"16 MiB\"  # default"));
+
+        let m = err(&spool("segment_bytes = \"512 KiB\""));
+        assert!(
+            m.contains(":16: [spool] segment_bytes: 524288 is out of range; expected \"1 MiB\""),
+            "{m}"
+        );
+        let m = err(&spool("segment_bytes = \"2 GiB\"\nmax_bytes = \"4 GiB\""));
+        assert!(
+            m.contains("[spool] segment_bytes: 2147483648 is out of range"),
+            "{m}"
+        );
+        let m = err(&spool("max_bytes = \"16 MiB\"\nsegment_bytes = \"32 MiB\""));
+        assert!(
+            m.contains(":17: [spool] segment_bytes: 33554432 is more than max_bytes (16777216)"),
+            "{m}"
+        );
+        let m = err(&spool("segment_bytes = \"lots\""));
+        assert!(m.contains("[spool] segment_bytes: invalid size"), "{m}");
+        // A disabled spool only needs a sane value.
+        let off = "enabled = false\nmax_bytes = \"4 MiB\"\nsegment_bytes = \"64 MiB\"";
+        assert!(parse(&spool(off)).is_ok());
     }
 
     #[test]
