@@ -17,6 +17,13 @@
 //! [`Secret`], which never prints its value; `Display` on [`Config`] is the redacted, TOML-like
 //! view that `receiver check-config` prints.
 
+use crate::ops::health::RawHealthConfig;
+use crate::ops::hook::RawHookConfig;
+use crate::ops::http::RawMetricsConfig;
+use crate::ops::retention::RawRetentionConfig;
+use crate::ops::{
+    HealthConfig, HookConfig, OpsConfig, OpsConfigError, RawOpsConfig, RetentionConfig,
+};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -33,6 +40,17 @@ pub const ENV_ACCESS_KEY_SECRET: &str = "RECEIVER_ACCESS_KEY_SECRET";
 
 /// Environment variable holding the STS security token (`auth_mode = "ststoken"` only).
 pub const ENV_SECURITY_TOKEN: &str = "RECEIVER_SECURITY_TOKEN";
+
+/// Environment variable systemd sets to the folder of the service's credentials
+/// (`LoadCredential=`, `SetCredential=`). A secret given nowhere else is read from the credential
+/// of the same name there: [`CREDENTIAL_ACCESS_KEY_SECRET`], [`CREDENTIAL_SECURITY_TOKEN`].
+pub const ENV_CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// systemd credential holding the AccessKey secret (`LoadCredential=access_key_secret:...`).
+pub const CREDENTIAL_ACCESS_KEY_SECRET: &str = "access_key_secret";
+
+/// systemd credential holding the STS security token (`auth_mode = "ststoken"` only).
+pub const CREDENTIAL_SECURITY_TOKEN: &str = "security_token";
 
 /// Longest client id Aliyun accepts, including the per-connection suffix.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
@@ -76,6 +94,12 @@ pub mod defaults {
     pub const BATCH_DELAY: Duration = Duration::from_millis(5);
     /// `[spool] max_bytes`: 1 GiB.
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
+    /// `[spool] segment_bytes`: 64 MiB (or `max_bytes`, when that is smaller).
+    pub const SPOOL_SEGMENT_BYTES: u64 = 64 << 20;
+    /// Smallest `[spool] segment_bytes` accepted: 1 MiB.
+    pub const SPOOL_MIN_SEGMENT_BYTES: u64 = 1 << 20;
+    /// Largest `[spool] segment_bytes` accepted: 1 GiB (the spool's own upper limit).
+    pub const SPOOL_MAX_SEGMENT_BYTES: u64 = 1 << 30;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,6 +327,8 @@ pub struct SpoolConfig {
     pub batch_delay: Duration,
     /// Spool size cap, bytes.
     pub max_bytes: u64,
+    /// Size at which the spool starts a new segment file, bytes (at most `max_bytes`).
+    pub segment_bytes: u64,
 }
 
 impl Default for SpoolConfig {
@@ -312,6 +338,7 @@ impl Default for SpoolConfig {
             batch_max: defaults::BATCH_MAX,
             batch_delay: defaults::BATCH_DELAY,
             max_bytes: defaults::SPOOL_MAX_BYTES,
+            segment_bytes: defaults::SPOOL_SEGMENT_BYTES,
         }
     }
 }
@@ -361,6 +388,9 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// `[log]` (added: the skeleton had the `LogFormat` type but no field).
     pub log: LogConfig,
+    /// `[metrics]`, `[health]`, `[retention]`, `[hook]`: the operations side (all optional, off
+    /// or at their defaults when absent).
+    pub ops: crate::ops::OpsConfig,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -603,7 +633,8 @@ struct Index {
 
 /// A top-level value: a table (its keys and their spans) or anything else.
 enum Section {
-    Table(Vec<(Spanned<String>, Spanned<IgnoredAny>)>),
+    /// Each key with the span of its value (`None`: toml gave the value no span).
+    Table(Vec<(Spanned<String>, Option<Range<usize>>)>),
     Other,
 }
 
@@ -618,7 +649,13 @@ impl<'de> Deserialize<'de> for Section {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Section, A::Error> {
                 let mut keys = Vec::new();
                 while let Some(k) = map.next_key::<Spanned<String>>()? {
-                    let v = map.next_value::<Spanned<IgnoredAny>>()?;
+                    // toml gives implicit tables (dotted keys such as `env.FOO = "x"`) no span
+                    // and then fails to deserialize them as `Spanned`. No known key holds a
+                    // table, so such a key is reported as unknown: keep it, without a value span.
+                    let v = map
+                        .next_value::<Spanned<IgnoredAny>>()
+                        .ok()
+                        .map(|v| v.span());
                     keys.push((k, v));
                 }
                 // toml hands datetimes over as a one-key private map.
@@ -700,11 +737,12 @@ impl Index {
             let table = key.into_inner();
             if let Section::Table(keys) = value {
                 for (k, v) in keys {
+                    let key_span = k.span();
                     index.entries.push(Entry {
                         table: Some(table.clone()),
-                        key_span: k.span(),
+                        value_span: v.unwrap_or_else(|| key_span.clone()),
+                        key_span,
                         key: k.into_inner(),
-                        value_span: v.span(),
                     });
                 }
             }
@@ -730,6 +768,14 @@ impl Index {
         self.entries
             .iter()
             .find(|e| e.table.as_deref() == Some(table) && e.key == key)
+            .map(|e| self.line_col(e.key_span.start).0)
+    }
+
+    /// The line where top-level `table` is first named (its `[table]` header, usually).
+    fn line_of_table(&self, table: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|e| e.table.is_none() && e.key == table)
             .map(|e| self.line_col(e.key_span.start).0)
     }
 
@@ -793,10 +839,17 @@ impl Index {
                     })
                     .max_by_key(|en| en.key_span.start)
             });
-        // serde's names for integer types mean little to a user.
+        // serde's names for integer types (and the operations sections' untagged size type)
+        // mean little to a user.
         let message = message
             .replace("expected i64", "expected an integer")
-            .replace("expected u64", "expected an integer");
+            .replace("expected u64", "expected an integer")
+            .replace("expected usize", "expected a positive integer")
+            .replace(
+                "data did not match any variant of untagged enum ByteSize",
+                "invalid size; expected an integer number of bytes or a string like \"50 GiB\" \
+                 or \"500MB\"",
+            );
         match hit {
             Some(en) => ConfigError::Invalid {
                 path: path.to_owned(),
@@ -818,7 +871,7 @@ impl Index {
 /// Every table and the keys it accepts, in file order, read from the serde derives of the
 /// structs the file is deserialized into, so the list cannot drift from what loading accepts
 /// (docs and tests use it to check every key is documented).
-pub fn known_keys() -> [(&'static str, &'static [&'static str]); 6] {
+pub fn known_keys() -> [(&'static str, &'static [&'static str]); 10] {
     [
         ("aliyun", fields_of::<RawAliyun>()),
         ("output", fields_of::<RawDir>()),
@@ -826,6 +879,10 @@ pub fn known_keys() -> [(&'static str, &'static [&'static str]); 6] {
         ("assembly", fields_of::<RawAssembly>()),
         ("spool", fields_of::<RawSpool>()),
         ("log", fields_of::<RawLog>()),
+        ("metrics", fields_of::<RawMetricsConfig>()),
+        ("health", fields_of::<RawHealthConfig>()),
+        ("retention", fields_of::<RawRetentionConfig>()),
+        ("hook", fields_of::<RawHookConfig>()),
     ]
 }
 
@@ -874,6 +931,16 @@ struct RawConfig {
     spool: RawSpool,
     #[serde(default)]
     log: RawLog,
+    // The operations sections: their raw structs live in `crate::ops` (each validates itself);
+    // they are listed one by one because `deny_unknown_fields` does not work with `flatten`.
+    #[serde(default)]
+    metrics: RawMetricsConfig,
+    #[serde(default)]
+    health: RawHealthConfig,
+    #[serde(default)]
+    retention: RawRetentionConfig,
+    #[serde(default)]
+    hook: RawHookConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -923,6 +990,7 @@ struct RawSpool {
     batch_max: Option<i64>,
     batch_delay: Option<HumanDuration>,
     max_bytes: Option<ByteSize>,
+    segment_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1036,6 +1104,38 @@ struct Ctx<'a> {
     base: PathBuf,
 }
 
+/// The ways one secret may be given.
+#[derive(Clone, Copy)]
+struct SecretSpec {
+    /// For messages: `access key secret`, `security token`.
+    what: &'static str,
+    /// `[aliyun]` key holding it inline.
+    inline_key: &'static str,
+    /// `[aliyun]` key naming a file holding it.
+    file_key: &'static str,
+    /// Environment variable holding it.
+    env_var: &'static str,
+    /// systemd credential name (a file in `$CREDENTIALS_DIRECTORY`), used when none of the
+    /// others is given.
+    credential: &'static str,
+}
+
+/// Reads a secret file: one trailing line break is removed, more lines are an error.
+fn read_secret_file(file: &Path) -> Result<String, (String, Option<std::io::Error>)> {
+    let text = std::fs::read_to_string(file).map_err(|e| (format!("cannot read: {e}"), Some(e)))?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if value.contains(['\n', '\r']) {
+        return Err((
+            "has more than one line; expected the secret alone on one line".into(),
+            None,
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 /// Characters that would break the `clientId|k=v,k=v|` AMQP user name.
 fn username_breaker(c: char) -> bool {
     matches!(c, '|' | ',' | '=') || c.is_whitespace() || c.is_control()
@@ -1129,19 +1229,24 @@ impl Ctx<'_> {
         }
     }
 
-    /// Loads a secret from exactly one of: inline key, file key, environment variable.
-    #[allow(clippy::too_many_arguments)]
+    /// Loads a secret from exactly one of: inline key, file key, environment variable; when
+    /// none is given, from the systemd credential `spec.credential` if
+    /// `$CREDENTIALS_DIRECTORY` holds it.
     fn secret(
         &self,
-        what: &'static str,
-        inline_key: &'static str,
-        file_key: &'static str,
-        env_var: &'static str,
+        spec: &SecretSpec,
         inline: Option<String>,
         file: Option<String>,
         required_because: &str,
     ) -> Result<Option<Secret>, ConfigError> {
         const TABLE: &str = "aliyun";
+        let SecretSpec {
+            what,
+            inline_key,
+            file_key,
+            env_var,
+            credential,
+        } = *spec;
         // An empty variable counts as unset (systemd `Environment=VAR=` clears it that way).
         let env = (self.env)(env_var).filter(|v| !v.is_empty());
         let mut found = Vec::new();
@@ -1173,39 +1278,47 @@ impl Ctx<'_> {
                 found.join(", ")
             )));
         }
+        let credentials_dir = (self.env)(ENV_CREDENTIALS_DIRECTORY).filter(|d| !d.is_empty());
         let secret = if let Some(v) = inline {
             Secret::with_source(v, SecretSource::Inline)
         } else if let Some(f) = file {
             let file = self.resolve(&f);
-            let file_err = |message: String, source: Option<std::io::Error>| ConfigError::File {
+            let value = read_secret_file(&file).map_err(|(message, source)| ConfigError::File {
                 path: self.path.to_owned(),
                 line: self.index.line_of(TABLE, file_key),
                 key: file_key,
                 file: file.clone(),
                 message,
                 source,
-            };
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| file_err(format!("cannot read: {e}"), Some(e)))?;
-            let value = text
-                .strip_suffix('\n')
-                .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                .unwrap_or(&text);
-            if value.contains(['\n', '\r']) {
-                return Err(file_err(
-                    "has more than one line; expected the secret alone on one line".into(),
-                    None,
-                ));
-            }
-            Secret::with_source(value, SecretSource::File(file.clone()))
+            })?;
+            Secret::with_source(value, SecretSource::File(file))
         } else if let Some(v) = env {
             Secret::with_source(v, SecretSource::Env(env_var.to_owned()))
+        } else if let Some(file) = credentials_dir
+            .as_deref()
+            .map(|d| absolute(&Path::new(d).join(credential)))
+            // Present, or present but not inspectable (then reading it reports why).
+            .filter(|f| !matches!(f.try_exists(), Ok(false)))
+        {
+            let value = read_secret_file(&file).map_err(|(message, _)| {
+                err(format!(
+                    "systemd credential `{credential}` ({}, from ${ENV_CREDENTIALS_DIRECTORY}): \
+                     {message}",
+                    file.display()
+                ))
+            })?;
+            Secret::with_source(value, SecretSource::File(file))
         } else if required_because.is_empty() {
             return Ok(None);
         } else {
+            let looked = match &credentials_dir {
+                Some(d) => format!("; ${ENV_CREDENTIALS_DIRECTORY} ({d}) has no `{credential}`"),
+                None => String::new(),
+            };
             return Err(err(format!(
                 "not given; {required_because}: set exactly one of `{inline_key}`, \
-                 `{file_key}` (a file holding it) or environment variable {env_var}"
+                 `{file_key}` (a file holding it) or environment variable {env_var}, or pass \
+                 systemd credential `{credential}` (LoadCredential=){looked}"
             )));
         };
         let value = secret.expose();
@@ -1254,6 +1367,12 @@ impl Ctx<'_> {
                 }
             },
         };
+        let ops = self.ops(RawOpsConfig {
+            metrics: raw.metrics,
+            health: raw.health,
+            retention: raw.retention,
+            hook: raw.hook,
+        })?;
         Ok(Config {
             aliyun,
             output_dir,
@@ -1261,6 +1380,26 @@ impl Ctx<'_> {
             assembly,
             spool,
             log,
+            ops,
+        })
+    }
+
+    /// Validates the operations sections; their errors name `section.key`, which becomes the
+    /// usual `path:line: [section] key: message` (the line of the section when the key is absent,
+    /// e.g. a `[hook]` with settings but no `command`).
+    fn ops(&self, raw: RawOpsConfig) -> Result<OpsConfig, ConfigError> {
+        raw.validate().map_err(|e| match e {
+            OpsConfigError::Invalid { key, why } => {
+                let (table, key) = key.split_once('.').unwrap_or(("", key));
+                let mut err = self.invalid(table, key, why);
+                if let ConfigError::Invalid {
+                    line: line @ None, ..
+                } = &mut err
+                {
+                    *line = self.index.line_of_table(table);
+                }
+                err
+            }
         })
     }
 
@@ -1285,10 +1424,13 @@ impl Ctx<'_> {
         self.ident(T, "access_key_id", &access_key_id)?;
         let access_key_secret = self
             .secret(
-                "access key secret",
-                "access_key_secret",
-                "access_key_secret_file",
-                ENV_ACCESS_KEY_SECRET,
+                &SecretSpec {
+                    what: "access key secret",
+                    inline_key: "access_key_secret",
+                    file_key: "access_key_secret_file",
+                    env_var: ENV_ACCESS_KEY_SECRET,
+                    credential: CREDENTIAL_ACCESS_KEY_SECRET,
+                },
                 r.access_key_secret,
                 r.access_key_secret_file,
                 "it signs the AMQP password",
@@ -1397,10 +1539,13 @@ impl Ctx<'_> {
             "ststoken" => {
                 let security_token = self
                     .secret(
-                        "security token",
-                        "security_token",
-                        "security_token_file",
-                        ENV_SECURITY_TOKEN,
+                        &SecretSpec {
+                            what: "security token",
+                            inline_key: "security_token",
+                            file_key: "security_token_file",
+                            env_var: ENV_SECURITY_TOKEN,
+                            credential: CREDENTIAL_SECURITY_TOKEN,
+                        },
                         r.security_token,
                         r.security_token_file,
                         "auth_mode = \"ststoken\" needs one",
@@ -1672,11 +1817,40 @@ impl Ctx<'_> {
                 ),
             ));
         }
+        let segment_bytes = match r.segment_bytes {
+            // The default never exceeds the cap: lowering max_bytes alone is enough.
+            None => defaults::SPOOL_SEGMENT_BYTES.min(max_bytes),
+            Some(ByteSize(n))
+                if !(defaults::SPOOL_MIN_SEGMENT_BYTES..=defaults::SPOOL_MAX_SEGMENT_BYTES)
+                    .contains(&n) =>
+            {
+                return Err(self.invalid(
+                    T,
+                    "segment_bytes",
+                    format!(
+                        "{n} is out of range; expected \"1 MiB\" to \"1 GiB\", and at most \
+                         max_bytes"
+                    ),
+                ))
+            }
+            Some(ByteSize(n)) if enabled && n > max_bytes => {
+                return Err(self.invalid(
+                    T,
+                    "segment_bytes",
+                    format!(
+                        "{n} is more than max_bytes ({max_bytes}); expected a segment that fits \
+                         in the spool, \"1 MiB\" to max_bytes"
+                    ),
+                ))
+            }
+            Some(ByteSize(n)) => n,
+        };
         Ok(SpoolConfig {
             enabled,
             batch_max,
             batch_delay,
             max_bytes,
+            segment_bytes,
         })
     }
 }
@@ -1879,15 +2053,91 @@ impl fmt::Display for Config {
             size(s.max_bytes),
             s.max_bytes == d.max_bytes,
         )?;
+        line(
+            f,
+            "segment_bytes",
+            size(s.segment_bytes),
+            s.segment_bytes == d.segment_bytes.min(s.max_bytes),
+        )?;
 
         writeln!(f, "\n[log]")?;
         match self.log.format {
-            Some(fmt) => line(f, "format", q(fmt.as_str()), false),
+            Some(fmt) => line(f, "format", q(fmt.as_str()), false)?,
             None => writeln!(
                 f,
                 "# format not set: text on a terminal, json otherwise (--log-format overrides)"
-            ),
+            )?,
         }
+
+        let ops = &self.ops;
+        writeln!(f, "\n[metrics]")?;
+        match ops.metrics.listen {
+            Some(addr) => line(f, "listen", q(&addr.to_string()), false)?,
+            None => writeln!(
+                f,
+                "# listen not set (default): no /healthz or /metrics listener"
+            )?,
+        }
+
+        let (h, d) = (&ops.health, HealthConfig::default());
+        writeln!(f, "\n[health]")?;
+        line(
+            f,
+            "engine_stall",
+            dur(h.engine_stall),
+            h.engine_stall == d.engine_stall,
+        )?;
+        line(
+            f,
+            "link_grace",
+            dur(h.link_grace),
+            h.link_grace == d.link_grace,
+        )?;
+        match h.max_delivery_age {
+            Some(age) => line(f, "max_delivery_age", dur(age), false)?,
+            None => writeln!(
+                f,
+                "# max_delivery_age not set (default): /healthz does not check delivery age"
+            )?,
+        }
+
+        let (r, d) = (&ops.retention, RetentionConfig::default());
+        writeln!(f, "\n[retention]")?;
+        if !r.limits.any() {
+            writeln!(f, "# no limit set (default): images are kept forever")?;
+        }
+        match r.limits.max_age {
+            Some(age) => line(f, "max_age", dur(age), false)?,
+            None => writeln!(f, "# max_age not set")?,
+        }
+        match r.limits.max_total_bytes {
+            Some(n) => line(f, "max_total_bytes", size(n), false)?,
+            None => writeln!(f, "# max_total_bytes not set")?,
+        }
+        match r.limits.max_files_per_device {
+            Some(n) => line(f, "max_files_per_device", n.to_string(), false)?,
+            None => writeln!(f, "# max_files_per_device not set")?,
+        }
+        line(f, "interval", dur(r.interval), r.interval == d.interval)?;
+
+        writeln!(f, "\n[hook]")?;
+        match &ops.hook {
+            None => writeln!(f, "# command not set (default): no hook")?,
+            Some(h) => {
+                let d = HookConfig::new(Vec::new());
+                let argv: Vec<String> = h.command.iter().map(|a| q(a)).collect();
+                line(f, "command", format!("[{}]", argv.join(", ")), false)?;
+                line(f, "timeout", dur(h.timeout), h.timeout == d.timeout)?;
+                line(
+                    f,
+                    "max_concurrent",
+                    h.max_concurrent.to_string(),
+                    h.max_concurrent == d.max_concurrent,
+                )?;
+                line(f, "queue", h.queue.to_string(), h.queue == d.queue)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1983,6 +2233,19 @@ dir = "/srv/rx/state"
         assert!(m.contains(":1: unknown key `max_opn` in [assembly]"), "{m}");
         let m = err("[spool]\n\nenable = true\n");
         assert!(m.contains(":3: unknown key `enable` in [spool]"), "{m}");
+    }
+
+    #[test]
+    fn unknown_nested_tables_are_unknown_keys() {
+        // Dotted keys and sub-tables inside a known table (no known key holds a table).
+        let m = err(&format!(
+            "{MINIMAL}\n[hook]\ncommand = [\"x\"]\nenv.FOO = \"1\"\n"
+        ));
+        assert!(m.contains(":17: unknown key `env` in [hook]"), "{m}");
+        let m = err(&MINIMAL.replace("[state]\n", "[state]\nsub.dir = \"x\"\n"));
+        assert!(m.contains(":13: unknown key `sub` in [state]"), "{m}");
+        let m = err(&format!("{MINIMAL}\n[retention.extra]\nx = 1\n"));
+        assert!(m.contains(":15: unknown key `extra` in [retention]"), "{m}");
     }
 
     #[test]
@@ -2205,6 +2468,135 @@ dir = "/srv/rx/state"
         assert!(e.to_string().contains("access_key_secret_file"), "{e}");
     }
 
+    /// A `$CREDENTIALS_DIRECTORY` holding `files`.
+    fn credentials(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn systemd_credential_is_the_last_resort() {
+        let no_inline = MINIMAL.replace("access_key_secret = \"inline-secret-value\"\n", "");
+        let creds = credentials(&[("access_key_secret", "from-credential\n")]);
+        let dir = creds.path().to_str().unwrap();
+        let c = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap();
+        assert_eq!(c.aliyun.access_key_secret.expose(), "from-credential");
+        let file = absolute(&creds.path().join(CREDENTIAL_ACCESS_KEY_SECRET));
+        assert_eq!(
+            c.aliyun.access_key_secret.source(),
+            Some(&SecretSource::File(file.clone()))
+        );
+        let shown = c.to_string();
+        assert!(!shown.contains("from-credential"), "{shown}");
+        assert!(
+            shown.contains(&format!("# (from file {})", file.display())),
+            "{shown}"
+        );
+
+        // Any configured source wins, without a "given 2 ways" error.
+        let c = parse_env(MINIMAL, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap();
+        assert_eq!(c.aliyun.access_key_secret.expose(), "inline-secret-value");
+        let c = parse_env(
+            &no_inline,
+            &[
+                (ENV_CREDENTIALS_DIRECTORY, dir),
+                (ENV_ACCESS_KEY_SECRET, "from-env"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.aliyun.access_key_secret.expose(), "from-env");
+
+        // An empty variable counts as unset.
+        let m = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, "")])
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("access key secret: not given"), "{m}");
+    }
+
+    #[test]
+    fn systemd_credential_problems_are_reported() {
+        let no_inline = MINIMAL.replace("access_key_secret = \"inline-secret-value\"\n", "");
+        // No such credential: the "not given" error says where it looked.
+        let creds = credentials(&[("other", "x")]);
+        let dir = creds.path().to_str().unwrap();
+        let m = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, dir)])
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("access key secret: not given"), "{m}");
+        assert!(m.contains("systemd credential `access_key_secret`"), "{m}");
+        assert!(
+            m.contains(&format!(
+                "$CREDENTIALS_DIRECTORY ({dir}) has no `access_key_secret`"
+            )),
+            "{m}"
+        );
+        // Without the variable the hint still names the credential.
+        let m = err(&no_inline);
+        assert!(m.contains("(LoadCredential=)"), "{m}");
+        assert!(!m.contains("has no"), "{m}");
+
+        for (content, want) in [
+            ("a\nb\n", "has more than one line"),
+            ("\n", "is empty (from file "),
+            ("a|b", "contains '|'"),
+        ] {
+            let creds = credentials(&[("access_key_secret", content)]);
+            let dir = creds.path().to_str().unwrap();
+            let e = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap_err();
+            let m = e.to_string();
+            assert!(matches!(e, ConfigError::SecretSource { .. }), "{m}");
+            assert!(m.contains(want), "{content:?}: {m}");
+            assert!(!m.contains("a|b") && !m.contains("a\nb"), "{m}");
+        }
+        let creds = credentials(&[("access_key_secret", "a\nb\n")]);
+        let dir = creds.path().to_str().unwrap();
+        let m = parse_env(&no_inline, &[(ENV_CREDENTIALS_DIRECTORY, dir)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("[aliyun] access key secret: systemd credential `access_key_secret` ("),
+            "{m}"
+        );
+        assert!(
+            m.contains("from $CREDENTIALS_DIRECTORY): has more than one line"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn systemd_credential_for_the_security_token() {
+        let creds = credentials(&[("security_token", "CAIS-cred\n")]);
+        let dir = creds.path().to_str().unwrap();
+        let sts = MINIMAL.replace("[output]", "auth_mode = \"ststoken\"\n[output]");
+        let c = parse_env(&sts, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap();
+        let AuthMode::StsToken { security_token } = &c.aliyun.auth_mode else {
+            panic!("{:?}", c.aliyun.auth_mode);
+        };
+        assert_eq!(security_token.expose(), "CAIS-cred");
+        assert_eq!(
+            security_token.source(),
+            Some(&SecretSource::File(absolute(
+                &creds.path().join(CREDENTIAL_SECURITY_TOKEN)
+            )))
+        );
+        // The env variable still wins; with aksign the credential is not consulted.
+        let c = parse_env(
+            &sts,
+            &[
+                (ENV_CREDENTIALS_DIRECTORY, dir),
+                (ENV_SECURITY_TOKEN, "env"),
+            ],
+        )
+        .unwrap();
+        assert!(matches!(&c.aliyun.auth_mode,
+            AuthMode::StsToken { security_token } if security_token.expose() == "env"));
+        let c = parse_env(MINIMAL, &[(ENV_CREDENTIALS_DIRECTORY, dir)]).unwrap();
+        assert_eq!(c.aliyun.auth_mode, AuthMode::AkSign);
+    }
+
     #[test]
     fn ststoken_needs_a_token_and_aksign_refuses_one() {
         let sts = MINIMAL.replace("[output]", "auth_mode = \"ststoken\"\n[output]");
@@ -2286,6 +2678,48 @@ dir = "/srv/rx/state"
     }
 
     #[test]
+    fn spool_segment_bytes() {
+        let spool = |body: &str| format!("{MINIMAL}\n[spool]\n{body}\n");
+        assert_eq!(parse(MINIMAL).unwrap().spool.segment_bytes, 64 << 20);
+        let c = parse(&spool("segment_bytes = \"8 MiB\"")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 8 << 20);
+        assert!(c.to_string().contains("segment_bytes = \"8 MiB\"\n"));
+        let c = parse(&spool("segment_bytes = 1048576")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 1 << 20);
+        let c = parse(&spool("segment_bytes = \"1 GiB\"\nmax_bytes = \"2 GiB\"")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 1 << 30);
+        let c = parse(&spool("segment_bytes = \"16 MiB\"\nmax_bytes = \"16 MiB\"")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 16 << 20);
+        // Unset, it follows a smaller cap.
+        let c = parse(&spool("max_bytes = \"16 MiB\"")).unwrap();
+        assert_eq!(c.spool.segment_bytes, 16 << 20);
+        assert!(c
+            .to_string()
+            .contains("segment_bytes = \"16 MiB\"  # default"));
+
+        let m = err(&spool("segment_bytes = \"512 KiB\""));
+        assert!(
+            m.contains(":16: [spool] segment_bytes: 524288 is out of range; expected \"1 MiB\""),
+            "{m}"
+        );
+        let m = err(&spool("segment_bytes = \"2 GiB\"\nmax_bytes = \"4 GiB\""));
+        assert!(
+            m.contains("[spool] segment_bytes: 2147483648 is out of range"),
+            "{m}"
+        );
+        let m = err(&spool("max_bytes = \"16 MiB\"\nsegment_bytes = \"32 MiB\""));
+        assert!(
+            m.contains(":17: [spool] segment_bytes: 33554432 is more than max_bytes (16777216)"),
+            "{m}"
+        );
+        let m = err(&spool("segment_bytes = \"lots\""));
+        assert!(m.contains("[spool] segment_bytes: invalid size"), "{m}");
+        // A disabled spool only needs a sane value.
+        let off = "enabled = false\nmax_bytes = \"4 MiB\"\nsegment_bytes = \"64 MiB\"";
+        assert!(parse(&spool(off)).is_ok());
+    }
+
+    #[test]
     fn display_redacts_and_marks_defaults() {
         let c = parse(MINIMAL).unwrap();
         let shown = c.to_string();
@@ -2310,6 +2744,214 @@ dir = "/srv/rx/state"
         assert_eq!(again, c);
     }
 
+    const OPS_FULL: &str = r#"
+[metrics]
+listen = "127.0.0.1:9898"
+
+[health]
+engine_stall = "2m"
+link_grace = "5m"
+max_delivery_age = "2h"
+
+[retention]
+max_age = "30d"
+max_total_bytes = "50 GiB"
+max_files_per_device = 10000
+interval = "15m"
+
+[hook]
+command = ["/usr/local/bin/forward", "--bucket", "cams \"x\""]
+timeout = "45s"
+max_concurrent = 2
+queue = 100
+"#;
+
+    #[test]
+    fn ops_sections_are_off_by_default() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.ops, OpsConfig::default());
+        assert!(c.ops.metrics.listen.is_none());
+        assert!(!c.ops.retention.limits.any());
+        assert!(c.ops.hook.is_none());
+        // Empty sections are the same as absent ones.
+        let c = parse(&format!(
+            "{MINIMAL}\n[metrics]\n[health]\n[retention]\n[hook]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.ops, OpsConfig::default());
+    }
+
+    #[test]
+    fn ops_sections_parse() {
+        let c = parse(&format!("{MINIMAL}{OPS_FULL}")).unwrap();
+        let o = &c.ops;
+        assert_eq!(o.metrics.listen, Some("127.0.0.1:9898".parse().unwrap()));
+        assert_eq!(o.health.engine_stall, Duration::from_secs(120));
+        assert_eq!(o.health.link_grace, Duration::from_secs(300));
+        assert_eq!(o.health.max_delivery_age, Some(Duration::from_secs(7200)));
+        let l = o.retention.limits;
+        assert_eq!(l.max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(l.max_total_bytes, Some(50 << 30));
+        assert_eq!(l.max_files_per_device, Some(10_000));
+        assert_eq!(o.retention.interval, Duration::from_secs(900));
+        let h = o.hook.as_ref().unwrap();
+        assert_eq!(
+            h.command,
+            ["/usr/local/bin/forward", "--bucket", "cams \"x\""]
+        );
+        assert_eq!(h.timeout, Duration::from_secs(45));
+        assert_eq!((h.max_concurrent, h.queue), (2, 100));
+    }
+
+    #[test]
+    fn ops_unknown_keys_name_key_table_and_line() {
+        let m = err(&format!("{MINIMAL}\n[retention]\nmax_agee = \"30d\"\n"));
+        assert!(
+            m.starts_with("/etc/receiver/receiver.toml:16: unknown key `max_agee` in [retention]"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "(expected one of max_age, max_total_bytes, max_files_per_device, interval)"
+            ),
+            "{m}"
+        );
+        let m = err(&format!("{MINIMAL}\n[metrics]\nlisten_addr = \"x\"\n"));
+        assert!(
+            m.contains(":16: unknown key `listen_addr` in [metrics]"),
+            "{m}"
+        );
+        let m = err(&format!("hook.cmd = [\"x\"]\n{MINIMAL}"));
+        assert!(m.contains(":1: unknown key `cmd` in [hook]"), "{m}");
+        let m = err(&format!("{MINIMAL}\n[health]\n\nlink_grase = \"1m\"\n"));
+        assert!(
+            m.contains(":17: unknown key `link_grase` in [health]"),
+            "{m}"
+        );
+        // The top level lists the new tables too.
+        let m = err("[hooks]\n");
+        assert!(
+            m.contains("[metrics], [health], [retention], [hook]"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn ops_invalid_values_name_file_line_and_key() {
+        let at = |table: &str, body: &str| format!("{MINIMAL}\n[{table}]\n{body}\n");
+        for (table, body, want) in [
+            (
+                "metrics",
+                "listen = \"localhost\"",
+                ":16: [metrics] listen: \"localhost\" is not an ip:port address",
+            ),
+            (
+                "health",
+                "engine_stall = \"0s\"",
+                ":16: [health] engine_stall: must be greater than zero",
+            ),
+            (
+                "health",
+                "link_grace = \"soon\"",
+                ":16: [health] link_grace: \"soon\" is not a duration",
+            ),
+            (
+                "retention",
+                "max_age = \"forever\"",
+                ":16: [retention] max_age: \"forever\" is not a duration",
+            ),
+            (
+                "retention",
+                "max_age = \"10s\"",
+                ":16: [retention] max_age: must be at least 1 minute",
+            ),
+            (
+                "retention",
+                "interval = \"1m\"\nmax_total_bytes = \"50 GeB\"",
+                ":17: [retention] max_total_bytes: unknown size unit",
+            ),
+            (
+                "retention",
+                "max_files_per_device = 0",
+                ":16: [retention] max_files_per_device: must be at least 1",
+            ),
+            (
+                "hook",
+                "command = [\"\"]",
+                ":16: [hook] command: the program name is empty",
+            ),
+            (
+                "hook",
+                "command = [\"x\"]\nqueue = 0",
+                ":17: [hook] queue: must be at least 1",
+            ),
+            // A missing key points at its section.
+            (
+                "hook",
+                "timeout = \"5s\"",
+                ":15: [hook] command: is required when [hook] has settings",
+            ),
+            // Type errors, from deserialization.
+            (
+                "retention",
+                "max_files_per_device = \"many\"",
+                ":16: [retention] max_files_per_device: invalid type: string \"many\", expected a \
+                 positive integer",
+            ),
+            (
+                "retention",
+                "max_total_bytes = true",
+                ":16: [retention] max_total_bytes: invalid size; expected an integer number of bytes",
+            ),
+            (
+                "hook",
+                "command = \"/bin/true\"",
+                ":16: [hook] command: invalid type: string \"/bin/true\", expected a sequence",
+            ),
+        ] {
+            let e = parse(&at(table, body)).unwrap_err();
+            let m = e.to_string();
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{m}");
+            assert!(m.starts_with("/etc/receiver/receiver.toml:"), "{m}");
+            assert!(m.contains(want), "{table} {body}: {m}");
+        }
+    }
+
+    #[test]
+    fn display_shows_ops_settings_and_reloads() {
+        let shown = parse(MINIMAL).unwrap().to_string();
+        for want in [
+            "[metrics]\n# listen not set (default)",
+            "[health]\nengine_stall = \"1m\"  # default\nlink_grace = \"10m\"  # default\n",
+            "# max_delivery_age not set (default)",
+            "[retention]\n# no limit set (default): images are kept forever",
+            "interval = \"10m\"  # default",
+            "[hook]\n# command not set (default): no hook",
+        ] {
+            assert!(shown.contains(want), "{want}\n{shown}");
+        }
+
+        let c = parse(&format!("{MINIMAL}{OPS_FULL}")).unwrap();
+        let shown = c.to_string();
+        for want in [
+            "listen = \"127.0.0.1:9898\"\n",
+            "engine_stall = \"2m\"\n",
+            "max_delivery_age = \"2h\"\n",
+            "max_age = \"30days\"\n",
+            "max_total_bytes = \"50 GiB\"\n",
+            "max_files_per_device = 10000\n",
+            "interval = \"15m\"\n",
+            "command = [\"/usr/local/bin/forward\", \"--bucket\", 'cams \"x\"']\n",
+            "timeout = \"45s\"\n",
+            "max_concurrent = 2\n",
+            "queue = 100\n",
+        ] {
+            assert!(shown.contains(want), "{want}\n{shown}");
+        }
+        let again = parse(&shown.replace("\"<redacted>\"", "\"inline-secret-value\"")).unwrap();
+        assert_eq!(again, c);
+    }
+
     #[test]
     fn example_parses_and_validates() {
         let c = parse_env(EXAMPLE_TOML, &[(ENV_ACCESS_KEY_SECRET, "dummy")]).unwrap();
@@ -2318,5 +2960,6 @@ dir = "/srv/rx/state"
         assert_eq!(c.state_dir, Path::new("/var/lib/receiver/state"));
         assert_eq!(c.assembly, AssemblyConfig::default());
         assert_eq!(c.spool, SpoolConfig::default());
+        assert_eq!(c.ops, OpsConfig::default());
     }
 }

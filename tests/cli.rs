@@ -11,6 +11,7 @@ fn receiver() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_receiver"));
     c.env_remove("RECEIVER_ACCESS_KEY_SECRET")
         .env_remove("RECEIVER_SECURITY_TOKEN")
+        .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("RUST_LOG");
     c
 }
@@ -65,6 +66,15 @@ fn check_config_on_the_example_succeeds_and_redacts() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("OK"), "{out}");
     assert!(out.contains("[aliyun]") && out.contains("[spool]"), "{out}");
+    // The operations sections, all off or at their defaults in the example.
+    for want in [
+        "[metrics]\n# listen not set (default)",
+        "engine_stall = \"1m\"  # default",
+        "# no limit set (default): images are kept forever",
+        "[hook]\n# command not set (default): no hook",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
     assert!(
         out.contains("access_key_secret = \"<redacted>\"  # (from env RECEIVER_ACCESS_KEY_SECRET)"),
         "{out}"
@@ -82,6 +92,26 @@ fn check_config_names_a_secret_file_but_not_its_content() {
     assert!(out.contains("(from file "), "{out}");
     assert!(out.contains("secret)"), "{out}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET), "{out}");
+}
+
+#[test]
+fn check_config_on_the_example_reads_the_systemd_credential() {
+    // What the shipped unit does: LoadCredential=access_key_secret:... and nothing else.
+    let creds = tempfile::tempdir().unwrap();
+    let file = creds.path().join("access_key_secret");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let (code, out, err) = run(receiver()
+        .args(["check-config", "--config", EXAMPLE])
+        .env("CREDENTIALS_DIRECTORY", creds.path()));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "access_key_secret = \"<redacted>\"  # (from file {})",
+            file.display()
+        )),
+        "{out}"
+    );
+    assert!(!out.contains(SECRET) && !err.contains(SECRET));
 }
 
 #[test]

@@ -36,6 +36,24 @@ fn example_validates_with_a_secret_from_env() {
 }
 
 #[test]
+fn example_validates_with_a_systemd_credential() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(
+        creds.path().join("access_key_secret"),
+        format!("{SECRET}\n"),
+    )
+    .unwrap();
+    let dir = creds.path().to_str().unwrap().to_owned();
+    let env = move |name: &str| (name == "CREDENTIALS_DIRECTORY").then(|| dir.clone());
+    let c = Config::from_toml(EXAMPLE_TOML, Path::new("r.toml"), &env).unwrap();
+    assert_eq!(c.aliyun.access_key_secret.expose(), SECRET);
+    assert!(matches!(
+        c.aliyun.access_key_secret.source(),
+        Some(SecretSource::File(f)) if f.ends_with("access_key_secret")
+    ));
+}
+
+#[test]
 fn example_without_any_secret_names_all_three_sources() {
     let e = Config::from_toml(EXAMPLE_TOML, Path::new("r.toml"), &|_| None).unwrap_err();
     let m = e.to_string();
@@ -44,6 +62,7 @@ fn example_without_any_secret_names_all_three_sources() {
         "access_key_secret",
         "access_key_secret_file",
         ENV_ACCESS_KEY_SECRET,
+        "systemd credential `access_key_secret`",
     ] {
         assert!(m.contains(source), "{m}");
     }
