@@ -134,7 +134,7 @@ pub async fn run_with(
         "receiver starting"
     );
     let ops = Ops::start(
-        &crate::ops::OpsConfig::default(), // TODO(config2): config.ops
+        &config.ops,
         &config.output_dir,
         metrics.clone(),
         Notifier::from_env(),

@@ -209,7 +209,7 @@ impl Engine {
                 spool.release(done_tags);
             }
             let actions = std::mem::take(&mut engine.actions);
-            let failed = engine.execute(actions, now_ms, &mut report.written);
+            let failed = engine.execute(actions, now_ms, &mut report.written, &[]);
             if !failed.is_empty() {
                 tracing::warn!(
                     pictures = engine.pending.len(),
@@ -339,9 +339,12 @@ impl Engine {
         if let Some(spool) = self.spool.as_mut() {
             spool.release(done);
         }
-        // 4. Files.
+        // 4. Files. (Receipt times by tag, for the image-latency histogram.)
+        let mut received: Vec<(Tag, u64)> = staged.iter().map(|s| (s.tag, s.received_ms)).collect();
+        received.sort_unstable();
         let mut written = 0;
-        let failed = self.execute_into(&mut actions, now_ms, &mut written);
+        let list = std::mem::take(&mut actions);
+        let failed = self.execute(list, now_ms, &mut written, &received);
         self.actions = actions;
         // 5. Settle.
         failpoint("before_settle");
@@ -436,10 +439,19 @@ impl Engine {
         written: &mut usize,
     ) -> HashSet<Tag> {
         let list = std::mem::take(actions);
-        self.execute(list, now_ms, written)
+        self.execute(list, now_ms, written, &[])
     }
 
-    fn execute(&mut self, actions: Vec<Action>, now_ms: u64, written: &mut usize) -> HashSet<Tag> {
+    /// Executes `actions`; `received` (sorted by tag) holds the receipt times of the current
+    /// batch's deliveries: a new image whose latest chunk is among them is observed in
+    /// [`Metrics::image_latency`].
+    fn execute(
+        &mut self,
+        actions: Vec<Action>,
+        now_ms: u64,
+        written: &mut usize,
+        received: &[(Tag, u64)],
+    ) -> HashSet<Tag> {
         let mut failed = HashSet::new();
         for action in actions {
             if self.degraded.is_some() {
@@ -450,6 +462,7 @@ impl Engine {
             match self.perform(&action, now_ms) {
                 Ok(new_file) => {
                     if new_file {
+                        self.observe_image_latency(&action, received);
                         failpoint("after_write");
                     }
                     *written += usize::from(new_file);
@@ -463,6 +476,22 @@ impl Engine {
             }
         }
         failed
+    }
+
+    /// Records receipt-of-the-last-chunk to durable for a freshly written image. Receipt times
+    /// are whole milliseconds, so this over-states by up to 1 ms.
+    fn observe_image_latency(&self, action: &Action, received: &[(Tag, u64)]) {
+        let Action::Write(img) = action else { return };
+        let last = img
+            .tags
+            .iter()
+            .filter_map(|t| received.binary_search_by_key(t, |r| r.0).ok())
+            .map(|i| received[i].1)
+            .max();
+        if let Some(ms) = last {
+            let us = crate::metrics::wall_us().saturating_sub(ms.saturating_mul(1000));
+            self.metrics.image_latency.observe_us(us);
+        }
     }
 
     /// Writes one action's file. `Ok(true)` when a new image file was created.

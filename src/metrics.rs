@@ -14,19 +14,43 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// A fixed-bucket histogram.
-#[derive(Debug, Default)]
+/// Upper bounds (seconds) of the image-latency histogram buckets: finer, so that p50/p99 can be
+/// read off it to within a millisecond or two where it matters (under 50 ms).
+pub const IMAGE_LATENCY_BUCKETS: [f64; 28] = [
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.012, 0.015, 0.02,
+    0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// A fixed-bucket histogram (bucket bounds in seconds, ascending).
+#[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    bounds: &'static [f64],
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_us: AtomicU64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::with_bounds(&LATENCY_BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// A histogram with these bucket upper bounds (seconds, ascending).
+    pub fn with_bounds(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
     /// Records one observation in microseconds.
     pub fn observe_us(&self, us: u64) {
         let secs = us as f64 / 1e6;
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Relaxed);
         }
         self.count.fetch_add(1, Relaxed);
@@ -36,6 +60,47 @@ impl Histogram {
     /// Number of observations.
     pub fn count(&self) -> u64 {
         self.count.load(Relaxed)
+    }
+
+    /// Appends the Prometheus exposition of this histogram as `name` (seconds).
+    fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (b, n) in self.bounds.iter().zip(self.buckets.iter()) {
+            cum += n.load(Relaxed);
+            let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        let _ = writeln!(
+            s,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+            self.count(),
+            self.sum_us.load(Relaxed) as f64 / 1e6,
+            self.count()
+        );
+    }
+}
+
+/// Wall-clock microseconds since the Unix epoch.
+pub fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The image-latency histogram ([`IMAGE_LATENCY_BUCKETS`]).
+#[derive(Debug)]
+pub struct ImageLatency(pub Histogram);
+
+impl Default for ImageLatency {
+    fn default() -> Self {
+        ImageLatency(Histogram::with_bounds(&IMAGE_LATENCY_BUCKETS))
+    }
+}
+
+impl std::ops::Deref for ImageLatency {
+    type Target = Histogram;
+    fn deref(&self) -> &Histogram {
+        &self.0
     }
 }
 
@@ -107,6 +172,8 @@ pub struct Metrics {
     pub last_delivery_ms: AtomicU64,
     /// Delivery-to-settle latency.
     pub settle_latency: Histogram,
+    /// Last chunk received to image file durable (written, fsynced, renamed, folder fsynced).
+    pub image_latency: ImageLatency,
     /// Deliveries accepted.
     pub accepted: AtomicU64,
     /// Deliveries released (not persisted, shutting down).
@@ -355,25 +422,15 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
-        let h = &self.settle_latency;
-        let _ = writeln!(
-            s,
-            "# HELP receiver_settle_latency_seconds Receipt to settlement.\n# TYPE receiver_settle_latency_seconds histogram"
+        self.settle_latency.render(
+            &mut s,
+            "receiver_settle_latency_seconds",
+            "Receipt to settlement.",
         );
-        let mut cum = 0;
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            cum += h.buckets[i].load(Relaxed);
-            let _ = writeln!(
-                s,
-                "receiver_settle_latency_seconds_bucket{{le=\"{b}\"}} {cum}"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "receiver_settle_latency_seconds_bucket{{le=\"+Inf\"}} {}\nreceiver_settle_latency_seconds_sum {}\nreceiver_settle_latency_seconds_count {}",
-            h.count(),
-            h.sum_us.load(Relaxed) as f64 / 1e6,
-            h.count()
+        self.image_latency.render(
+            &mut s,
+            "receiver_image_latency_seconds",
+            "Receipt of an image's last chunk to its file being durable.",
         );
         self.render_ops(&mut s);
         s
