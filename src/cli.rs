@@ -76,6 +76,9 @@ pub enum Command {
     SimulateCamera(crate::camera::SimulateArgs),
     /// Print every message of the subscription, decoded, one line each (use another consumer group).
     Tail(crate::tail::TailArgs),
+    /// Measure throughput, latency, memory and CPU against the fake endpoint, and the seed's
+    /// Node.js receiver side by side (see BENCHMARKS.md). Build with --release.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// A usage problem found after parsing (exit code 2), e.g. a missing `--config`.
@@ -93,6 +96,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo(&global, args).await,
         Command::SimulateCamera(args) => simulate_camera(&global, args).await,
         Command::Tail(args) => tail(&global, args).await,
+        Command::Bench(args) => bench(&global, args).await,
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -233,6 +237,16 @@ pub async fn demo(global: &GlobalArgs, args: crate::demo::DemoArgs) -> anyhow::R
     crate::demo::run(args, &mut out, tty)
         .await
         .context("demo failed")?;
+    Ok(())
+}
+
+/// `receiver bench`: the benchmark (the receiver under test runs as a child process).
+pub async fn bench(global: &GlobalArgs, args: crate::bench::BenchArgs) -> anyhow::Result<()> {
+    crate::logging::init_with_default(global.log_format, "receiver=warn")?;
+    let mut out = io::stdout();
+    crate::bench::run(args, &mut out)
+        .await
+        .context("bench failed")?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! subscription, into image files.
 pub mod amqp;
 pub mod assembler;
+pub mod bench;
 pub mod camera;
 pub mod cli;
 pub mod config;

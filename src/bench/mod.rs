@@ -1,0 +1,899 @@
+//! `receiver bench`: throughput, latency, memory and CPU of the receiver, measured as its own
+//! process, against the fake Aliyun endpoint over TLS on loopback; plus a side-by-side baseline
+//! against the seed tutorial's Node.js receiver on a third-party (rhea) AMQP server.
+//!
+//! Method (see BENCHMARKS.md):
+//!
+//! 1. Generate the stream first: real JPEG frames of 10-25 KB, many devices interleaved, v1 and v2,
+//!    every message already laid out as Aliyun forwards it ([`stream`]).
+//! 2. Start the fake endpoint in this process and the receiver as a child process
+//!    (`receiver --config <generated> run`, production logging, `[metrics] listen` on port 0).
+//! 3. Once its links are attached, sample the child's CPU (`/proc/<pid>/stat`), queue the whole
+//!    stream at once (or paced, for the latency run) and wait until the fake has seen every
+//!    message accepted. Then sample CPU and peak RSS (`VmHWM`) again and scrape `/metrics` for
+//!    the images written and the image latency histogram (last chunk received to file durable).
+//! 4. Repeat each scenario `--runs` times; report medians.
+
+pub mod child;
+pub mod seed;
+pub mod stream;
+
+use crate::amqp::fake::{FakeAliyun, FakeConfig};
+use child::{ProcSample, ReceiverProcess, Scraped};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use stream::{JpegPool, Stream, StreamSpec};
+
+/// Storage mode of the receiver under test.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `[spool] enabled = false`: chunks only in memory (images are still fsynced).
+    Memory,
+    /// `[spool] enabled = true`: every chunk fsynced in the spool before it is accepted.
+    Durable,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Memory => "memory",
+            Mode::Durable => "durable",
+        }
+    }
+}
+
+/// Which parts to run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Full-speed runs: modes x connections x devices.
+    Throughput,
+    /// Paced run (`--latency-rate`) for the image latency.
+    Latency,
+    /// The seed's Node.js receiver and this one on a third-party server.
+    Baseline,
+}
+
+/// `receiver bench` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// A ~30 s smoke run: fewer messages, at most 1 000 devices, one run per scenario.
+    #[arg(long)]
+    pub quick: bool,
+    /// Parts to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["throughput", "latency", "baseline"])]
+    pub parts: Vec<Part>,
+    /// Storage modes.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["memory", "durable"])]
+    pub modes: Vec<Mode>,
+    /// AMQP connection counts to measure.
+    #[arg(long, value_delimiter = ',', default_values = ["1", "4"])]
+    pub connections: Vec<u32>,
+    /// Device counts (uploading at once, interleaved) [default: 1,100,10000; --quick: 1,100,1000].
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<u32>,
+    /// Messages per throughput run (more when the devices need it: one picture each at least)
+    /// [default: 60000; --quick: 8000].
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Runs per scenario; medians are reported [default: 3; --quick: 1].
+    #[arg(long)]
+    pub runs: Option<u32>,
+    /// Messages per second of the latency run.
+    #[arg(long, default_value_t = 1000)]
+    pub latency_rate: u32,
+    /// Length of the latency run, seconds [default: 10; --quick: 3].
+    #[arg(long)]
+    pub latency_seconds: Option<u64>,
+    /// Devices in the latency run.
+    #[arg(long, default_value_t = 100)]
+    pub latency_devices: u32,
+    /// Messages in the baseline stream (one device, sequential v1 pictures)
+    /// [default: 40000; --quick: 6000].
+    #[arg(long)]
+    pub baseline_messages: Option<u64>,
+    /// Link credit per connection (default: the configuration's default).
+    #[arg(long)]
+    pub credit: Option<u32>,
+    /// Where the seed receiver and stream server are (needs `npm ci --prefix bench/seed`).
+    #[arg(long, default_value = "bench/seed")]
+    pub seed_dir: PathBuf,
+    /// Scratch folder (default: a new folder under the system temp dir, removed at the end).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Also write every figure as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The receiver binary to measure (default: this executable).
+    #[arg(long, hide = true)]
+    pub receiver_bin: Option<PathBuf>,
+    /// Give up on one run after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub run_timeout: u64,
+}
+
+/// Why the bench failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The fake endpoint failed.
+    #[error("fake Aliyun endpoint: {0}")]
+    Fake(#[from] crate::amqp::fake::FakeError),
+    /// Stream generation failed.
+    #[error(transparent)]
+    Stream(#[from] stream::StreamError),
+    /// The process under test failed.
+    #[error(transparent)]
+    Child(#[from] child::ChildError),
+    /// A file or folder problem.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A run did not complete.
+    #[error("{0}")]
+    Run(String),
+}
+
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> BenchError + 'a {
+    move |source| BenchError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunFigures {
+    /// Messages accepted.
+    pub messages: u64,
+    /// Pictures in the stream.
+    pub images: u64,
+    /// Images the receiver reported written.
+    pub images_written: u64,
+    /// Pictures or chunks quarantined.
+    pub quarantined: u64,
+    /// JPEG bytes in the stream.
+    pub image_bytes: u64,
+    /// From queueing the stream to the last accept, seconds.
+    pub seconds: f64,
+    /// Receiver CPU (user + system) over that window, seconds.
+    pub cpu_seconds: f64,
+    /// Receiver peak RSS (VmHWM), bytes.
+    pub peak_rss: u64,
+    /// Largest `receiver_assembly_bytes` seen while sampling.
+    pub peak_assembly_bytes: u64,
+    /// Largest `receiver_open_assemblies` seen while sampling.
+    pub peak_open: u64,
+    /// Image latency p50, ms.
+    pub latency_p50_ms: Option<f64>,
+    /// Image latency p99, ms.
+    pub latency_p99_ms: Option<f64>,
+    /// Images in the latency histogram.
+    pub latency_count: u64,
+    /// CPU of this process (the fake endpoint) over the window, seconds.
+    pub driver_cpu_seconds: f64,
+    /// Load average (1 min) when the run started.
+    pub load_before: f64,
+}
+
+impl RunFigures {
+    /// Messages per second.
+    pub fn msgs_per_s(&self) -> f64 {
+        self.messages as f64 / self.seconds.max(1e-9)
+    }
+    /// Image MB (10^6 bytes) per second.
+    pub fn mb_per_s(&self) -> f64 {
+        self.image_bytes as f64 / 1e6 / self.seconds.max(1e-9)
+    }
+    /// Receiver CPU microseconds per message.
+    pub fn cpu_us_per_msg(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.messages.max(1) as f64
+    }
+    /// Fake endpoint CPU microseconds per message.
+    pub fn driver_us_per_msg(&self) -> f64 {
+        self.driver_cpu_seconds * 1e6 / self.messages.max(1) as f64
+    }
+}
+
+/// A scenario and its runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScenarioResult {
+    /// Short name.
+    pub name: String,
+    /// Storage mode.
+    pub mode: Mode,
+    /// Connections.
+    pub connections: u32,
+    /// Devices uploading at once.
+    pub devices: u32,
+    /// Paced rate (messages/s), when paced.
+    pub rate: Option<u32>,
+    /// Every run.
+    pub runs: Vec<RunFigures>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+impl ScenarioResult {
+    /// Median of `f` over the runs.
+    pub fn median(&self, f: impl Fn(&RunFigures) -> f64) -> f64 {
+        median(self.runs.iter().map(f).collect())
+    }
+    fn median_opt(&self, f: impl Fn(&RunFigures) -> Option<f64>) -> Option<f64> {
+        let v: Vec<f64> = self.runs.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median(v))
+    }
+}
+
+/// The baseline's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BaselineResult {
+    /// Messages in the stream.
+    pub messages: u64,
+    /// Runs of the seed receiver: (msg/s, CPU µs/msg, peak RSS bytes, server CPU µs/msg, files).
+    pub seed: Vec<(f64, f64, u64, f64, u64)>,
+    /// Runs of this receiver (durable) on the same server, same tuple.
+    pub receiver: Vec<(f64, f64, u64, f64, u64)>,
+    /// Why it was skipped, if it was.
+    pub skipped: Option<String>,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// Machine description.
+    pub machine: String,
+    /// Scenario results (throughput, then latency).
+    pub scenarios: Vec<ScenarioResult>,
+    /// The baseline.
+    pub baseline: Option<BaselineResult>,
+    /// Load average (1, 5, 15 min) at the start and the end.
+    pub load: [[f64; 3]; 2],
+    /// Wall time of the whole bench, seconds.
+    pub seconds: f64,
+}
+
+/// Inputs of [`receiver_toml`].
+pub struct ReceiverToml<'a> {
+    /// AMQP host.
+    pub host: &'a str,
+    /// AMQP port.
+    pub port: u16,
+    /// CA to trust.
+    pub ca_file: &'a Path,
+    /// Credentials.
+    pub access_key_id: &'a str,
+    /// Credentials.
+    pub access_key_secret: &'a str,
+    /// Credentials.
+    pub iot_instance_id: &'a str,
+    /// Credentials.
+    pub consumer_group_id: &'a str,
+    /// Connections.
+    pub connections: u32,
+    /// Credit override.
+    pub credit: Option<u32>,
+    /// Image folder.
+    pub output: &'a Path,
+    /// State folder.
+    pub state: &'a Path,
+    /// Spool on.
+    pub durable: bool,
+}
+
+/// The configuration file of the receiver under test: defaults everywhere except the endpoint,
+/// the folders, the spool switch and a metrics listener on an ephemeral port.
+pub fn receiver_toml(t: &ReceiverToml<'_>) -> String {
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    let mut s = String::new();
+    let _ = writeln!(s, "[aliyun]");
+    let _ = writeln!(s, "host = {:?}", t.host);
+    let _ = writeln!(s, "port = {}", t.port);
+    let _ = writeln!(s, "ca_file = {}", q(t.ca_file));
+    let _ = writeln!(s, "access_key_id = {:?}", t.access_key_id);
+    let _ = writeln!(s, "access_key_secret = {:?}", t.access_key_secret);
+    let _ = writeln!(s, "iot_instance_id = {:?}", t.iot_instance_id);
+    let _ = writeln!(s, "consumer_group_id = {:?}", t.consumer_group_id);
+    let _ = writeln!(s, "client_id = \"receiver-bench\"");
+    let _ = writeln!(s, "connections = {}", t.connections);
+    if let Some(c) = t.credit {
+        let _ = writeln!(s, "credit = {c}");
+    }
+    let _ = writeln!(s, "[output]\ndir = {}", q(t.output));
+    let _ = writeln!(s, "[state]\ndir = {}", q(t.state));
+    let _ = writeln!(s, "[spool]\nenabled = {}", t.durable);
+    let _ = writeln!(s, "[metrics]\nlisten = \"127.0.0.1:0\"");
+    s
+}
+
+fn load_avg() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = text
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN));
+    [
+        it.next().unwrap_or(f64::NAN),
+        it.next().unwrap_or(f64::NAN),
+        it.next().unwrap_or(f64::NAN),
+    ]
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(String::new(), |kb| {
+            format!(", {} GiB RAM", kb / 1024 / 1024)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} x {cpu}{mem}, Linux {}", kernel.trim())
+}
+
+struct Settings {
+    devices: Vec<u32>,
+    messages: u64,
+    runs: u32,
+    latency_seconds: u64,
+    baseline_messages: u64,
+}
+
+impl Settings {
+    fn from(args: &BenchArgs) -> Settings {
+        let q = args.quick;
+        Settings {
+            devices: if !args.devices.is_empty() {
+                args.devices.clone()
+            } else if q {
+                vec![1, 100, 1000]
+            } else {
+                vec![1, 100, 10_000]
+            },
+            messages: args.messages.unwrap_or(if q { 8_000 } else { 60_000 }),
+            runs: args.runs.unwrap_or(if q { 1 } else { 3 }).max(1),
+            latency_seconds: args
+                .latency_seconds
+                .unwrap_or(if q { 3 } else { 10 })
+                .max(1),
+            baseline_messages: args
+                .baseline_messages
+                .unwrap_or(if q { 6_000 } else { 40_000 }),
+        }
+    }
+}
+
+/// Runs the bench, printing progress and the tables to `out`.
+pub async fn run(args: BenchArgs, out: &mut dyn Write) -> Result<BenchReport, BenchError> {
+    let started = Instant::now();
+    let settings = Settings::from(&args);
+    let bin = match &args.receiver_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().map_err(io_err("locate", Path::new("current exe")))?,
+    };
+    let (work, remove_work) = match &args.work_dir {
+        Some(w) => (w.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("receiver-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&work).map_err(io_err("create", &work))?;
+    let load0 = load_avg();
+    let machine = machine();
+    let _ = writeln!(out, "receiver bench: {machine}");
+    let _ = writeln!(
+        out,
+        "load average at start: {:.2} {:.2} {:.2}; receiver under test: {}",
+        load0[0],
+        load0[1],
+        load0[2],
+        bin.display()
+    );
+    if cfg!(debug_assertions) {
+        let _ = writeln!(
+            out,
+            "WARNING: this is a debug build; measure with `cargo run --release -- bench`"
+        );
+    }
+    let pool = JpegPool::new(16)?;
+    let (min, max) = pool.size_range();
+    let _ = writeln!(
+        out,
+        "JPEG frames: {} distinct, {:.1}-{:.1} KB",
+        pool.frames.len(),
+        min as f64 / 1e3,
+        max as f64 / 1e3
+    );
+    let result = run_parts(&args, &settings, &bin, &work, &pool, out).await;
+    if remove_work {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let (scenarios, baseline) = result?;
+    let load1 = load_avg();
+    let report = BenchReport {
+        machine,
+        scenarios,
+        baseline,
+        load: [load0, load1],
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let _ = out.write_all(render(&report).as_bytes());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| BenchError::Run(format!("cannot render JSON: {e}")))?;
+        std::fs::write(path, text).map_err(io_err("write", path))?;
+    }
+    Ok(report)
+}
+
+type Parts = (Vec<ScenarioResult>, Option<BaselineResult>);
+
+async fn run_parts(
+    args: &BenchArgs,
+    settings: &Settings,
+    bin: &Path,
+    work: &Path,
+    pool: &JpegPool,
+    out: &mut dyn Write,
+) -> Result<Parts, BenchError> {
+    let timeout = Duration::from_secs(args.run_timeout);
+    let mut scenarios = Vec::new();
+    let mut run_no = 0u32;
+    if args.parts.contains(&Part::Throughput) {
+        for &devices in &settings.devices {
+            let t = Instant::now();
+            let stream = stream::generate(&StreamSpec::mixed(devices, settings.messages), pool)?;
+            let _ = writeln!(
+                out,
+                "\nstream: {devices} device(s), {} messages, {} pictures ({} v1), {:.1} MB of JPEG (generated in {:.1} s)",
+                stream.messages.len(),
+                stream.images,
+                stream.v1_images,
+                stream.image_bytes as f64 / 1e6,
+                t.elapsed().as_secs_f64()
+            );
+            for &mode in &args.modes {
+                for &connections in &args.connections {
+                    let name = format!("{}/{connections}c/{devices}d", mode.as_str());
+                    let mut result = ScenarioResult {
+                        name: name.clone(),
+                        mode,
+                        connections,
+                        devices,
+                        rate: None,
+                        runs: Vec::new(),
+                    };
+                    for r in 0..settings.runs {
+                        run_no += 1;
+                        let dir = work.join(format!("run-{run_no}"));
+                        let spec = RunSpec {
+                            bin,
+                            dir: &dir,
+                            mode,
+                            connections,
+                            credit: args.credit,
+                            rate: None,
+                            timeout,
+                        };
+                        let f = run_one(&spec, &stream).await;
+                        let _ = std::fs::remove_dir_all(&dir);
+                        let f = f?;
+                        let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
+                        result.runs.push(f);
+                    }
+                    scenarios.push(result);
+                }
+            }
+        }
+    }
+    if args.parts.contains(&Part::Latency) && args.latency_rate > 0 {
+        let total = u64::from(args.latency_rate) * settings.latency_seconds;
+        let stream = stream::generate(&StreamSpec::mixed(args.latency_devices, total), pool)?;
+        let _ = writeln!(
+            out,
+            "\nlatency stream: {} device(s), {} messages at {}/s, {} pictures",
+            args.latency_devices,
+            stream.messages.len(),
+            args.latency_rate,
+            stream.images
+        );
+        for &mode in &args.modes {
+            let name = format!(
+                "{}/1c/{}d@{}/s",
+                mode.as_str(),
+                args.latency_devices,
+                args.latency_rate
+            );
+            let mut result = ScenarioResult {
+                name: name.clone(),
+                mode,
+                connections: 1,
+                devices: args.latency_devices,
+                rate: Some(args.latency_rate),
+                runs: Vec::new(),
+            };
+            for r in 0..settings.runs {
+                run_no += 1;
+                let dir = work.join(format!("run-{run_no}"));
+                let spec = RunSpec {
+                    bin,
+                    dir: &dir,
+                    mode,
+                    connections: 1,
+                    credit: args.credit,
+                    rate: Some(args.latency_rate),
+                    timeout,
+                };
+                let f = run_one(&spec, &stream).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                let f = f?;
+                let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
+                result.runs.push(f);
+            }
+            scenarios.push(result);
+        }
+    }
+    let mut baseline = None;
+    if args.parts.contains(&Part::Baseline) {
+        baseline = Some(run_baseline(args, settings, bin, work, pool, out).await?);
+    }
+    Ok((scenarios, baseline))
+}
+
+fn line(f: &RunFigures) -> String {
+    let lat = match (f.latency_p50_ms, f.latency_p99_ms) {
+        (Some(a), Some(b)) => format!("p50 {a:.1} ms p99 {b:.1} ms"),
+        _ => "no latency".into(),
+    };
+    format!(
+        "{:>7.0} msg/s {:>5.1} MB/s  {lat}  RSS {:>5.1} MB  CPU {:>5.2} us/msg (fake {:.2})  images {}/{} quarantined {}  load {:.2}",
+        f.msgs_per_s(),
+        f.mb_per_s(),
+        f.peak_rss as f64 / 1048576.0,
+        f.cpu_us_per_msg(),
+        f.driver_us_per_msg(),
+        f.images_written,
+        f.images,
+        f.quarantined,
+        f.load_before
+    )
+}
+
+struct RunSpec<'a> {
+    bin: &'a Path,
+    dir: &'a Path,
+    mode: Mode,
+    connections: u32,
+    credit: Option<u32>,
+    rate: Option<u32>,
+    timeout: Duration,
+}
+
+/// One run: fresh fake endpoint, fresh receiver process, the whole stream.
+async fn run_one(spec: &RunSpec<'_>, stream: &Stream) -> Result<RunFigures, BenchError> {
+    std::fs::create_dir_all(spec.dir).map_err(io_err("create", spec.dir))?;
+    let load_before = load_avg()[0];
+    let fake = FakeAliyun::start(FakeConfig::default()).await?;
+    let aliyun = fake.client_config(spec.dir, "receiver-bench")?;
+    let ca = aliyun
+        .ca_file
+        .clone()
+        .ok_or_else(|| BenchError::Run("the fake wrote no CA file".into()))?;
+    let toml = receiver_toml(&ReceiverToml {
+        host: &aliyun.host,
+        port: aliyun.port,
+        ca_file: &ca,
+        access_key_id: &aliyun.access_key_id,
+        access_key_secret: aliyun.access_key_secret.expose(),
+        iot_instance_id: &aliyun.iot_instance_id,
+        consumer_group_id: &aliyun.consumer_group_id,
+        connections: spec.connections,
+        credit: spec.credit,
+        output: &spec.dir.join("images"),
+        state: &spec.dir.join("state"),
+        durable: spec.mode == Mode::Durable,
+    });
+    let config = spec.dir.join("receiver.toml");
+    std::fs::write(&config, toml).map_err(io_err("write", &config))?;
+    let mut proc = ReceiverProcess::start(spec.bin, &config).await?;
+    let result = drive(spec, stream, &fake, &mut proc, load_before).await;
+    let recent = proc.log.lock().map(|l| l.recent()).unwrap_or_default();
+    proc.stop(Duration::from_secs(30)).await;
+    fake.shutdown();
+    result.map_err(|e| BenchError::Run(format!("{e}; the receiver's last log lines:\n{recent}")))
+}
+
+async fn drive(
+    spec: &RunSpec<'_>,
+    stream: &Stream,
+    fake: &FakeAliyun,
+    proc: &mut ReceiverProcess,
+    load_before: f64,
+) -> Result<RunFigures, BenchError> {
+    let total = stream.messages.len() as u64;
+    let want = u64::from(spec.connections);
+    fake.wait_until("links attached", Duration::from_secs(30), |c, _, _| {
+        c.links_attached >= want
+    })
+    .await?;
+    let before = proc
+        .sample()
+        .ok_or_else(|| BenchError::Run("the receiver is gone".into()))?;
+    let driver0 = child::self_cpu_seconds();
+    let t0 = Instant::now();
+    let deadline = t0 + spec.timeout;
+    let mut peak_assembly = 0u64;
+    let mut peak_open = 0u64;
+    let mut last_sample = Instant::now();
+    let mut published = 0usize;
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if spec.rate.is_none() {
+        fake.publish_many(stream.messages.iter().cloned());
+        published = stream.messages.len();
+    }
+    loop {
+        if let Some(rate) = spec.rate {
+            let due = ((t0.elapsed().as_secs_f64() * f64::from(rate)) as usize)
+                .min(stream.messages.len());
+            if due > published {
+                fake.publish_many(stream.messages[published..due].iter().cloned());
+                published = due;
+            }
+        }
+        let c = fake.counters();
+        if c.accepted + c.rejected >= total && published == stream.messages.len() {
+            break;
+        }
+        if last_sample.elapsed() >= Duration::from_millis(250) {
+            last_sample = Instant::now();
+            if let Ok(text) = proc.scrape().await {
+                let s = Scraped::parse(&text);
+                peak_assembly = peak_assembly.max(s.assembly_bytes);
+                peak_open = peak_open.max(s.open_assemblies);
+            }
+        }
+        if proc.has_exited() {
+            return Err(BenchError::Run("the receiver exited during the run".into()));
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Run(format!(
+                "timed out after {:?}: {} of {total} messages accepted",
+                spec.timeout, c.accepted
+            )));
+        }
+        ticker.tick().await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let after: ProcSample = proc
+        .sample()
+        .ok_or_else(|| BenchError::Run("the receiver is gone".into()))?;
+    let driver1 = child::self_cpu_seconds();
+    let scraped = Scraped::parse(&proc.scrape().await?);
+    let c = fake.counters();
+    Ok(RunFigures {
+        messages: c.accepted,
+        images: stream.images,
+        images_written: scraped.images_written,
+        quarantined: scraped.quarantined,
+        image_bytes: stream.image_bytes,
+        seconds,
+        cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+        peak_rss: after.peak_rss,
+        peak_assembly_bytes: peak_assembly.max(scraped.assembly_bytes),
+        peak_open: peak_open.max(scraped.open_assemblies),
+        latency_p50_ms: scraped.latency_quantile_ms(0.50),
+        latency_p99_ms: scraped.latency_quantile_ms(0.99),
+        latency_count: scraped.latency_count(),
+        driver_cpu_seconds: driver1 - driver0,
+        load_before,
+    })
+}
+
+async fn run_baseline(
+    args: &BenchArgs,
+    settings: &Settings,
+    bin: &Path,
+    work: &Path,
+    pool: &JpegPool,
+    out: &mut dyn Write,
+) -> Result<BaselineResult, BenchError> {
+    let mut result = BaselineResult {
+        messages: 0,
+        seed: Vec::new(),
+        receiver: Vec::new(),
+        skipped: None,
+    };
+    let setup = match seed::SeedSetup::find(&args.seed_dir) {
+        Ok(s) => s,
+        Err(why) => {
+            let _ = writeln!(out, "\nbaseline SKIPPED: {why}");
+            result.skipped = Some(why);
+            return Ok(result);
+        }
+    };
+    let spec = StreamSpec {
+        mix: stream::FormatMix::V1Only,
+        ..StreamSpec::mixed(1, settings.baseline_messages)
+    };
+    let stream = stream::generate(&spec, pool)?;
+    let file = work.join("baseline-stream.jsonl");
+    stream::write_jsonl(&stream, &file)?;
+    result.messages = stream.messages.len() as u64;
+    let _ = writeln!(
+        out,
+        "\nbaseline stream: 1 device, {} sequential v1 pictures (800 hex + END), {} messages; third-party server: rhea ({})",
+        stream.images,
+        stream.messages.len(),
+        setup.dir.join("stream-server.js").display()
+    );
+    let timeout = Duration::from_secs(args.run_timeout);
+    for r in 0..settings.runs {
+        for (label, consumer) in [
+            ("seed (node+rhea)", seed::Consumer::Seed),
+            (
+                "receiver (durable)",
+                seed::Consumer::Receiver {
+                    bin: bin.to_path_buf(),
+                    durable: true,
+                },
+            ),
+        ] {
+            let dir = work.join(format!("baseline-{r}-{}", label.len()));
+            let f = seed::run_once(&setup, &consumer, &stream, &file, &dir, timeout).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            let f = f.map_err(|e| BenchError::Run(format!("baseline, {label}: {e}")))?;
+            let _ = writeln!(
+                out,
+                "  {label:<20} run {}: {:>7.0} msg/s  CPU {:>6.2} us/msg  RSS {:>5.1} MB  server CPU {:.2} us/msg  files {}",
+                r + 1,
+                f.msgs_per_s(),
+                f.cpu_us_per_msg(),
+                f.peak_rss as f64 / 1048576.0,
+                f.server_cpu_seconds * 1e6 / f.messages.max(1) as f64,
+                f.files
+            );
+            let row = (
+                f.msgs_per_s(),
+                f.cpu_us_per_msg(),
+                f.peak_rss,
+                f.server_cpu_seconds * 1e6 / f.messages.max(1) as f64,
+                f.files,
+            );
+            match consumer {
+                seed::Consumer::Seed => result.seed.push(row),
+                seed::Consumer::Receiver { .. } => result.receiver.push(row),
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Renders the summary tables (medians) and the targets.
+pub fn render(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n== Summary (medians of the runs; CPU = receiver process user+system over the run window)"
+    );
+    let _ = writeln!(
+        s,
+        "{:<24} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9}",
+        "scenario",
+        "runs",
+        "msg/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "RSS MB",
+        "CPU s/1k",
+        "us/msg",
+        "fake us",
+        "images"
+    );
+    for sc in &r.scenarios {
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let images_ok = sc
+            .runs
+            .iter()
+            .all(|f| f.images_written >= f.images && f.quarantined == 0);
+        let _ = writeln!(
+            s,
+            "{:<24} {:>5} {:>9.0} {:>7.1} {:>8} {:>8} {:>8.1} {:>9.4} {:>8.2} {:>9.2} {:>9}",
+            sc.name,
+            sc.runs.len(),
+            sc.median(RunFigures::msgs_per_s),
+            sc.median(RunFigures::mb_per_s),
+            opt(sc.median_opt(|f| f.latency_p50_ms)),
+            opt(sc.median_opt(|f| f.latency_p99_ms)),
+            sc.median(|f| f.peak_rss as f64) / 1048576.0,
+            sc.median(|f| f.cpu_seconds * 1000.0 / f.messages.max(1) as f64),
+            sc.median(RunFigures::cpu_us_per_msg),
+            sc.median(RunFigures::driver_us_per_msg),
+            if images_ok { "all ok" } else { "MISSING" },
+        );
+    }
+    if let Some(b) = &r.baseline {
+        let _ = writeln!(s, "\n== Baseline: the seed's Node.js receiver vs this receiver, same third-party (rhea) server, same stream");
+        match &b.skipped {
+            Some(why) => {
+                let _ = writeln!(s, "SKIPPED: {why}");
+            }
+            None => {
+                let med = |v: &[(f64, f64, u64, f64, u64)],
+                           f: fn(&(f64, f64, u64, f64, u64)) -> f64| {
+                    median(v.iter().map(f).collect())
+                };
+                for (label, rows) in [
+                    ("seed (node+rhea)", &b.seed),
+                    ("receiver (durable)", &b.receiver),
+                ] {
+                    let _ = writeln!(
+                        s,
+                        "{label:<20} {:>8.0} msg/s  {:>7.2} us CPU/msg  RSS {:>6.1} MB  server {:>6.2} us/msg",
+                        med(rows, |r| r.0),
+                        med(rows, |r| r.1),
+                        med(rows, |r| r.2 as f64) / 1048576.0,
+                        med(rows, |r| r.3),
+                    );
+                }
+                let (sm, sc) = (med(&b.seed, |r| r.0), med(&b.seed, |r| r.1));
+                let (rm, rc) = (med(&b.receiver, |r| r.0), med(&b.receiver, |r| r.1));
+                let _ = writeln!(
+                    s,
+                    "ratio receiver/seed: msgs/s {:.2}x, CPU per message {:.3}x (seed uses {:.1}x the CPU per message)",
+                    rm / sm,
+                    rc / sc,
+                    sc / rc
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nload average: start {:.2} {:.2} {:.2}, end {:.2} {:.2} {:.2}; bench took {:.0} s",
+        r.load[0][0],
+        r.load[0][1],
+        r.load[0][2],
+        r.load[1][0],
+        r.load[1][1],
+        r.load[1][2],
+        r.seconds
+    );
+    s
+}
