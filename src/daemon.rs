@@ -82,7 +82,7 @@ pub fn engine_options(config: &Config) -> EngineOptions {
 pub fn spool_options(config: &Config) -> Option<SpoolOptions> {
     config.spool.enabled.then(|| SpoolOptions {
         dir: config.state_dir.join("spool"),
-        segment_bytes: (64 << 20).min(config.spool.max_bytes.max(1 << 20)),
+        segment_bytes: config.spool.segment_bytes,
         max_bytes: config.spool.max_bytes,
     })
 }
@@ -134,7 +134,7 @@ pub async fn run_with(
         "receiver starting"
     );
     let ops = Ops::start(
-        &crate::ops::OpsConfig::default(), // TODO(config2): config.ops
+        &config.ops,
         &config.output_dir,
         metrics.clone(),
         Notifier::from_env(),
