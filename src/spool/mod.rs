@@ -16,6 +16,11 @@
 //! `commit` blocks on `fdatasync`: call it from a blocking-capable thread
 //! (`tokio::task::spawn_blocking` or a dedicated thread), not from an async task directly.
 //!
+//! When a commit fails, the batch's tags become invalid. A chunk of that batch must not stay in
+//! the assembler as if stored: its redelivery would then be taken for a duplicate, accepted, and
+//! the chunk would exist only in memory. Push chunks into the assembler after their commit, or
+//! roll the assembler back on failure.
+//!
 //! # Guarantees (durability order)
 //!
 //! 1. `append` only encodes into memory. Nothing appended is durable, or visible to a later
@@ -37,8 +42,9 @@
 //!    picture finished in that window can be assembled again; `Done` records let the engine
 //!    recognise v2 pictures it already wrote.
 //! 5. Segment files are removed only when sealed, with no live record, and not needed to hide
-//!    released records of an older segment (see *Release records*); removals are followed by a
-//!    directory `fsync` before any segment that depended on them is removed.
+//!    released records of an older segment (see the release record under *On-disk format*);
+//!    removals are followed by a directory `fsync` before any segment that depended on them is
+//!    removed.
 //! 6. `open` never fails because of damaged content: a torn tail is cut off (and reported), a
 //!    damaged record in the middle is skipped up to the next valid frame (and reported), and no
 //!    record that fails its checksum or does not decode exactly is ever returned.
@@ -63,15 +69,16 @@
 //!   is compacted: every live chunk belongs to an open picture, and open pictures are expired
 //!   by the assembler within its timeout, so the pinned span is bounded by
 //!   `timeout x ingest rate` (+ one segment). `max_bytes` should be above that, or the engine
-//!   will pause ingest until the expiry sweep frees space. (A release of a tag the engine never
-//!   hands back, i.e. a leak, would pin forever; [`live_records`](Spool::live_records) and
+//!   will pause ingest until the expiry sweep frees space. (A tag the engine never releases, a
+//!   leak, would pin its segment forever; [`live_records`](Spool::live_records) and
 //!   [`segments`](Spool::segments) make that visible.)
 //!
 //! # On-disk format (version 1)
 //!
 //! The directory holds `LOCK` (an `flock`ed empty file: one process per spool) and segment
-//! files `seg-<16 lowercase hex digits>.log`, numbered upwards from the highest number present at
-//! start. All integers are little-endian.
+//! files `seg-<16 lowercase hex digits>.log`, numbered upwards from one past the highest number
+//! present at start (at least 1, so no tag is 0; at most `u32::MAX`). Other files are ignored.
+//! All integers are little-endian.
 //!
 //! Segment header, 32 bytes:
 //!
@@ -107,14 +114,15 @@
 //!   recovered. A segment holding a release run for an older segment is kept until that older
 //!   segment is deleted.
 //!
-//! A 400-byte chunk (800 hex characters) from a typical device costs 16 + 9 + ~80 + 804 bytes.
-//! Tags are `segment_number << 32 | record_index`; indices are never reused within a segment
-//! (an aborted batch burns its indices), so a tag is unique for the life of the spool directory
-//! and a recovered record keeps the tag it was written with.
+//! An 800-hex-character chunk costs about 890 bytes on disk (16 frame header, 25 fixed fields and
+//! length prefixes, ~45 of ids, 800 of value). Tags are `segment_number << 32 | record_index`;
+//! indices are never reused within a segment (an aborted or failed batch burns its indices) and
+//! segment numbers only grow within a process, so a tag is unique for the process lifetime, and
+//! a recovered record keeps the tag it was written with.
 //!
 //! # Recovery
 //!
-//! Each segment is read whole. A frame is accepted when its marker, length, checksum and body
+//! Each segment is read whole (memory: one segment at a time plus the decoded records). A frame is accepted when its marker, length, checksum and body
 //! decoding all check. After a bad frame the scan resumes at the next offset holding a marker and
 //! a checksummed frame; the skipped stretch is reported ([`CorruptKind::BadFrame`]). If nothing
 //! valid follows, the stretch is a torn tail ([`CorruptKind::TornTail`]): the file is truncated
@@ -593,111 +601,24 @@ impl Spool {
         }
         names.sort();
 
-        let mut rec = Recovery::default();
-        let mut segments = BTreeMap::new();
-        let mut next_segment = 1u64; // no tag is 0
-        let mut interner = format::Interner::default();
-        let mut items: Vec<(u32, format::Item)> = Vec::new();
-        let mut released = Released::default();
-        let mut dir_dirty = false;
-        for (no64, path) in names {
-            let corrupt = |kind, offset, len, what: String| CorruptRecord {
-                segment: path.clone(),
-                offset,
-                len,
-                kind,
-                what,
-            };
-            let Ok(no) = u32::try_from(no64) else {
-                let what = "segment number out of range; file ignored".to_string();
-                rec.corrupt
-                    .push(corrupt(CorruptKind::Unsupported, 0, 0, what));
-                continue;
-            };
-            next_segment = next_segment.max(no64 + 1);
-            let data = std::fs::read(&path).map_err(|e| io_err("read", &path, e))?;
-            let mut seg = Segment::new(path.clone());
-            seg.sealed = true;
-            seg.len = data.len() as u64;
-            match format::check_segment_header(&data, no64) {
-                HeaderCheck::Ok => {}
-                HeaderCheck::Short => {
-                    let mut what = "shorter than a segment header; removed".to_string();
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => dir_dirty = true,
-                        Err(e) => {
-                            what = format!("shorter than a segment header; removal failed: {e}");
-                            segments.insert(no, seg);
-                        }
-                    }
-                    let len = data.len() as u64;
-                    rec.corrupt
-                        .push(corrupt(CorruptKind::ShortSegment, 0, len, what));
-                    continue;
-                }
-                HeaderCheck::Unsupported(v) => {
-                    let what = format!("format version {v}; segment left untouched");
-                    rec.corrupt
-                        .push(corrupt(CorruptKind::Unsupported, 0, 0, what));
-                    seg.foreign = true;
-                    segments.insert(no, seg);
-                    continue;
-                }
-                HeaderCheck::Corrupt(what) => {
-                    let what = format!("{what}; scanning records anyway");
-                    let len = SEGMENT_HEADER_LEN as u64;
-                    rec.corrupt
-                        .push(corrupt(CorruptKind::BadHeader, 0, len, what));
-                }
-            }
-            let scan = format::scan(&data, SEGMENT_HEADER_LEN, &mut interner);
-            for d in &scan.damage {
-                let kind = match (d.tail, d.undecodable) {
-                    (true, _) => CorruptKind::TornTail,
-                    (false, true) => CorruptKind::Undecodable,
-                    (false, false) => CorruptKind::BadFrame,
-                };
-                rec.corrupt
-                    .push(corrupt(kind, d.offset, d.len, d.what.clone()));
-            }
-            if scan.valid_len < seg.len {
-                match truncate(&path, scan.valid_len) {
-                    Ok(()) => seg.len = scan.valid_len,
-                    Err(e) => {
-                        if let Some(last) = rec.corrupt.last_mut() {
-                            last.what.push_str(&format!("; truncation failed: {e}"));
-                        }
-                    }
-                }
-            }
-            let mut seen = LiveSet::default();
-            for item in scan.items {
-                if !seen.insert(item.index) {
-                    let what = format!("duplicate record index {}", item.index);
-                    rec.corrupt
-                        .push(corrupt(CorruptKind::Undecodable, item.offset, 0, what));
-                    continue;
-                }
-                seg.next_index = seg.next_index.max(item.index.saturating_add(1));
-                if let Decoded::Release(runs) = &item.decoded {
-                    for r in runs {
-                        if r.segment != no && !seg.pins.contains(&r.segment) {
-                            seg.pins.push(r.segment);
-                        }
-                        released.add(r);
-                    }
-                }
-                items.push((no, item));
-            }
-            segments.insert(no, seg);
+        let mut st = Recovering::default();
+        for (no, path) in names {
+            st.segment(no, path)?;
         }
-
+        let Recovering {
+            mut rec,
+            mut segments,
+            items,
+            mut released,
+            dir_dirty,
+            next_segment,
+            ..
+        } = st;
         released.finish();
         for (no, item) in items {
             let Decoded::Record(record) = item.decoded else {
                 continue;
             };
-            let tag = make_tag(no, item.index);
             if record.is_live_kind() {
                 if released.covers(no, item.index) {
                     rec.released += 1;
@@ -707,7 +628,7 @@ impl Spool {
                     seg.live.insert(item.index);
                 }
             }
-            rec.records.push((tag, record));
+            rec.records.push((make_tag(no, item.index), record));
         }
 
         let disk_bytes = segments.values().map(|s| s.len).sum();
@@ -721,7 +642,7 @@ impl Spool {
             _lock: lock,
             segments,
             active: None,
-            next_segment,
+            next_segment: next_segment.max(1), // no tag is 0
             batch: None,
             buf: Vec::new(),
             pending_release: Vec::new(),
@@ -1169,6 +1090,115 @@ fn release_runs(pending: &mut Vec<Tag>, keep: impl Fn(u32) -> bool) -> Vec<Relea
         }
     }
     runs
+}
+
+/// State while [`Spool::open`] reads the segments, oldest first.
+#[derive(Debug, Default)]
+struct Recovering {
+    rec: Recovery,
+    segments: BTreeMap<u32, Segment>,
+    /// Decoded frames of every segment, in log order.
+    items: Vec<(u32, format::Item)>,
+    released: Released,
+    interner: format::Interner,
+    /// A file was removed: sync the directory.
+    dir_dirty: bool,
+    next_segment: u64,
+}
+
+impl Recovering {
+    fn corrupt(&mut self, path: &Path, kind: CorruptKind, offset: u64, len: u64, what: String) {
+        self.rec.corrupt.push(CorruptRecord {
+            segment: path.to_path_buf(),
+            offset,
+            len,
+            kind,
+            what,
+        });
+    }
+
+    /// Reads, checks and repairs one segment file.
+    fn segment(&mut self, no64: u64, path: PathBuf) -> Result<(), SpoolError> {
+        let Ok(no) = u32::try_from(no64) else {
+            let what = "segment number out of range; file ignored".to_string();
+            self.corrupt(&path, CorruptKind::Unsupported, 0, 0, what);
+            return Ok(());
+        };
+        self.next_segment = self.next_segment.max(no64 + 1);
+        let data = std::fs::read(&path).map_err(|e| io_err("read", &path, e))?;
+        let mut seg = Segment::new(path.clone());
+        seg.sealed = true;
+        seg.len = data.len() as u64;
+        match format::check_segment_header(&data, no64) {
+            HeaderCheck::Ok => {}
+            HeaderCheck::Short => {
+                // Created but never committed to (the header is synced with the first batch).
+                let what = match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        self.dir_dirty = true;
+                        "shorter than a segment header; removed".to_string()
+                    }
+                    Err(e) => {
+                        self.segments.insert(no, seg);
+                        format!("shorter than a segment header; removal failed: {e}")
+                    }
+                };
+                self.corrupt(&path, CorruptKind::ShortSegment, 0, data.len() as u64, what);
+                return Ok(());
+            }
+            HeaderCheck::Unsupported(v) => {
+                let what = format!("format version {v}; segment left untouched");
+                self.corrupt(&path, CorruptKind::Unsupported, 0, 0, what);
+                seg.foreign = true;
+                self.segments.insert(no, seg);
+                return Ok(());
+            }
+            HeaderCheck::Corrupt(what) => {
+                let what = format!("{what}; scanning records anyway");
+                let len = SEGMENT_HEADER_LEN as u64;
+                self.corrupt(&path, CorruptKind::BadHeader, 0, len, what);
+            }
+        }
+        let scan = format::scan(&data, SEGMENT_HEADER_LEN, &mut self.interner);
+        for d in scan.damage {
+            let kind = match (d.tail, d.undecodable) {
+                (true, _) => CorruptKind::TornTail,
+                (false, true) => CorruptKind::Undecodable,
+                (false, false) => CorruptKind::BadFrame,
+            };
+            self.corrupt(&path, kind, d.offset, d.len, d.what);
+        }
+        if scan.valid_len < seg.len {
+            match truncate(&path, scan.valid_len) {
+                Ok(()) => seg.len = scan.valid_len,
+                Err(e) => {
+                    if let Some(last) = self.rec.corrupt.last_mut() {
+                        last.what.push_str(&format!("; truncation failed: {e}"));
+                    }
+                }
+            }
+        }
+        let mut seen = LiveSet::default();
+        for item in scan.items {
+            if !seen.insert(item.index) {
+                let what = format!("duplicate record index {}", item.index);
+                self.corrupt(&path, CorruptKind::Undecodable, item.offset, 0, what);
+                continue;
+            }
+            seg.next_index = seg.next_index.max(item.index.saturating_add(1));
+            if let Decoded::Release(runs) = &item.decoded {
+                for r in runs {
+                    if r.segment != no && !seg.pins.contains(&r.segment) {
+                        seg.pins.push(r.segment);
+                    }
+                    self.released.add(r);
+                }
+            }
+            self.items.push((no, item));
+        }
+        self.segments.insert(no, seg);
+        Ok(())
+    }
 }
 
 /// Release runs found by recovery, per segment, as sorted intervals.
