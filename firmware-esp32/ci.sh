@@ -8,6 +8,8 @@
 #   - the core under -Wconversion/-Wpedantic, 64- and 32-bit
 #   - fw_emit against every golden vector in tests/vectors, and one simulated lossy upload
 #   - a short, time-boxed fuzz run (libFuzzer with clang, else random inputs with gcc)
+#   - main/*.c (the ESP-IDF glue) compiled against hand-written IDF API stubs with
+#     Debian's Xtensa gcc and -Wall -Werror (a consistency check, not a build)
 #   - kconfcheck on main/Kconfig.projbuild and `compote manifest lint` on main/idf_component.yml
 #   - a check that no secrets or sdkconfig are committed
 # The ESP-IDF firmware itself is NOT compiled here: no ESP32 toolchain can be installed.
@@ -70,6 +72,11 @@ if [ "${FW_CI_SKIP_INSTALL:-0}" != 1 ]; then
         apt_install clang-14 libfuzzer-14-dev libclang-rt-14-dev || echo "note: clang/libFuzzer not installed; fuzzing falls back to gcc"
     fi
     rm -rf "$probe"
+    # optional, for the glue compile check (Debian's ESP8266 Xtensa gcc + picolibc)
+    if ! command -v xtensa-lx106-elf-gcc >/dev/null 2>&1 || [ ! -f /usr/lib/xtensa-lx106-elf/include/stdint.h ]; then
+        echo "installing (optional): gcc-xtensa-lx106 picolibc-xtensa-lx106-elf"
+        apt_install gcc-xtensa-lx106 picolibc-xtensa-lx106-elf || echo "note: Xtensa gcc not installed; glue check skipped"
+    fi
     if [ ! -x "$VENV/bin/compote" ] || ! "$VENV/bin/python" -c 'import kconfcheck' >/dev/null 2>&1; then
         echo "creating $VENV (esp-idf-kconfig, idf-component-manager)"
         python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --disable-pip-version-check \
@@ -160,6 +167,20 @@ if [ -x "$EMIT" ] && [ -f "$VECTORS/index.tsv" ]; then
     sim_check v2 4294967295 60 odd.jpg v2/odd-p4294967295-c60.txt
 else
     bad "fw_emit: not built or no vectors at $VECTORS"
+fi
+
+# ------------------------------------------------------------- glue check --
+step "ESP-IDF glue compile check (stubs, not a firmware build)"
+if command -v xtensa-lx106-elf-gcc >/dev/null 2>&1 && [ -x "$VENV/bin/python" ]; then
+    if out=$(make -s -C "$HT" glue KCONFGEN="$VENV/bin/python -m kconfgen" 2>&1); then
+        echo "$out"
+        ok "main/*.c and the core compile for Xtensa with -Wall -Werror (uint32_t as long)"
+    else
+        echo "$out" | tail -n 60
+        bad "glue compile check"
+    fi
+else
+    echo "skipped: xtensa-lx106-elf-gcc or kconfgen not available"
 fi
 
 # ------------------------------------------------------------------- fuzz --

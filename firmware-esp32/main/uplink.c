@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "app_config.h"
+#include "esp_bit_defs.h"
 #include "esp_crt_bundle.h"
 #include "esp_heap_caps.h"
 #include "esp_log.h"
