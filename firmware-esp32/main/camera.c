@@ -108,6 +108,7 @@ static camera_fb_t *capture_fresh(void)
 {
     int64_t asked = esp_timer_get_time();
     for (int i = 0; i < 4; i++) {
+        esp_task_wdt_reset(); /* a failing esp_camera_fb_get() takes seconds */
         camera_fb_t *fb = esp_camera_fb_get();
         if (fb == NULL) {
             ESP_LOGW(TAG, "no frame (timeout)");

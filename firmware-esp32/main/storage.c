@@ -89,9 +89,10 @@ static esp_err_t mount_card(void)
     return ESP_OK;
 }
 
-/* Walks dir: highest pid seen, and (pending) every pid into s_pending. Removes
- * the ".tmp" leftovers of writes cut short by a power loss. */
-static void scan_dir(const char *dir, bool pending, uint32_t *max, bool *any)
+/* Walks dir: highest pid seen, and (pending) every pid into s_pending. At boot
+ * (cleanup) it also removes the ".tmp" leftovers of writes cut short by a power
+ * loss; later a ".tmp" may be a picture being written right now. */
+static void scan_dir(const char *dir, bool pending, bool cleanup, uint32_t *max, bool *any)
 {
     DIR *d = opendir(dir);
     if (d == NULL) {
@@ -102,7 +103,7 @@ static void scan_dir(const char *dir, bool pending, uint32_t *max, bool *any)
     while ((e = readdir(d)) != NULL) {
         uint32_t pid;
         size_t n = strlen(e->d_name);
-        if (n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0 && n < UC_NAME_MAX + 4) {
+        if (cleanup && n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0 && n < UC_NAME_MAX + 4) {
             if (join(path, sizeof path, dir, e->d_name)) {
                 unlink(path);
             }
@@ -178,9 +179,9 @@ esp_err_t storage_init(void)
 #if CONFIG_APP_SD_ENABLE
     s_card = mount_card() == ESP_OK;
     if (s_card) {
-        scan_dir(APP_DIR_NEW, true, &in.card_max, &in.card_any);
-        scan_dir(APP_DIR_SENT, false, &in.card_max, &in.card_any);
-        scan_dir(APP_DIR_BAD, false, &in.card_max, &in.card_any);
+        scan_dir(APP_DIR_NEW, true, true, &in.card_max, &in.card_any);
+        scan_dir(APP_DIR_SENT, false, false, &in.card_max, &in.card_any);
+        scan_dir(APP_DIR_BAD, false, false, &in.card_max, &in.card_any);
     }
 #endif
     if (!s_card) {
@@ -317,7 +318,7 @@ bool storage_next_pending(uint32_t *pid)
         uint32_t max = 0;
         bool any = false;
         s_pending.overflow = false;
-        scan_dir(APP_DIR_NEW, true, &max, &any); /* the ones that did not fit */
+        scan_dir(APP_DIR_NEW, true, false, &max, &any); /* the ones that did not fit */
     }
     bool r = uc_pidq_first(&s_pending, pid);
     xSemaphoreGive(s_lock);
