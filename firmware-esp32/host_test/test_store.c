@@ -127,6 +127,53 @@ static void t_rategate(void)
     }
 }
 
+static void t_link(void)
+{
+    uc_link_t l;
+    uint32_t rng = 5, now = 0xFFFF0000u; /* across the wrap */
+    CHECK_EQ(uc_link_init(&l, 3000, 300000, 4, 60000, 60000), UC_OK);
+    CHECK_EQ(uc_link_init(&l, 3000, 300000, 0, 60000, 60000), UC_E_ARG);
+    CHECK_EQ(uc_link_init(&l, 3000, 300000, 4, 60000, 60000), UC_OK);
+    CHECK(!uc_link_should_attempt(&l, now, false)); /* no network, no attempt */
+    CHECK(uc_link_should_attempt(&l, now, true));
+    CHECK(!uc_link_should_attempt(&l, now + 10, true)); /* one at a time */
+    /* every attempt fails at once: backoff grows, never more than 4 per minute */
+    uint32_t times[64];
+    int n = 0;
+    uint32_t prev_delay = 0;
+    bool grew = false;
+    uint32_t d = uc_link_failed(&l, now + 50, th_rand(&rng));
+    for (uint32_t t = now + 51; n < 64 && (uint32_t)(t - now) < 3600000u; t += 250) {
+        if (uc_link_should_attempt(&l, t, true)) {
+            times[n++] = t;
+            if (n >= 5) {
+                CHECK((uint32_t)(t - times[n - 5]) >= 60000u);
+            }
+            d = uc_link_failed(&l, t + 100, th_rand(&rng));
+            grew = grew || d > prev_delay;
+            CHECK(d <= 300000u);
+            prev_delay = d;
+        }
+    }
+    CHECK(grew);
+    CHECK(n >= 10);
+    CHECK(d >= 150000u); /* at the cap after an hour of failures */
+    /* success resets the backoff */
+    uint32_t t = l.next_at;
+    while (!uc_link_should_attempt(&l, t, true)) {
+        t += 1000;
+    }
+    uc_link_connected(&l, t + 200);
+    CHECK(!uc_link_should_attempt(&l, t + 300, true));
+    d = uc_link_failed(&l, t + 5000, 0);
+    CHECK_EQ(d, 1500); /* first step again: [base/2, base] */
+    /* an attempt without verdict expires after attempt_timeout_ms */
+    CHECK(uc_link_should_attempt(&l, t + 6500, true) || uc_link_should_attempt(&l, t + 70000, true));
+    uint32_t started = l.attempt_at;
+    CHECK(!uc_link_should_attempt(&l, started + 59999, true));
+    CHECK(uc_link_should_attempt(&l, started + 60000 + 60000, true));
+}
+
 void suite_store(void);
 void suite_store(void)
 {
@@ -135,4 +182,5 @@ void suite_store(void)
     th_run("store/pending_set", t_pidq);
     th_run("backoff/exponential_jitter", t_backoff);
     th_run("backoff/rate_gate", t_rategate);
+    th_run("backoff/link_reconnect_schedule", t_link);
 }

@@ -123,29 +123,23 @@ static void mqtt_event_handler(void *arg, esp_event_base_t base, int32_t id, voi
 /* ---------------------------------------------------------- uploader task -- */
 
 static uint32_t s_pid;
-static bool s_attempting;
-static uint32_t s_attempt_at, s_next_attempt;
-static uc_backoff_t s_backoff;
-static uc_rategate_t s_gate;
+static uc_link_t s_link;
+static bool s_started;
 static unsigned s_read_failures;
 
 static void sync_connection(uint32_t now)
 {
     EventBits_t b = xEventGroupGetBits(s_bits);
-    bool up = (b & CONNECTED_BIT) != 0;
     if ((b & DISCONNECTED_BIT) != 0) {
         xEventGroupClearBits(s_bits, DISCONNECTED_BIT);
         if (s_up.connected) {
             uc_up_disconnected(&s_up, now);
         }
-        s_attempting = false;
-        uint32_t wait = uc_backoff_next(&s_backoff, esp_random());
-        s_next_attempt = now + wait;
+        uint32_t wait = uc_link_failed(&s_link, now, esp_random());
         ESP_LOGW(TAG, "MQTT down; next attempt in %" PRIu32 " ms", wait);
     }
-    if (up && !s_up.connected) {
-        s_attempting = false;
-        uc_backoff_reset(&s_backoff);
+    if ((b & CONNECTED_BIT) != 0 && !s_up.connected) {
+        uc_link_connected(&s_link, now);
         uc_up_connected(&s_up, now);
         ESP_LOGI(TAG, "MQTT connected to %s", s_host);
 #if CONFIG_APP_UPLOAD_POST_REPLY
@@ -155,21 +149,12 @@ static void sync_connection(uint32_t now)
         }
 #endif
     }
-    if (!up && s_attempting && uc_time_reached(now, s_attempt_at + 60000u)) {
-        s_attempting = false; /* no verdict for a minute: try again */
-    }
-    if (!up && !s_attempting && wifi_is_up() && uc_time_reached(now, s_next_attempt)) {
-        uint32_t gate = uc_rategate_next(&s_gate, now);
-        if (gate != now) {
-            s_next_attempt = gate;
-            return;
+    if (uc_link_should_attempt(&s_link, now, wifi_is_up())) {
+        esp_err_t err = s_started ? esp_mqtt_client_reconnect(s_client) : esp_mqtt_client_start(s_client);
+        if (err != ESP_OK) {
+            ESP_LOGD(TAG, "connect request: %s", esp_err_to_name(err));
         }
-        uc_rategate_note(&s_gate, now);
-        s_attempting = true;
-        s_attempt_at = now;
-        if (esp_mqtt_client_reconnect(s_client) != ESP_OK) {
-            ESP_LOGD(TAG, "client busy connecting");
-        }
+        s_started = true;
     }
 }
 
@@ -265,22 +250,16 @@ static void log_stats(void)
     ESP_LOGI(TAG,
              "sent %" PRIu32 " pictures; %" PRIu32 " publishes, %" PRIu32 " resent, %" PRIu32
              " timeouts, %" PRIu32 " throttled, %" PRIu32 " rejected, %" PRIu32
-             " dropped events; largest free internal block %u",
+             " dropped events; %" PRIu32 " connection attempts; largest free internal block %u",
              s->pictures, s->published, s->resent, s->timeouts, s->throttled, s->rejected,
-             s_dropped_events, (unsigned)heap_caps_get_largest_free_block(MALLOC_CAP_INTERNAL));
+             s_dropped_events, s_link.attempts,
+             (unsigned)heap_caps_get_largest_free_block(MALLOC_CAP_INTERNAL));
 }
 
 static void uplink_task(void *arg)
 {
     (void)arg;
     ESP_ERROR_CHECK(esp_task_wdt_add(NULL));
-    while (!wifi_wait_up(pdMS_TO_TICKS(1000))) {
-        esp_task_wdt_reset();
-    }
-    uc_rategate_note(&s_gate, app_ms());
-    s_attempting = true;
-    s_attempt_at = app_ms();
-    ESP_ERROR_CHECK(esp_mqtt_client_start(s_client));
     uint32_t last_stats = app_ms();
     for (;;) {
         esp_task_wdt_reset();
@@ -357,8 +336,9 @@ esp_err_t uplink_start(void)
     uc.reply_grace_ms = 1500;
 #endif
     ESP_ERROR_CHECK(uc_up_init(&s_up, &uc) == UC_OK ? ESP_OK : ESP_ERR_INVALID_ARG);
-    uc_backoff_init(&s_backoff, 3000, 300000);
-    (void)uc_rategate_init(&s_gate, 4, 60000); /* Aliyun: <= 5 connects/min/device */
+    /* 3 s .. 5 min backoff, at most 4 attempts a minute (Aliyun: 5 per device), an
+     * attempt without verdict (no CONNECTED/DISCONNECTED event) for 60 s failed */
+    (void)uc_link_init(&s_link, 3000, 300000, 4, 60000, 60000);
 
     s_msg = heap_caps_malloc(UC_MSG_MAX, MALLOC_CAP_SPIRAM);
     s_piece = heap_caps_malloc(UC_PIECE_MAX, MALLOC_CAP_SPIRAM);

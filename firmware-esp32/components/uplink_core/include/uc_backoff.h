@@ -43,6 +43,32 @@ uint32_t uc_rategate_next(const uc_rategate_t *g, uint32_t now);
 /* Records an event at now (call only when uc_rategate_next(now) == now). */
 void uc_rategate_note(uc_rategate_t *g, uint32_t now);
 
+/*
+ * uc_link: when to (re)connect a client whose automatic reconnect is off.
+ * Attempts follow uc_backoff after each failure, never exceed the rate gate, wait
+ * for the network, and an attempt that gets no verdict within attempt_timeout_ms
+ * counts as failed.
+ */
+typedef struct {
+    uc_backoff_t backoff;
+    uc_rategate_t gate;
+    uint32_t attempt_timeout_ms;
+    bool up;         /* connected */
+    bool attempting; /* an attempt is under way */
+    uint32_t attempt_at;
+    bool delayed;
+    uint32_t next_at; /* when delayed: no attempt before this */
+    uint32_t attempts, failures;
+} uc_link_t;
+
+int uc_link_init(uc_link_t *l, uint32_t base_ms, uint32_t cap_ms, uint8_t per_window,
+                 uint32_t window_ms, uint32_t attempt_timeout_ms);
+/* True when the caller should start an attempt now (recorded as started). */
+bool uc_link_should_attempt(uc_link_t *l, uint32_t now, bool network_up);
+void uc_link_connected(uc_link_t *l, uint32_t now);
+/* A connection ended or an attempt failed; returns the delay before the next one. */
+uint32_t uc_link_failed(uc_link_t *l, uint32_t now, uint32_t rnd);
+
 #ifdef __cplusplus
 }
 #endif

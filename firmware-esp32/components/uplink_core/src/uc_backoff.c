@@ -61,3 +61,66 @@ void uc_rategate_note(uc_rategate_t *g, uint32_t now)
         g->head = (uint8_t)((g->head + 1) % g->n);
     }
 }
+
+int uc_link_init(uc_link_t *l, uint32_t base_ms, uint32_t cap_ms, uint8_t per_window,
+                 uint32_t window_ms, uint32_t attempt_timeout_ms)
+{
+    if (l == NULL || attempt_timeout_ms == 0 || attempt_timeout_ms > 0x7FFFFFFFu) {
+        return UC_E_ARG;
+    }
+    memset(l, 0, sizeof *l);
+    uc_backoff_init(&l->backoff, base_ms, cap_ms);
+    l->attempt_timeout_ms = attempt_timeout_ms;
+    return uc_rategate_init(&l->gate, per_window, window_ms);
+}
+
+bool uc_link_should_attempt(uc_link_t *l, uint32_t now, bool network_up)
+{
+    if (l->up) {
+        return false;
+    }
+    if (l->attempting) {
+        if (!uc_time_reached(now, l->attempt_at + l->attempt_timeout_ms)) {
+            return false;
+        }
+        l->attempting = false; /* no verdict: treat as failed, without extra backoff */
+        l->failures++;
+    }
+    if (l->delayed && !uc_time_reached(now, l->next_at)) {
+        return false;
+    }
+    l->delayed = false;
+    if (!network_up) {
+        return false;
+    }
+    uint32_t t = uc_rategate_next(&l->gate, now);
+    if (t != now) {
+        l->delayed = true;
+        l->next_at = t;
+        return false;
+    }
+    uc_rategate_note(&l->gate, now);
+    l->attempting = true;
+    l->attempt_at = now;
+    l->attempts++;
+    return true;
+}
+
+void uc_link_connected(uc_link_t *l, uint32_t now)
+{
+    (void)now;
+    l->up = true;
+    l->attempting = false;
+    uc_backoff_reset(&l->backoff);
+}
+
+uint32_t uc_link_failed(uc_link_t *l, uint32_t now, uint32_t rnd)
+{
+    uint32_t d = uc_backoff_next(&l->backoff, rnd);
+    l->up = false;
+    l->attempting = false;
+    l->failures++;
+    l->delayed = true;
+    l->next_at = now + d;
+    return d;
+}
