@@ -54,8 +54,10 @@
 //!
 //! # Liveness
 //!
-//! * `Img` records are live from their commit until released.
-//! * `Seen` and `Done` records are never live: they are facts for the next start (duplicate
+//! * `Img` and `Seen` records are live from their commit until released (the engine releases
+//!   them a while after their deliveries were settled, so a redelivery that crosses a crash is
+//!   still recognised).
+//! * `Done` records are never live: they are facts for the next start (duplicate
 //!   detection) and live exactly as long as the segment that holds them. Their tags may be
 //!   released; it is a no-op. Consequence: these facts cover roughly the last segment or two,
 //!   plus whatever older segments are still pinned by live chunks.
@@ -226,9 +228,13 @@ pub enum Record {
 }
 
 impl Record {
-    /// Whether the record stays live (pins its segment) until released: only `Img`.
+    /// Whether the record stays live (pins its segment) until released: `Img` and `Seen`.
+    ///
+    /// `Seen` records are live too: they are what recognises a redelivery after a restart, and a
+    /// delivery may be redelivered until its settlement has reached Aliyun, which is after the
+    /// commit. The engine releases them (and finished pictures' chunks) only after a delay.
     pub fn is_live_kind(&self) -> bool {
-        matches!(self, Record::Img { .. })
+        matches!(self, Record::Img { .. } | Record::Seen { .. })
     }
 }
 
