@@ -71,9 +71,9 @@ pub enum Command {
     /// Print a commented example config file.
     PrintDefaultConfig,
     /// Run the whole pipeline locally: fake Aliyun endpoint, simulated cameras, the real daemon.
-    Demo(crate::demo::DemoArgs),
+    Demo(Box<crate::demo::DemoArgs>),
     /// Publish JPEGs to a real Aliyun product over MQTT as a camera would (or print with --dry-run).
-    SimulateCamera(crate::camera::SimulateArgs),
+    SimulateCamera(Box<crate::camera::SimulateArgs>),
     /// Print every message of the subscription, decoded, one line each (use another consumer group).
     Tail(crate::tail::TailArgs),
     /// Measure throughput, latency, memory and CPU against the fake endpoint, and the seed's
@@ -93,8 +93,8 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Run => run(&global).await,
         Command::CheckConfig => check_config(&global, &mut io::stdout().lock()),
         Command::PrintDefaultConfig => print_default_config(&mut io::stdout().lock()),
-        Command::Demo(args) => demo(&global, args).await,
-        Command::SimulateCamera(args) => simulate_camera(&global, args).await,
+        Command::Demo(args) => demo(&global, *args).await,
+        Command::SimulateCamera(args) => simulate_camera(&global, *args).await,
         Command::Tail(args) => tail(&global, args).await,
         Command::Bench(args) => bench(&global, args).await,
     };

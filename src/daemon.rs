@@ -82,7 +82,7 @@ pub fn engine_options(config: &Config) -> EngineOptions {
 pub fn spool_options(config: &Config) -> Option<SpoolOptions> {
     config.spool.enabled.then(|| SpoolOptions {
         dir: config.state_dir.join("spool"),
-        segment_bytes: (64 << 20).min(config.spool.max_bytes.max(1 << 20)),
+        segment_bytes: config.spool.segment_bytes,
         max_bytes: config.spool.max_bytes,
     })
 }

@@ -75,6 +75,11 @@ pub struct EngineOptions {
     pub retry_min: Duration,
     /// Longest retry delay after an I/O error.
     pub retry_max: Duration,
+    /// How long spool records are kept after their delivery was settled. A settlement travels
+    /// to Aliyun after the commit; if the process dies before it arrives, the delivery comes
+    /// again and the kept record (its message id, or the finished picture's chunks) makes the
+    /// redelivery harmless. Far longer than a settlement takes, far shorter than the spool cap.
+    pub release_delay: Duration,
 }
 
 impl Default for EngineOptions {
@@ -86,6 +91,7 @@ impl Default for EngineOptions {
             batch_delay: Duration::from_millis(5),
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
+            release_delay: Duration::from_secs(10),
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct Engine {
     next_tag: Tag,
     actions: Vec<Action>,
     hook: Option<crate::ops::hook::Hook>,
+    /// Spool tags to release once their time comes (see [`EngineOptions::release_delay`]).
+    releases: std::collections::VecDeque<(u64, Vec<Tag>)>,
 }
 
 impl Engine {
@@ -171,13 +179,14 @@ impl Engine {
             next_tag: 0,
             actions: Vec::new(),
             hook: None,
+            releases: std::collections::VecDeque::new(),
         };
         if let Some(spool_opts) = spool {
             let (spool, recovery) = Spool::open(spool_opts)?;
             report.records = recovery.records.len();
             report.corrupt = recovery.corrupt.len();
             for c in &recovery.corrupt {
-                tracing::warn!(path = %c.path.display(), offset = c.offset, what = %c.what,
+                tracing::warn!(segment = %c.segment.display(), offset = c.offset, kind = ?c.kind, what = %c.what,
                     "spool record is corrupt or torn; skipped");
             }
             engine.spool = Some(spool);
@@ -205,9 +214,7 @@ impl Engine {
                     Record::Done { .. } => done_tags.push(tag),
                 }
             }
-            if let Some(spool) = engine.spool.as_mut() {
-                spool.release(done_tags);
-            }
+            engine.release_later(done_tags, now_ms);
             let actions = std::mem::take(&mut engine.actions);
             let failed = engine.execute(actions, now_ms, &mut report.written, &[]);
             if !failed.is_empty() {
@@ -236,10 +243,8 @@ impl Engine {
     pub fn next_wakeup(&self) -> Option<u64> {
         let expiry = self.assembler.next_deadline();
         let retry = self.degraded.as_ref().map(|d| d.next_retry_ms);
-        match (expiry, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let release = self.releases.front().map(|(due, _)| *due);
+        [expiry, retry, release].into_iter().flatten().min()
     }
 
     /// Open pictures.
@@ -336,9 +341,7 @@ impl Engine {
             }
         }
         self.assembler.expire(now_ms, &mut actions);
-        if let Some(spool) = self.spool.as_mut() {
-            spool.release(done);
-        }
+        self.release_later(done, now_ms);
         // 4. Files. (Receipt times by tag, for the image-latency histogram.)
         let mut received: Vec<(Tag, u64)> = staged.iter().map(|s| (s.tag, s.received_ms)).collect();
         received.sort_unstable();
@@ -366,6 +369,7 @@ impl Engine {
                 self.retry(now_ms);
             }
         }
+        self.release_due(now_ms);
         let mut actions = std::mem::take(&mut self.actions);
         self.assembler.expire(now_ms, &mut actions);
         let mut written = 0;
@@ -577,12 +581,46 @@ impl Engine {
                 };
                 // Not committed on its own: it rides with the next batch. Losing it in a crash
                 // only means a late duplicate chunk may open (and later expire) a stray picture.
-                if let Ok(tag) = spool.append(&done) {
-                    spool.release([tag]);
-                }
+                let _ = spool.append(&done);
             }
         }
-        spool.release(action_tags(&action).iter().copied());
+        self.release_later(action_tags(&action).iter().copied(), now_ms);
+    }
+
+    /// Queues `tags` for release after [`EngineOptions::release_delay`].
+    fn release_later(&mut self, tags: impl IntoIterator<Item = Tag>, now_ms: u64) {
+        if self.spool.is_none() {
+            return;
+        }
+        let tags: Vec<Tag> = tags.into_iter().collect();
+        if tags.is_empty() {
+            return;
+        }
+        let due = now_ms + self.opts.release_delay.as_millis() as u64;
+        match self.releases.back_mut() {
+            Some((d, list)) if *d == due => list.extend(tags),
+            _ => self.releases.push_back((due, tags)),
+        }
+    }
+
+    /// Releases what is due and makes the releases durable (an otherwise empty commit).
+    fn release_due(&mut self, now_ms: u64) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        let mut any = false;
+        while self.releases.front().is_some_and(|(due, _)| *due <= now_ms) {
+            if let Some((_, tags)) = self.releases.pop_front() {
+                spool.release(tags);
+                any = true;
+            }
+        }
+        if any && self.degraded.is_none() {
+            if let Err(e) = spool.commit() {
+                spool.abort();
+                tracing::debug!(error = %e, "release record not written yet; it rides with the next commit");
+            }
+        }
     }
 
     fn degrade(&mut self, now_ms: u64, spool_failed: bool) {
