@@ -78,7 +78,7 @@ pub enum Command {
     Tail(crate::tail::TailArgs),
     /// Measure throughput, latency, memory and CPU against the fake endpoint, and the seed's
     /// Node.js receiver side by side (see BENCHMARKS.md). Build with --release.
-    Bench(crate::bench::BenchArgs),
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// A usage problem found after parsing (exit code 2), e.g. a missing `--config`.
@@ -96,7 +96,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo(&global, *args).await,
         Command::SimulateCamera(args) => simulate_camera(&global, *args).await,
         Command::Tail(args) => tail(&global, args).await,
-        Command::Bench(args) => bench(&global, args).await,
+        Command::Bench(args) => bench(&global, *args).await,
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

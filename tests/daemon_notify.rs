@@ -40,8 +40,7 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
         .client_config(dir.path(), "notify-test")
         .expect("client config");
     let port = free_port();
-    let config =
-        format!(
+    let config = format!(
         "[aliyun]\nhost = \"{}\"\nport = {}\naccess_key_id = \"{}\"\naccess_key_secret = \"{}\"\n\
          iot_instance_id = \"{}\"\nconsumer_group_id = \"{}\"\nca_file = \"{}\"\n\
          [output]\ndir = \"{}\"\n[state]\ndir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
@@ -51,7 +50,7 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
         a.access_key_secret.expose(),
         a.iot_instance_id,
         a.consumer_group_id,
-        a.ca_file.as_deref().map(Path::display).expect("ca").to_string(),
+        a.ca_file.as_deref().map(Path::display).expect("ca"),
         dir.path().join("out").display(),
         dir.path().join("state").display(),
     );
@@ -75,7 +74,7 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
         .spawn()
         .expect("spawn");
     let mut messages = Vec::new();
-    let mut recv_until = |want: &str, limit: Duration, messages: &mut Vec<String>| {
+    let recv_until = |want: &str, limit: Duration, messages: &mut Vec<String>| {
         let deadline = Instant::now() + limit;
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
