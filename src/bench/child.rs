@@ -40,6 +40,8 @@ pub struct ProcSample {
     pub peak_rss: u64,
     /// VmRSS: resident set size now, bytes.
     pub rss: u64,
+    /// Context switches (voluntary + involuntary) of its live threads.
+    pub ctx_switches: u64,
 }
 
 /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
@@ -62,10 +64,24 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
             .unwrap_or(0)
             * 1024
     };
+    let mut ctx_switches = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let Ok(st) = std::fs::read_to_string(t.path().join("status")) else {
+                continue;
+            };
+            ctx_switches += st
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
     Some(ProcSample {
         cpu_seconds: (utime + stime) as f64 / ticks,
         peak_rss: kb("VmHWM:"),
         rss: kb("VmRSS:"),
+        ctx_switches,
     })
 }
 

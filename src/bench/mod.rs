@@ -185,6 +185,8 @@ pub struct RunFigures {
     pub driver_cpu_seconds: f64,
     /// Load average (1 min) when the run started.
     pub load_before: f64,
+    /// Context switches of the receiver's threads over the window.
+    pub ctx_switches: u64,
 }
 
 impl RunFigures {
@@ -581,12 +583,13 @@ fn line(f: &RunFigures) -> String {
         _ => "no latency".into(),
     };
     format!(
-        "{:>7.0} msg/s {:>5.1} MB/s  {lat}  RSS {:>5.1} MB  CPU {:>5.2} us/msg (fake {:.2})  images {}/{} quarantined {}  load {:.2}",
+        "{:>7.0} msg/s {:>5.1} MB/s  {lat}  RSS {:>5.1} MB  CPU {:>5.2} us/msg (fake {:.2})  cs/msg {:.2}  images {}/{} quarantined {}  load {:.2}",
         f.msgs_per_s(),
         f.mb_per_s(),
         f.peak_rss as f64 / 1048576.0,
         f.cpu_us_per_msg(),
         f.driver_us_per_msg(),
+        f.ctx_switches as f64 / f.messages.max(1) as f64,
         f.images_written,
         f.images,
         f.quarantined,
@@ -722,6 +725,7 @@ async fn drive(
         latency_count: scraped.latency_count(),
         driver_cpu_seconds: driver1 - driver0,
         load_before,
+        ctx_switches: after.ctx_switches.saturating_sub(before.ctx_switches),
     })
 }
 

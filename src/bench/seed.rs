@@ -69,7 +69,7 @@ impl SeedSetup {
             .find(|p| p.is_file())
             .ok_or_else(|| "node (Node.js) is not on PATH".to_string())?;
         Ok(SeedSetup {
-            dir: dir.clone(),
+            dir: dir.canonicalize().unwrap_or_else(|_| dir.clone()),
             node,
         })
     }
@@ -232,6 +232,11 @@ pub async fn run_once(
     let mut receiver = None;
     match consumer {
         Consumer::Seed => {
+            let log = work.join("seed-stderr.log");
+            let stderr = std::fs::File::create(&log).map_err(|source| ChildError::Io {
+                what: format!("create {}", log.display()),
+                source,
+            })?;
             let c = tokio::process::Command::new(&setup.node)
                 .arg(setup.dir.join("seed-receiver.js"))
                 .current_dir(&setup.dir)
@@ -240,7 +245,7 @@ pub async fn run_once(
                 .env("SEED_IMG_DIR", &img_dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|source| ChildError::Io {
@@ -310,7 +315,15 @@ pub async fn run_once(
     drop(server.stdin);
     let _ = tokio::time::timeout(Duration::from_secs(5), server.child.wait()).await;
     let _ = server.child.start_kill();
-    let mut figures = result?;
+    let mut figures = result.map_err(|e| match consumer {
+        Consumer::Seed => {
+            let log = std::fs::read_to_string(work.join("seed-stderr.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            SeedError::Server(format!("{e}; the seed receiver's stderr:\n{}", tail.join("\n")))
+        }
+        Consumer::Receiver { .. } => e,
+    })?;
     figures.files = count_files(&img_dir);
     if figures.messages != stream.messages.len() as u64 {
         return Err(SeedError::Server(format!(
