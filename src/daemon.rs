@@ -74,6 +74,7 @@ pub fn engine_options(config: &Config) -> EngineOptions {
         dedup_window: a.dedup_window,
         batch_max: config.spool.batch_max,
         batch_delay: config.spool.batch_delay,
+        max_in_flight: config.aliyun.connections.max(1) * config.aliyun.credit.max(1) as usize,
         ..EngineOptions::default()
     }
 }

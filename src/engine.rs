@@ -19,11 +19,11 @@
 //! [`Engine::tick`] take the time as a parameter so tests drive them directly.
 
 use crate::amqp::{Inbound, Outcome, Settler};
-use crate::assembler::{Action, Assembler, Disposition, Limits, Tag};
+use crate::assembler::{Action, Assembler, Disposition, Finished, Limits, Tag};
 use crate::dedup::Dedup;
 use crate::message::{classify, Classified, ImgMessage};
 use crate::metrics::{Kind, Metrics};
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkError, Written};
 use crate::spool::{Record, Spool, SpoolOptions};
 use crate::wire::{self, Format, ImgValue};
 use std::collections::HashSet;
@@ -80,6 +80,10 @@ pub struct EngineOptions {
     /// again and the kept record (its message id, or the finished picture's chunks) makes the
     /// redelivery harmless. Far longer than a settlement takes, far shorter than the spool cap.
     pub release_delay: Duration,
+    /// Most deliveries that can be outstanding at once (connections x credit). A batch that
+    /// holds this many is processed at once: waiting `batch_delay` could not add to it, since
+    /// no credit is left until it is settled.
+    pub max_in_flight: usize,
 }
 
 impl Default for EngineOptions {
@@ -92,6 +96,7 @@ impl Default for EngineOptions {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             release_delay: Duration::from_secs(10),
+            max_in_flight: usize::MAX,
         }
     }
 }
@@ -130,6 +135,14 @@ struct Degraded {
     /// The spool itself failed (probe it before resuming).
     spool_failed: bool,
 }
+
+/// Most image files the engine writes at once. Each write ends in two fsyncs (file, folder) that
+/// take milliseconds on real (and virtual) disks; concurrent ones overlap, so a batch that
+/// completes many pictures costs about one write's time instead of one per picture.
+const PARALLEL_WRITES: usize = 16;
+
+/// An image write's result and when it completed (µs since the epoch).
+type WriteDone = (Result<Written, SinkError>, u64);
 
 struct Staged {
     settler: Settler,
@@ -270,13 +283,12 @@ impl Engine {
         }
         let mut staged = Vec::with_capacity(batch.len());
         let mut batch_ids: HashSet<String> = HashSet::new();
-        let mut new_ids: Vec<String> = Vec::new();
         let mut append_error = None;
         for inbound in batch {
             self.metrics
                 .last_delivery_ms
                 .store(inbound.received_ms, Relaxed);
-            let (record, msg) = self.stage(&inbound, &mut batch_ids, &mut new_ids);
+            let record = self.stage(&inbound, &mut batch_ids);
             let tag = match self.spool.as_mut() {
                 Some(spool) if append_error.is_none() => match spool.append(&record) {
                     Ok(tag) => tag,
@@ -290,6 +302,11 @@ impl Engine {
                     self.next_tag += 1;
                     self.next_tag
                 }
+            };
+            // The record is the chunk: no copy for the spool.
+            let msg = match record {
+                Record::Img { msg, .. } => Some(msg),
+                _ => None,
             };
             staged.push(Staged {
                 settler: inbound.settler,
@@ -318,8 +335,9 @@ impl Engine {
             self.metrics.spool_commits.fetch_add(1, Relaxed);
             failpoint("after_commit");
         }
-        for id in new_ids {
-            self.dedup.check_and_insert(&id);
+        // Remembered only once durable (a failed commit releases them; the redelivery is new).
+        for msg in staged.iter().filter_map(|s| s.msg.as_ref()) {
+            self.dedup.check_and_insert(&msg.message_id);
         }
         // 3. Assemble.
         let mut actions = std::mem::take(&mut self.actions);
@@ -378,18 +396,14 @@ impl Engine {
         self.update_gauges(now_ms);
     }
 
-    fn stage(
-        &self,
-        inbound: &Inbound,
-        batch_ids: &mut HashSet<String>,
-        new_ids: &mut Vec<String>,
-    ) -> (Record, Option<ImgMessage>) {
+    /// Classifies one delivery: the spool record to write (the chunk itself, or just the fact
+    /// that the message id was seen).
+    fn stage(&self, inbound: &Inbound, batch_ids: &mut HashSet<String>) -> Record {
         let received_ms = inbound.received_ms;
-        let seen = |message_id: String| Record::Seen {
+        let seen = || Record::Seen {
             received_ms,
-            message_id,
+            message_id: inbound.delivery.message_id.clone().unwrap_or_default(),
         };
-        let message_id = inbound.delivery.message_id.clone().unwrap_or_default();
         match classify(&inbound.delivery) {
             Classified::Skip {
                 reason,
@@ -401,22 +415,21 @@ impl Engine {
                     reason = reason.as_str(),
                     device = device.as_ref().map(|d| d.to_string()).unwrap_or_default(),
                     topic = inbound.delivery.topic.as_deref().unwrap_or(""),
-                    message_id = %message_id,
+                    message_id = inbound.delivery.message_id.as_deref().unwrap_or(""),
                     detail = %detail,
                     "delivery skipped"
                 );
-                (seen(message_id), None)
+                seen()
             }
             Classified::Img(msg) => {
                 let id = msg.message_id.as_str();
                 if !id.is_empty() && (self.dedup.contains(id) || batch_ids.contains(id)) {
                     self.metrics.message(Kind::Duplicate);
                     tracing::debug!(device = %msg.device, message_id = %id, "duplicate message dropped");
-                    return (seen(message_id), None);
+                    return seen();
                 }
                 if !id.is_empty() {
                     batch_ids.insert(id.to_string());
-                    new_ids.push(id.to_string());
                 }
                 self.metrics.message(match wire::parse_value(&msg.value) {
                     Ok(ImgValue::V1Hex(_)) => Kind::V1Chunk,
@@ -424,13 +437,7 @@ impl Engine {
                     Ok(ImgValue::V2 { .. }) => Kind::V2Chunk,
                     Err(_) => Kind::BadChunk,
                 });
-                (
-                    Record::Img {
-                        received_ms,
-                        msg: msg.clone(),
-                    },
-                    Some(msg),
-                )
+                Record::Img { received_ms, msg }
             }
         }
     }
@@ -457,16 +464,31 @@ impl Engine {
         received: &[(Tag, u64)],
     ) -> HashSet<Tag> {
         let mut failed = HashSet::new();
-        for action in actions {
-            if self.degraded.is_some() {
-                failed.extend(action_tags(&action).iter().copied());
-                self.pending.push(action);
-                continue;
-            }
-            match self.perform(&action, now_ms) {
-                Ok(new_file) => {
+        // Image files first, concurrently: each ends in two fsyncs.
+        let mut done = if self.degraded.is_none() {
+            self.write_images(&actions)
+        } else {
+            Vec::new()
+        };
+        for (i, action) in actions.into_iter().enumerate() {
+            let result = match (done.get_mut(i).and_then(Option::take), &action) {
+                // Already written: a success stands even if an earlier action failed.
+                (Some((r, at_us)), Action::Write(img)) => {
+                    self.apply_write(img, r, now_ms).map(|n| (n, at_us))
+                }
+                _ if self.degraded.is_some() => {
+                    failed.extend(action_tags(&action).iter().copied());
+                    self.pending.push(action);
+                    continue;
+                }
+                _ => self
+                    .perform(&action, now_ms)
+                    .map(|n| (n, crate::metrics::wall_us())),
+            };
+            match result {
+                Ok((new_file, at_us)) => {
                     if new_file {
-                        self.observe_image_latency(&action, received);
+                        self.observe_image_latency(&action, received, at_us);
                         failpoint("after_write");
                     }
                     *written += usize::from(new_file);
@@ -482,9 +504,75 @@ impl Engine {
         failed
     }
 
+    /// Writes the image files of `actions` (up to [`PARALLEL_WRITES`] at once) and returns, at
+    /// each image's index, the result and when it completed (µs since the epoch).
+    fn write_images(&self, actions: &[Action]) -> Vec<Option<WriteDone>> {
+        let mut done: Vec<Option<WriteDone>> = actions.iter().map(|_| None).collect();
+        let jobs: Vec<(usize, &Finished)> = actions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                Action::Write(img) => Some((i, img)),
+                Action::Quarantine(_) => None,
+            })
+            .collect();
+        if jobs.len() <= 1 {
+            for (i, img) in jobs {
+                done[i] = Some((self.sink.write_image(img), crate::metrics::wall_us()));
+            }
+            return done;
+        }
+        // Folders first, one by one, so no image relies on another's folder sync.
+        let mut prepared: HashSet<&crate::message::DeviceId> = HashSet::new();
+        let mut ready = Vec::with_capacity(jobs.len());
+        for (i, img) in jobs {
+            if prepared.insert(&img.device) {
+                if let Err(e) = self.sink.prepare_device_dir(&img.device) {
+                    done[i] = Some((Err(e), crate::metrics::wall_us()));
+                    continue;
+                }
+            }
+            ready.push((i, img));
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (sink, ready) = (&self.sink, &ready);
+        let work = || {
+            let mut out = Vec::new();
+            loop {
+                let k = next.fetch_add(1, Relaxed);
+                let Some(&(i, img)) = ready.get(k) else {
+                    return out;
+                };
+                out.push((i, sink.write_image(img), crate::metrics::wall_us()));
+            }
+        };
+        let results: Vec<(usize, Result<Written, SinkError>, u64)> = std::thread::scope(|s| {
+            let helpers: Vec<_> = (1..ready.len().min(PARALLEL_WRITES))
+                .filter_map(|_| {
+                    std::thread::Builder::new()
+                        .name("engine-write".into())
+                        .spawn_scoped(s, work)
+                        .ok()
+                })
+                .collect();
+            let mut all = work();
+            for h in helpers {
+                // A panicked helper leaves its images unwritten; they are retried below.
+                if let Ok(mut r) = h.join() {
+                    all.append(&mut r);
+                }
+            }
+            all
+        });
+        for (i, r, at_us) in results {
+            done[i] = Some((r, at_us));
+        }
+        done
+    }
+
     /// Records receipt-of-the-last-chunk to durable for a freshly written image. Receipt times
     /// are whole milliseconds, so this over-states by up to 1 ms.
-    fn observe_image_latency(&self, action: &Action, received: &[(Tag, u64)]) {
+    fn observe_image_latency(&self, action: &Action, received: &[(Tag, u64)], at_us: u64) {
         let Action::Write(img) = action else { return };
         let last = img
             .tags
@@ -493,51 +581,62 @@ impl Engine {
             .map(|i| received[i].1)
             .max();
         if let Some(ms) = last {
-            let us = crate::metrics::wall_us().saturating_sub(ms.saturating_mul(1000));
+            let us = at_us.saturating_sub(ms.saturating_mul(1000));
             self.metrics.image_latency.observe_us(us);
+        }
+    }
+
+    /// Counts, logs and hands to the hook the outcome of writing `img`. `Ok(true)` when a new
+    /// image file was created.
+    fn apply_write(
+        &self,
+        img: &Finished,
+        result: Result<Written, SinkError>,
+        now_ms: u64,
+    ) -> Result<bool, ()> {
+        match result {
+            Ok(w) => {
+                if !w.already_present {
+                    match img.format {
+                        Format::V1 => self.metrics.images_v1.fetch_add(1, Relaxed),
+                        Format::V2 => self.metrics.images_v2.fetch_add(1, Relaxed),
+                    };
+                    self.metrics.bytes_written.fetch_add(w.bytes, Relaxed);
+                    if let Some(hook) = &self.hook {
+                        hook.submit(crate::ops::hook::HookJob {
+                            path: w.path.clone(),
+                            device: img.device.clone(),
+                            bytes: w.bytes,
+                            format: img.format,
+                        });
+                    }
+                }
+                tracing::info!(
+                    device = %img.device,
+                    format = img.format.as_str(),
+                    pid = img.pid,
+                    bytes = img.bytes.len(),
+                    chunks = img.chunks,
+                    path = %w.path.display(),
+                    assembly_ms = now_ms.saturating_sub(img.opened_ms),
+                    already_present = w.already_present,
+                    "image written"
+                );
+                Ok(!w.already_present)
+            }
+            Err(e) => {
+                self.metrics.io_errors.fetch_add(1, Relaxed);
+                tracing::error!(device = %img.device, error = %e, disk_full = e.is_disk_full(),
+                    "cannot write image; it stays in the spool and is retried");
+                Err(())
+            }
         }
     }
 
     /// Writes one action's file. `Ok(true)` when a new image file was created.
     fn perform(&self, action: &Action, now_ms: u64) -> Result<bool, ()> {
         match action {
-            Action::Write(img) => match self.sink.write_image(img) {
-                Ok(w) => {
-                    if !w.already_present {
-                        match img.format {
-                            Format::V1 => self.metrics.images_v1.fetch_add(1, Relaxed),
-                            Format::V2 => self.metrics.images_v2.fetch_add(1, Relaxed),
-                        };
-                        self.metrics.bytes_written.fetch_add(w.bytes, Relaxed);
-                        if let Some(hook) = &self.hook {
-                            hook.submit(crate::ops::hook::HookJob {
-                                path: w.path.clone(),
-                                device: img.device.clone(),
-                                bytes: w.bytes,
-                                format: img.format,
-                            });
-                        }
-                    }
-                    tracing::info!(
-                        device = %img.device,
-                        format = img.format.as_str(),
-                        pid = img.pid,
-                        bytes = img.bytes.len(),
-                        chunks = img.chunks,
-                        path = %w.path.display(),
-                        assembly_ms = now_ms.saturating_sub(img.opened_ms),
-                        already_present = w.already_present,
-                        "image written"
-                    );
-                    Ok(!w.already_present)
-                }
-                Err(e) => {
-                    self.metrics.io_errors.fetch_add(1, Relaxed);
-                    tracing::error!(device = %img.device, error = %e, disk_full = e.is_disk_full(),
-                        "cannot write image; it stays in the spool and is retried");
-                    Err(())
-                }
-            },
+            Action::Write(img) => self.apply_write(img, self.sink.write_image(img), now_ms),
             Action::Quarantine(q) => match self.sink.quarantine(q) {
                 Ok(w) => {
                     let path = w.path;
@@ -794,10 +893,11 @@ pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::S
                 Err(_) => break,
             }
         }
-        if batch.len() < batch_max && !batch_delay.is_zero() {
+        let full = batch_max.min(engine.opts.max_in_flight.max(1));
+        if batch.len() < full && !batch_delay.is_zero() {
             rt.block_on(async {
                 let deadline = tokio::time::Instant::now() + batch_delay;
-                while batch.len() < batch_max {
+                while batch.len() < full {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(i)) => batch.push(i),
                         _ => break,

@@ -232,6 +232,13 @@ impl Sink {
         device_path(&self.quarantine_dir(), device)
     }
 
+    /// Creates `<output>/<pk>/<dn>/` (each new folder fsynced into its parent). [`Sink::write_image`]
+    /// does this too; calling it first lets several images of a device be written concurrently
+    /// without one of them relying on another's folder sync.
+    pub fn prepare_device_dir(&self, device: &DeviceId) -> Result<(), SinkError> {
+        ensure_dirs(&self.output_dir, &self.device_dir(device))
+    }
+
     /// Writes a finished image durably as `<output>/<pk>/<dn>/<time>[-n].jpg`.
     pub fn write_image(&self, img: &Finished) -> Result<Written, SinkError> {
         let dir = self.device_dir(&img.device);
