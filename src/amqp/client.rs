@@ -501,6 +501,8 @@ impl Attempt {
         // Fresh timestamp on every attempt.
         let creds = sign_now(cfg, &self.client_id)?;
         let idle_ms = advertised_idle_timeout(cfg).as_millis() as u32;
+        // Frames produced back to back (dispositions, flow) leave in one TLS write, once open.
+        let (stream, coalesce) = super::coalesce::Coalesce::new(tls);
         let conn = Connection::builder()
             .container_id(self.client_id.clone())
             .hostname(cfg.host.as_str())
@@ -512,7 +514,7 @@ impl Attempt {
                 username: creds.username,
                 password: creds.password,
             })
-            .open_with_stream(tls)
+            .open_with_stream(stream)
             .await;
         let mut conn = match conn {
             Ok(c) => c,
@@ -523,6 +525,7 @@ impl Attempt {
             Err(OpenError::SaslError { code, .. }) => return Err(AttemptError::Sasl(code)),
             Err(e) => return Err(AttemptError::Open(e)),
         };
+        coalesce.enable();
         set("session begin");
         let mut session = Session::begin(&mut conn)
             .await
@@ -613,8 +616,14 @@ impl Link {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
-                Some((tag, outcome)) = self.orx.recv() => {
-                    self.settle(tag, outcome).await?;
+                Some(first) = self.orx.recv() => {
+                    // Everything the engine has decided so far, in as few disposition frames
+                    // as possible (contiguous deliveries with one outcome share a range).
+                    let mut batch = vec![first];
+                    while let Ok(next) = self.orx.try_recv() {
+                        batch.push(next);
+                    }
+                    self.settle_all(batch).await?;
                     self.refill(is_paused).await?;
                 }
                 changed = paused.changed(), if watch_open => {
@@ -690,6 +699,37 @@ impl Link {
             .reject(info, None)
             .await
             .map_err(|e| AttemptError::Lost(e.to_string()))
+    }
+
+    /// Settles many deliveries: one `dispose_all` per outcome.
+    async fn settle_all(&mut self, outcomes: Vec<(u64, Outcome)>) -> Result<(), AttemptError> {
+        let (mut accept, mut release, mut reject) = (Vec::new(), Vec::new(), Vec::new());
+        for (tag, outcome) in outcomes {
+            let Some(info) = self.inflight.remove(&tag) else {
+                debug!(tag, "outcome for an unknown delivery ignored");
+                continue;
+            };
+            match outcome {
+                Outcome::Accept => accept.push(info),
+                Outcome::Release => release.push(info),
+                Outcome::Reject => reject.push(info),
+            }
+        }
+        let add = |c: &AtomicU64, n: usize| c.fetch_add(n as u64, Ordering::Relaxed);
+        let lost = |e: fe2o3_amqp::link::DispositionError| AttemptError::Lost(e.to_string());
+        if !accept.is_empty() {
+            add(&self.state.accepted, accept.len());
+            self.receiver.accept_all(accept).await.map_err(lost)?;
+        }
+        if !release.is_empty() {
+            add(&self.state.released, release.len());
+            self.receiver.release_all(release).await.map_err(lost)?;
+        }
+        if !reject.is_empty() {
+            add(&self.state.rejected, reject.len());
+            self.receiver.reject_all(reject, None).await.map_err(lost)?;
+        }
+        Ok(())
     }
 
     async fn settle(&mut self, tag: u64, outcome: Outcome) -> Result<(), AttemptError> {
@@ -787,11 +827,17 @@ pub fn raw_delivery(message: Message<Body<Value>>) -> Result<RawDelivery, &'stat
     let generate_time = get("generateTime").and_then(simple_to_i64);
     let body = match message.body {
         Body::Data(batch) => {
-            let mut out = Vec::with_capacity(batch.iter().map(|d| d.0.len()).sum());
-            for d in batch.iter() {
-                out.extend_from_slice(&d.0);
+            let mut sections = batch.into_inner();
+            if sections.len() == 1 {
+                // The usual case: take the bytes, no copy.
+                sections.pop().map(|d| d.0.into_vec()).unwrap_or_default()
+            } else {
+                let mut out = Vec::with_capacity(sections.iter().map(|d| d.0.len()).sum());
+                for d in &sections {
+                    out.extend_from_slice(&d.0);
+                }
+                out
             }
-            out
         }
         Body::Value(v) => match v.0 {
             Value::Binary(b) => b.into_vec(),

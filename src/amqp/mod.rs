@@ -29,6 +29,7 @@
 //! ```
 
 pub mod client;
+pub mod coalesce;
 pub mod fake;
 
 use crate::message::RawDelivery;
