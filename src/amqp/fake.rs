@@ -114,6 +114,9 @@ pub struct FakeConfig {
     /// Idle-time-out the fake advertises in its own Open (`None`: none, which makes fe2o3 clients
     /// send no heartbeats of their own accord).
     pub advertise_idle_timeout: Option<Duration>,
+    /// Keep every outcome by `messageId` ([`FakeAliyun::outcomes`]). Benchmarks turn it off: with
+    /// hundreds of thousands of messages the map costs more than the rest of the fake.
+    pub record_outcomes: bool,
 }
 
 /// The access key id [`FakeConfig::default`] knows.
@@ -136,6 +139,7 @@ impl Default for FakeConfig {
             enforce_idle: true,
             require_idle_range: true,
             advertise_idle_timeout: None,
+            record_outcomes: true,
         }
     }
 }
@@ -795,9 +799,13 @@ async fn handle_connection(
         detach: CancellationToken::new(),
         frozen: Arc::new(AtomicBool::new(false)),
     };
+    let (switch_tx, switch_rx) = std::sync::mpsc::channel();
     let login = async {
         let stream = tls.accept(tcp).await.map_err(|e| e.to_string())?;
         let stream = SniffStream::new(stream, sniff.clone(), kill.clone(), ctl.frozen.clone());
+        // Transfers produced back to back leave in one TLS write, once the connection is open.
+        let (stream, switch) = super::coalesce::Coalesce::new(stream);
+        let _ = switch_tx.send(switch);
         let mut builder = ConnectionAcceptor::builder()
             .container_id("fake-aliyun")
             .sasl_acceptor(AliyunSasl {
@@ -827,6 +835,9 @@ async fn handle_connection(
             }
         },
     };
+    if let Ok(switch) = switch_rx.try_recv() {
+        switch.enable();
+    }
     let open = lock(&sniff).open.clone();
     let idle_ms = open.as_ref().and_then(|o| o.idle_time_out);
     shared.update(|s| {
@@ -1109,6 +1120,7 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, ctl: ConnCtl) {
                 Ok(AmqpOutcome::Rejected(_)) => FakeOutcome::Rejected,
                 Err(_) => FakeOutcome::Lost,
             };
+            let record = watcher.cfg.record_outcomes;
             let redeliver = matches!(
                 outcome,
                 FakeOutcome::Released | FakeOutcome::Modified | FakeOutcome::Lost
@@ -1126,10 +1138,12 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, ctl: ConnCtl) {
                 if redeliver {
                     c.redeliveries += 1;
                 }
-                s.outcomes
-                    .entry(msg.msg.message_id.clone())
-                    .or_default()
-                    .push(outcome);
+                if record {
+                    s.outcomes
+                        .entry(msg.msg.message_id.clone())
+                        .or_default()
+                        .push(outcome);
+                }
                 if redeliver {
                     // In the same critical section: never "nothing queued, nothing in flight".
                     s.queue.push_back(msg);
