@@ -88,7 +88,12 @@ pub fn parse_value(value: &str) -> Result<ImgValue<'_>, WireError> {
         Some(b'V') => parse_framed(value),
         Some(_) if value == "END" => Ok(ImgValue::V1End),
         Some(_) => {
-            if let Some(offset) = bytes.iter().position(|b| !b.is_ascii_hexdigit()) {
+            // Branch-free check first (vectorises); the offset only when it fails.
+            if !bytes.iter().fold(true, |ok, b| ok & b.is_ascii_hexdigit()) {
+                let offset = bytes
+                    .iter()
+                    .position(|b| !b.is_ascii_hexdigit())
+                    .unwrap_or(0);
                 return Err(WireError::BadHex { offset });
             }
             if bytes.len() % 2 != 0 {
