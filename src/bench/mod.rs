@@ -607,11 +607,80 @@ struct RunSpec<'a> {
     timeout: Duration,
 }
 
+/// The fake endpoint on a thread of its own with a single-threaded runtime: its tasks never wake
+/// each other across threads, and it can use one core at most, leaving the other to the receiver.
+struct FakeThread {
+    fake: std::sync::Arc<FakeAliyun>,
+    stop: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeThread {
+    async fn start() -> Result<FakeThread, BenchError> {
+        let cfg = FakeConfig {
+            record_outcomes: false,
+            ..FakeConfig::default()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fake-aliyun".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(crate::amqp::fake::FakeError::Io(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match FakeAliyun::start(cfg).await {
+                        Ok(fake) => {
+                            let fake = std::sync::Arc::new(fake);
+                            if tx.send(Ok(fake.clone())).is_err() {
+                                return;
+                            }
+                            stopped.cancelled().await;
+                            fake.shutdown();
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| BenchError::Run(format!("cannot start the fake's thread: {e}")))?;
+        let fake = rx
+            .await
+            .map_err(|_| BenchError::Run("the fake's thread ended at once".into()))??;
+        Ok(FakeThread {
+            fake,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for FakeThread {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// One run: fresh fake endpoint, fresh receiver process, the whole stream.
 async fn run_one(spec: &RunSpec<'_>, stream: &Stream) -> Result<RunFigures, BenchError> {
     std::fs::create_dir_all(spec.dir).map_err(io_err("create", spec.dir))?;
     let load_before = load_avg()[0];
-    let fake = FakeAliyun::start(FakeConfig::default()).await?;
+    let fake_thread = FakeThread::start().await?;
+    let fake = &*fake_thread.fake;
     let aliyun = fake.client_config(spec.dir, "receiver-bench")?;
     let ca = aliyun
         .ca_file
@@ -634,10 +703,10 @@ async fn run_one(spec: &RunSpec<'_>, stream: &Stream) -> Result<RunFigures, Benc
     let config = spec.dir.join("receiver.toml");
     std::fs::write(&config, toml).map_err(io_err("write", &config))?;
     let mut proc = ReceiverProcess::start(spec.bin, &config).await?;
-    let result = drive(spec, stream, &fake, &mut proc, load_before).await;
+    let result = drive(spec, stream, fake, &mut proc, load_before).await;
     let recent = proc.log.lock().map(|l| l.recent()).unwrap_or_default();
     proc.stop(Duration::from_secs(30)).await;
-    fake.shutdown();
+    drop(fake_thread);
     result.map_err(|e| BenchError::Run(format!("{e}; the receiver's last log lines:\n{recent}")))
 }
 

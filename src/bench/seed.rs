@@ -320,7 +320,10 @@ pub async fn run_once(
             let log = std::fs::read_to_string(work.join("seed-stderr.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(10).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            SeedError::Server(format!("{e}; the seed receiver's stderr:\n{}", tail.join("\n")))
+            SeedError::Server(format!(
+                "{e}; the seed receiver's stderr:\n{}",
+                tail.join("\n")
+            ))
         }
         Consumer::Receiver { .. } => e,
     })?;
