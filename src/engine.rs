@@ -177,7 +177,7 @@ impl Engine {
             report.records = recovery.records.len();
             report.corrupt = recovery.corrupt.len();
             for c in &recovery.corrupt {
-                tracing::warn!(path = %c.path.display(), offset = c.offset, what = %c.what,
+                tracing::warn!(segment = %c.segment.display(), offset = c.offset, kind = ?c.kind, what = %c.what,
                     "spool record is corrupt or torn; skipped");
             }
             engine.spool = Some(spool);
