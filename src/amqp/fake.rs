@@ -265,6 +265,8 @@ struct Queued {
     msg: FakeMessage,
     /// Send an AmqpValue(int) body instead of Data: nothing a client can use.
     undecodable: bool,
+    /// A copy made by [`FakeAliyun::duplicate_next`]: never duplicated again.
+    copy: bool,
 }
 
 /// Handles on one live connection.
@@ -514,6 +516,7 @@ impl FakeAliyun {
         self.shared.push_back(Queued {
             msg,
             undecodable: false,
+            copy: false,
         });
     }
 
@@ -528,6 +531,7 @@ impl FakeAliyun {
                 body: Vec::new(),
             },
             undecodable: true,
+            copy: false,
         });
     }
 
@@ -1075,7 +1079,7 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, ctl: ConnCtl) {
                 }
                 None => false,
             };
-            let dup = s.faults.duplicate_next > 0;
+            let dup = s.faults.duplicate_next > 0 && !msg.copy;
             if dup {
                 s.faults.duplicate_next -= 1;
                 s.counters.duplicates_injected += 1;
@@ -1083,7 +1087,10 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, ctl: ConnCtl) {
             (cut, dup)
         });
         if dup {
-            shared.push_back(msg.clone());
+            shared.push_back(Queued {
+                copy: true,
+                ..msg.clone()
+            });
         }
         // Let other links take the next message (round robin among links with credit).
         tokio::task::yield_now().await;
