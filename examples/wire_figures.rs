@@ -9,7 +9,11 @@ use receiver::wire::{encode_payloads, Format};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| frame | JPEG bytes | format | messages | payload bytes / image byte | at QoS1 10 msg/s | at QoS0 30 msg/s |");
     println!("|---|---|---|---|---|---|---|");
-    for (name, size) in [("QVGA 320x240", 10_000usize), ("VGA 640x480", 30_000), ("SVGA 800x600", 45_000)] {
+    for (name, size) in [
+        ("QVGA 320x240", 10_000usize),
+        ("VGA 640x480", 30_000),
+        ("SVGA 800x600", 45_000),
+    ] {
         // Content does not change the sizes; a JPEG-like byte pattern keeps the encoder honest.
         let mut jpeg: Vec<u8> = (0..size).map(|i| (i * 131 % 251) as u8).collect();
         jpeg[..2].copy_from_slice(&[0xFF, 0xD8]);
@@ -22,7 +26,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "| {name} | {size} | {} ({} {}) | {n} | {:.2} | {:.1} s | {:.1} s |",
                 format.as_str(),
                 format.default_chunk(),
-                if format == Format::V1 { "hex chars" } else { "bytes/chunk" },
+                if format == Format::V1 {
+                    "hex chars"
+                } else {
+                    "bytes/chunk"
+                },
                 bytes as f64 / size as f64,
                 n as f64 / 10.0,
                 n as f64 / 30.0,

@@ -20,7 +20,11 @@ fn free_port() -> u16 {
 fn http_get(port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut body = String::new();
     s.read_to_string(&mut body).expect("read");
     body
@@ -29,10 +33,15 @@ fn http_get(port: u16, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fake = FakeAliyun::start(FakeConfig::default()).await.expect("fake");
-    let a = fake.client_config(dir.path(), "notify-test").expect("client config");
+    let fake = FakeAliyun::start(FakeConfig::default())
+        .await
+        .expect("fake");
+    let a = fake
+        .client_config(dir.path(), "notify-test")
+        .expect("client config");
     let port = free_port();
-    let config = format!(
+    let config =
+        format!(
         "[aliyun]\nhost = \"{}\"\nport = {}\naccess_key_id = \"{}\"\naccess_key_secret = \"{}\"\n\
          iot_instance_id = \"{}\"\nconsumer_group_id = \"{}\"\nca_file = \"{}\"\n\
          [output]\ndir = \"{}\"\n[state]\ndir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
@@ -66,7 +75,7 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
         .spawn()
         .expect("spawn");
     let mut messages = Vec::new();
-    let mut recv_until = |want: &str, limit: Duration, messages: &mut Vec<String>| {
+    let recv_until = |want: &str, limit: Duration, messages: &mut Vec<String>| {
         let deadline = Instant::now() + limit;
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
@@ -90,7 +99,9 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
     // A delivery shows up in the metrics; health is OK with the link attached.
     fake.publish_property_post("a1PK", "cam-01", br#"{"id":"1","params":{"temp":1}}"#)
         .expect("publish");
-    fake.wait_accepted(1, Duration::from_secs(10)).await.expect("accepted");
+    fake.wait_accepted(1, Duration::from_secs(10))
+        .await
+        .expect("accepted");
     let metrics = http_get(port, "/metrics");
     assert!(
         metrics.contains("receiver_skipped_total{reason=\"no_img\"} 1"),

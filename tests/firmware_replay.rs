@@ -56,16 +56,19 @@ async fn firmware_core_output_becomes_identical_jpegs() {
     let v1 = emit(&tool, "v1", 17, 800, "cam-v1", &odd);
     assert!(v2.len() >= 3 && v1.len() >= 3);
 
-    let fake = FakeAliyun::start(FakeConfig::default()).await.expect("fake");
+    let fake = FakeAliyun::start(FakeConfig::default())
+        .await
+        .expect("fake");
     let toml = format!(
         "[aliyun]\nhost = \"127.0.0.1\"\naccess_key_id = \"x\"\naccess_key_secret = \"x\"\n\
          iot_instance_id = \"\"\nconsumer_group_id = \"g\"\n[output]\ndir = {:?}\n[state]\ndir = {:?}\n",
         dir.path().join("out").display().to_string(),
         dir.path().join("state").display().to_string()
     );
-    let mut config =
-        Config::from_toml(&toml, Path::new("test.toml"), &|_| None).expect("config");
-    config.aliyun = fake.client_config(dir.path(), "fw-replay").expect("client config");
+    let mut config = Config::from_toml(&toml, Path::new("test.toml"), &|_| None).expect("config");
+    config.aliyun = fake
+        .client_config(dir.path(), "fw-replay")
+        .expect("client config");
     let shared = Shared::new(1);
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(daemon::run_with(config, shutdown.clone(), shared.clone()));
@@ -74,14 +77,18 @@ async fn firmware_core_output_becomes_identical_jpegs() {
     // platform times (which order v1) are distinct.
     for i in 0..v2.len().max(v1.len()) {
         if let Some(p) = v2.get(i) {
-            fake.publish_property_post(PK, "cam-v2", p.as_bytes()).expect("publish");
+            fake.publish_property_post(PK, "cam-v2", p.as_bytes())
+                .expect("publish");
         }
         if let Some(p) = v1.get(i) {
-            fake.publish_property_post(PK, "cam-v1", p.as_bytes()).expect("publish");
+            fake.publish_property_post(PK, "cam-v1", p.as_bytes())
+                .expect("publish");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    fake.wait_drained(Duration::from_secs(30)).await.expect("drained");
+    fake.wait_drained(Duration::from_secs(30))
+        .await
+        .expect("drained");
     let deadline = Instant::now() + Duration::from_secs(10);
     while shared.metrics.images_written() < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
