@@ -51,7 +51,7 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
         a.access_key_secret.expose(),
         a.iot_instance_id,
         a.consumer_group_id,
-        a.ca_file.as_deref().map(Path::display).expect("ca").to_string(),
+        a.ca_file.as_deref().map(Path::display).expect("ca"),
         dir.path().join("out").display(),
         dir.path().join("state").display(),
     );
