@@ -40,8 +40,7 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
         .client_config(dir.path(), "notify-test")
         .expect("client config");
     let port = free_port();
-    let config =
-        format!(
+    let config = format!(
         "[aliyun]\nhost = \"{}\"\nport = {}\naccess_key_id = \"{}\"\naccess_key_secret = \"{}\"\n\
          iot_instance_id = \"{}\"\nconsumer_group_id = \"{}\"\nca_file = \"{}\"\n\
          [output]\ndir = \"{}\"\n[state]\ndir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
