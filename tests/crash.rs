@@ -71,7 +71,9 @@ fn publish_round(fake: &FakeAliyun, round: u32, devices: u32, pictures: u32) -> 
 }
 
 fn write_config(dir: &Path, fake: &FakeAliyun) -> PathBuf {
-    let aliyun = fake.client_config(dir, "crash-test").expect("client config");
+    let aliyun = fake
+        .client_config(dir, "crash-test")
+        .expect("client config");
     let toml = format!(
         r#"[aliyun]
 host = "{host}"
@@ -95,7 +97,7 @@ dir = "{state}"
 timeout = "10m"
 
 [spool]
-batch_max = 16
+batch_max = 8
 batch_delay = "1ms"
 
 [log]
@@ -136,14 +138,28 @@ fn spawn(config: &Path, failpoint: Option<&str>, log: &Path) -> Child {
     cmd.spawn().expect("spawn receiver")
 }
 
-/// Waits for the child to exit; kills it after `limit`. Returns true if it died by itself.
-async fn wait_exit(child: &mut Child, limit: Duration) -> bool {
+/// Waits for the child to die at its failpoint; kills it once the fake has nothing left to
+/// deliver (the failpoint was not reached) or after `limit`. True if it died by itself.
+async fn wait_exit(child: &mut Child, fake: &FakeAliyun, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
+    let mut idle_since = None;
     loop {
         if let Ok(Some(_)) = child.try_wait() {
             return true;
         }
-        if Instant::now() > deadline {
+        let idle = fake.queued() == 0 && fake.in_flight() == 0;
+        let idle_long = match (idle, idle_since) {
+            (true, None) => {
+                idle_since = Some(Instant::now());
+                false
+            }
+            (true, Some(t)) => t.elapsed() > Duration::from_millis(500),
+            (false, _) => {
+                idle_since = None;
+                false
+            }
+        };
+        if idle_long || Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             return false;
@@ -181,6 +197,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Kept when the test fails (a panic skips the drop at the end), for its log and quarantine.
+    let dir = std::mem::ManuallyDrop::new(dir);
+    eprintln!("crash test dir: {}", dir.path().display());
     let fake = FakeAliyun::start(FakeConfig::default())
         .await
         .expect("fake");
@@ -189,34 +208,57 @@ async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
     let mut expected = Vec::new();
     let mut kills = 0;
     let mut by_failpoint: HashMap<&str, u32> = HashMap::new();
-    let plans: [&[&str]; 4] = [
-        &["after_commit:2", "after_write:1", "before_settle:3", "random:40"],
-        &["after_write:2", "after_commit:5", "random:120", "after_write:1"],
-        &["before_settle:1", "after_commit:1", "after_write:3", "random:70"],
-        &["after_commit:9", "random:20", "after_write:1", "before_settle:6"],
+    // Each step publishes a fresh interleaved round, so every failpoint has work to hit.
+    let plan = [
+        "after_commit:2",
+        "after_write:1",
+        "before_settle:3",
+        "random:40",
+        "after_write:2",
+        "after_commit:4",
+        "random:120",
+        "before_settle:1",
+        "after_commit:1",
+        "after_write:3",
+        "random:70",
+        "before_settle:2",
+        "after_commit:3",
+        "random:20",
+        "after_write:1",
+        "random:250",
     ];
-    for (round, plan) in plans.iter().enumerate() {
+    for (round, step) in plan.iter().enumerate() {
         expected.extend(publish_round(&fake, round as u32, 6, 2));
-        for step in plan.iter() {
-            let (point, n) = step.split_once(':').expect("plan step");
-            if point == "random" {
-                let mut child = spawn(&config, None, &log);
-                tokio::time::sleep(Duration::from_millis(n.parse().expect("ms"))).await;
-                sigkill(&mut child);
+        let (point, n) = step.split_once(':').expect("plan step");
+        if point == "random" {
+            let mut child = spawn(&config, None, &log);
+            tokio::time::sleep(Duration::from_millis(n.parse().expect("ms"))).await;
+            sigkill(&mut child);
+            kills += 1;
+            *by_failpoint.entry("random").or_default() += 1;
+        } else {
+            let mut child = spawn(&config, Some(step), &log);
+            if wait_exit(&mut child, &fake, Duration::from_secs(20)).await {
                 kills += 1;
-                *by_failpoint.entry("random").or_default() += 1;
-            } else {
-                let mut child = spawn(&config, Some(step), &log);
-                if wait_exit(&mut child, Duration::from_secs(10)).await {
-                    kills += 1;
-                    *by_failpoint.entry(point).or_default() += 1;
-                }
+                *by_failpoint.entry(point).or_default() += 1;
             }
         }
     }
     // A final clean run: everything must drain, then SIGTERM stops it with status 0.
+    let starts = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("receiver starting")
+            .count()
+    };
+    let before = starts(&log);
     let mut child = spawn(&config, None, &log);
     let drained = fake.wait_drained(Duration::from_secs(60)).await;
+    // SIGTERM only once the daemon is up (its signal handler is installed before it starts).
+    let up_by = Instant::now() + Duration::from_secs(20);
+    while starts(&log) == before && Instant::now() < up_by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -230,7 +272,7 @@ async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
     );
     assert!(status.success(), "clean stop expected, got {status}");
     assert!(
-        kills >= 12,
+        kills >= 14,
         "only {kills} kill points were reached ({by_failpoint:?})"
     );
     for point in ["after_commit", "after_write", "before_settle", "random"] {
@@ -245,7 +287,11 @@ async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
     let mut found: HashMap<PathBuf, Vec<Vec<u8>>> = HashMap::new();
     for f in files_under(&out) {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        assert!(!name.starts_with('.'), "temporary file left: {}", f.display());
+        assert!(
+            !name.starts_with('.'),
+            "temporary file left: {}",
+            f.display()
+        );
         found
             .entry(f.parent().expect("parent").to_path_buf())
             .or_default()
@@ -289,6 +335,7 @@ async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
         c.accepted,
         c.redeliveries
     );
+    drop(std::mem::ManuallyDrop::into_inner(dir));
 }
 
 fn tail(s: &str) -> String {
