@@ -1174,6 +1174,56 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 
+    /// Without ids (the original firmware): 2 or 3 pictures interleaved at random, each one's
+    /// data shuffled and repeated, its END after its own data but possibly before the other
+    /// pictures' data and ENDs (so an END may arrive before an earlier picture's END): each
+    /// picture is written byte-identical. (Chunks hold at least the whole JPEG header, so a head
+    /// of one picture followed by another always puts the second SOI inside scan data.)
+    #[test]
+    fn prop_v1_interleaved_pictures_without_ids_yield_the_originals(
+        imgs in proptest::collection::vec(payload(1500), 2..=3),
+        k in 26usize..200,
+        seed in any::<u64>(),
+    ) {
+        let mut x = seed | 1;
+        let mut rnd = move |n: usize| {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        let refs: Vec<&[u8]> = imgs.iter().map(Vec::as_slice).collect();
+        let mut queues: Vec<Vec<Msg1>> = pictures(&refs, 2 * k)
+            .into_iter()
+            .map(|mut msgs| {
+                let end = msgs.pop().unwrap();
+                for _ in 0..rnd(3) {
+                    let i = rnd(msgs.len());
+                    msgs.push(msgs[i].clone());
+                }
+                for i in (1..msgs.len()).rev() {
+                    let j = rnd(i + 1);
+                    msgs.swap(i, j);
+                }
+                msgs.push(end);
+                msgs
+            })
+            .collect();
+        let d = dev("cam");
+        let mut h = H::default();
+        while queues.iter().any(|q| !q.is_empty()) {
+            let live: Vec<usize> = (0..queues.len()).filter(|&i| !queues[i].is_empty()).collect();
+            let q = &mut queues[live[rnd(live.len())]];
+            let (v, t, _) = q.remove(0);
+            h.push(&d, &v, t);
+        }
+        h.finish();
+        prop_assert!(h.quarantines().is_empty(), "{:?}", h.reasons());
+        let mut got: Vec<Vec<u8>> = h.writes().iter().map(|w| w.bytes.clone()).collect();
+        let mut want = imgs.clone();
+        got.sort();
+        want.sort();
+        prop_assert_eq!(got, want);
+    }
+
     #[test]
     fn prop_arbitrary_values_never_panic(
         values in proptest::collection::vec(

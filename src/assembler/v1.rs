@@ -568,12 +568,11 @@ impl V1Dev {
                 .is_some()
     }
 
-    /// The `END` time of the segment bound below `b`, if any.
+    /// The last time below the range of the segment bound `b` (that of the bound below it).
     fn bound_below(&self, b: Bound) -> Option<i64> {
-        self.segs
-            .range(..b)
-            .next_back()
-            .and_then(|(b, _)| b.end_time())
+        let (&below, _) = self.segs.range(..b).next_back()?;
+        // An `END` covers its own time; a segment below a settled span stops short of it.
+        Some(below.end_time().unwrap_or(below.0.saturating_sub(1)))
     }
 
     fn is_empty(&self) -> bool {
