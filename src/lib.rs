@@ -41,6 +41,7 @@ pub mod dedup;
 pub mod demo;
 pub mod engine;
 pub mod golden;
+pub mod jpeg;
 pub mod logging;
 pub mod message;
 pub mod metrics;
