@@ -29,4 +29,4 @@ if [ -f firmware-esp32/ci.sh ]; then
 fi
 
 echo "== Rust tests"
-cargo test --all-targets --locked "$@"
+cargo test --all-targets --locked --no-fail-fast "$@"

@@ -62,6 +62,7 @@ pub struct GlobalArgs {
 }
 
 /// The commands. One variant (with its own `Args` struct when it has flags) per command.
+// Parsed once per process: the size of the largest variant does not matter.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Run the daemon until SIGTERM or SIGINT (the default without a command).

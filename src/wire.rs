@@ -201,6 +201,14 @@ pub fn has_jpeg_markers(bytes: &[u8]) -> bool {
     bytes.len() >= 4 && bytes[..2] == [0xFF, 0xD8] && bytes[bytes.len() - 2..] == [0xFF, 0xD9]
 }
 
+/// Checks that `bytes` is a structurally well-formed JPEG: SOI first, marker segments that add
+/// up, entropy-coded data with only legal `FF xx` pairs, EOI exactly at the end (see
+/// [`crate::jpeg`]). Cheap (one pass, no decode); it cannot notice a lost run of entropy-coded
+/// bytes that leaves the syntax intact.
+pub fn jpeg_structure_ok(bytes: &[u8]) -> Result<(), crate::jpeg::JpegError> {
+    crate::jpeg::structure_ok(bytes)
+}
+
 /// The topic a camera publishes property posts to.
 pub fn device_topic(product_key: &str, device_name: &str) -> String {
     format!("/sys/{product_key}/{device_name}/thing/event/property/post")

@@ -197,6 +197,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Kept when the test fails (a panic skips the drop at the end), for its log and quarantine.
     let dir = std::mem::ManuallyDrop::new(dir);
     eprintln!("crash test dir: {}", dir.path().display());
     let fake = FakeAliyun::start(FakeConfig::default())
@@ -334,6 +335,7 @@ async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
         c.accepted,
         c.redeliveries
     );
+    drop(std::mem::ManuallyDrop::into_inner(dir));
 }
 
 fn tail(s: &str) -> String {

@@ -269,6 +269,8 @@ struct Queued {
     msg: FakeMessage,
     /// Send an AmqpValue(int) body instead of Data: nothing a client can use.
     undecodable: bool,
+    /// A copy made by [`FakeAliyun::duplicate_next`]: never duplicated again.
+    copy: bool,
 }
 
 /// Handles on one live connection.
@@ -518,6 +520,7 @@ impl FakeAliyun {
         self.shared.push_back(Queued {
             msg,
             undecodable: false,
+            copy: false,
         });
     }
 
@@ -545,6 +548,7 @@ impl FakeAliyun {
                 body: Vec::new(),
             },
             undecodable: true,
+            copy: false,
         });
     }
 
@@ -1099,7 +1103,7 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, ctl: ConnCtl) {
                 }
                 None => false,
             };
-            let dup = s.faults.duplicate_next > 0;
+            let dup = s.faults.duplicate_next > 0 && !msg.copy;
             if dup {
                 s.faults.duplicate_next -= 1;
                 s.counters.duplicates_injected += 1;
@@ -1107,7 +1111,10 @@ async fn pump(shared: Arc<Shared>, mut sender: Sender, ctl: ConnCtl) {
             (cut, dup)
         });
         if dup {
-            shared.push_back(msg.clone());
+            shared.push_back(Queued {
+                copy: true,
+                ..msg.clone()
+            });
         }
         // Let other links take the next message (round robin among links with credit).
         tokio::task::yield_now().await;

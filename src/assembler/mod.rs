@@ -19,35 +19,56 @@
 //!
 //! # v1 (`docs/protocol.md` 2)
 //!
-//! * One open v1 picture per device `(productKey, deviceName)`. A chunk's time is
-//!   `items.img.time`, else `gmtCreate`, else `now_ms`; chunks are kept sorted by `(time, arrival)`,
-//!   so a redelivered chunk lands in its place. Bytes are decoded into one buffer as they arrive;
-//!   the picture is concatenated only when it is validated (at `END`).
-//! * `END` at time `t` closes the chunks with time `<= t`; chunks with a later time (the next
-//!   picture's, delivered before this `END`) stay open as the next picture. The closed bytes must
-//!   start `FF D8`, end `FF D9` and, with [`Limits::decode_check`], decode as a JPEG. If not, the
-//!   picture stays open, closed-but-invalid: a data chunk with time `<= t` is a late chunk of it
-//!   (re-validated on arrival); a data chunk with a later time starts a new picture and sends the
-//!   old one to quarantine (`invalid_jpeg`), as does the timeout.
-//! * `END` with nothing open is `empty_end`. An `END` at or before the closed picture's `END` time
-//!   is a duplicate `END`.
-//! * `bad_hex` / `odd_hex_length` quarantine the device's open picture together with the chunk
+//! * A chunk's time is `items.img.time`, else `gmtCreate`, else `now_ms`. Per device
+//!   `(productKey, deviceName)` the `END`s cut the time line into **segments**: a picture is the
+//!   data chunks timed in `(previous END, its END]`; chunks after the last known `END` are the
+//!   next, still open picture. An `END` timed before one already seen splits that segment (it is
+//!   a duplicate only at an equal time); an `END` with no data before it in its segment waits for
+//!   its chunks (arrival order is not time order). Chunks within a segment are kept sorted by
+//!   `(time, arrival)`; bytes are decoded into one buffer as they arrive and concatenated only
+//!   when the picture is written.
+//! * A segment whose `END` is known is checked whenever its data changes: start `FF D8`, end
+//!   `FF D9`, a well-formed JPEG stream ([`crate::jpeg`]: segment lengths, entropy-coded data,
+//!   one EOI at the end) and, with [`Limits::decode_check`], a full decode. The first passing
+//!   check writes it. One that fails stays open for late chunks until the timeout, then goes to
+//!   quarantine (`invalid_jpeg`); a check that failed inside the bytes is not repeated for a
+//!   chunk added after that point (the verdict cannot change), which keeps late chunks cheap.
+//! * **Alink ids.** When every data chunk and the `END` carry a numeric `requestId` and the data
+//!   chunks' ids are distinct (our firmware: `pid * 1000 + seq`; not the original firmware,
+//!   which repeats one id), the ids must also be consecutive in time order and end just before
+//!   the `END`'s: otherwise chunks are missing, or belong to another picture, and the segment is
+//!   *held*. That catches what the structure cannot (a lost run of entropy-coded data, or one
+//!   picture's head joined to the next one's tail, both cut inside scan data). A held segment
+//!   that is a well-formed JPEG is still written when it has to settle (timeout, bounds, drain),
+//!   so a camera with other ids is only delayed.
+//! * An `END` may settle with a picture that validated below it before the picture's own `END`
+//!   came (then it really was the next picture's `END`). It stays a **boundary**: a chunk timed
+//!   above the settled picture and below the `END` starts a segment under it (with that `END`
+//!   already settled), and the picture's own `END`, arriving later with a settled picture before
+//!   it and no open data, is a `Duplicate`. A chunk timed *below* a settled picture that lies
+//!   inside its segment belongs to a picture that ends before it: it opens a segment bounded by
+//!   that picture, with no `END` yet.
+//! * A settled picture's data span (first to last chunk) and a fingerprint (time, CRC-32) of each
+//!   chunk are remembered (see *Memory*), for written and for quarantined pictures with an `END`:
+//!   a later chunk inside a span is a `Duplicate` if its fingerprint matches, else it is
+//!   quarantined alone as `late_chunk` (a chunk the picture lacked) instead of poisoning another
+//!   picture. An `END` strictly inside a span is quarantined alone (`empty_end`).
+//! * A data chunk identical (same time, same bytes) to a stored one is a duplicate; so is a
+//!   repeated `END` (its tag is kept with the open segment, up to a bound).
+//! * `bad_hex` / `odd_hex_length` quarantine the chunk's open picture together with the chunk
 //!   (or the chunk alone). `too_large`: the data would exceed [`Limits::max_image_bytes`] (or the
-//!   picture has more than `max(1024, max_image_bytes / 64)` chunks, which bounds the index).
-//! * After any of those three, the rest of that picture is useless, so the device enters a
-//!   **discarding** state until its next `END`: further data chunks are absorbed without their
-//!   bytes, and the `END` (or the timeout) emits **one** follow-up quarantine with the same reason
-//!   carrying their tags. This avoids a flood of tiny pictures and keeps memory flat. (A bad chunk
-//!   inside the span of the last settled picture is quarantined alone: it is a late stray, not
-//!   the start of the next picture.)
-//! * v1 carries no length or checksum: if an `END` overtakes a *middle* chunk, the markers still
-//!   check out and the picture is written without it (only [`Limits::decode_check`] may notice);
-//!   the chunk then arrives as a `late_chunk`. Nothing better is possible with this format.
-//! * A data chunk identical (same time, same bytes) to a stored one is a duplicate.
-//! * After a picture is settled at `END`, its time span and a fingerprint (time, CRC-32) of each
-//!   chunk are remembered (see *Memory*): a later chunk inside that span is a `Duplicate` if its
-//!   fingerprint matches, else it is quarantined alone as `late_chunk` (a chunk the written picture
-//!   lacked) instead of poisoning the device's next picture.
+//!   picture has more than `max(1024, max_image_bytes / 64)` chunks, which bounds the index). A
+//!   picture whose `END` is known then settles; one without enters a **discarding** state until
+//!   its `END`: further data chunks are absorbed without their bytes, and the `END` (or the
+//!   timeout) emits **one** follow-up quarantine with the same reason carrying their tags. This
+//!   avoids a flood of tiny pictures and keeps memory flat. (A bad chunk inside a settled span, or
+//!   under a settled `END`, is quarantined alone.)
+//! * At most 4 (`v1::MAX_V1_SEGMENTS`) open segments per device: one more quarantines the device's
+//!   oldest (`evicted`; a settled `END` stays a boundary). A segment with no `END` that times out
+//!   is `expired`; an `END` that never got data is `empty_end`.
+//! * Known limit without usable ids: a lost *middle* chunk whose absence leaves a well-formed
+//!   JPEG stream (typically a run of entropy-coded data) is not noticed, the picture is written
+//!   without it and the chunk arrives as a `late_chunk`; [`Limits::decode_check`] may notice.
 //!
 //! # v2 (`docs/protocol.md` 3.2)
 //!
@@ -73,15 +94,16 @@
 //!
 //! # Bounds
 //!
-//! * [`Limits::max_open`] pictures (v1, v2 and discarding states, all devices): opening one more
-//!   first quarantines the least recently touched one (`evicted`; a discarding state is flushed
-//!   with its own reason). "Touched" and "idle" count new chunks only: duplicates neither extend
+//! * [`Limits::max_open`] open entries (v1 segments, v2 pictures, discarding states; all
+//!   devices): one more quarantines the least recently touched (`evicted`; a discarding state is
+//!   flushed with its own reason; a held v1 picture that is a well-formed JPEG is written). "Touched" and "idle" count new chunks only: duplicates neither extend
 //!   a picture's life nor make it recent.
 //! * Per picture at most `max_image_bytes` of data, and at most 1024 attached duplicate tags
 //!   (further duplicates come back as `Duplicate { attached: false }`). A discarding state flushes
 //!   a partial quarantine every 4096 tags.
-//! * *Memory* of settled pictures: kept for at least `timeout_ms`, but at most
-//!   `max(4 * max_open, 4096)` pictures and 2^20 v1 chunk fingerprints, oldest first.
+//! * *Memory* of settled pictures (and of settled v1 `END`s, as boundaries): kept for at least
+//!   `timeout_ms`, but at most `max(4 * max_open, 4096)` records and 2^20 v1 chunk fingerprints,
+//!   oldest first.
 //!
 //! # Quarantine records
 //!
@@ -101,7 +123,7 @@ use std::hash::Hash;
 use crate::message::{DeviceId, ImgMessage};
 use crate::wire::{self, Format, ImgValue, WireError};
 
-use v1::{V1Done, V1State};
+use v1::{Bound, V1Dev};
 use v2::{V2Done, V2State};
 
 /// An opaque handle the engine attaches to every pushed message (its spool position), handed back
@@ -257,7 +279,11 @@ const DECODE_MAX_ALLOC: u64 = 256 << 20;
 /// What the LRU index points at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    V1(DeviceId),
+    /// A v1 segment: the device and the segment's bound.
+    V1(DeviceId, Bound),
+    /// A settled v1 picture's data span: the device and its last chunk's time (only in the
+    /// `Recent` ring).
+    V1Span(DeviceId, i64),
     V2(DeviceId, u32),
 }
 
@@ -329,9 +355,29 @@ impl Index {
         k: &K,
     ) -> Option<Slot<S>> {
         let slot = map.remove(k)?;
-        self.lru.remove(&(slot.meta.last_ms, slot.meta.touch));
-        self.buffered = self.buffered.saturating_sub(slot.state.held());
+        self.unlink(&slot.meta, slot.state.held());
         Some(slot)
+    }
+
+    /// Removes an entry from the idleness order and the byte count (it stays counted as opened).
+    fn unlink(&mut self, meta: &Meta, held: usize) {
+        self.lru.remove(&(meta.last_ms, meta.touch));
+        self.buffered = self.buffered.saturating_sub(held);
+    }
+
+    /// Enters an entry into the idleness order under `key`; `touched` marks it as just received
+    /// a new chunk.
+    fn link(&mut self, meta: &mut Meta, key: Key, held: usize, now: u64, touched: bool) {
+        if touched {
+            meta.last_ms = meta.last_ms.max(now);
+            meta.touch = self.next_serial();
+        }
+        if !meta.registered {
+            meta.registered = true;
+            self.opened.insert((meta.opened_ms, meta.id));
+        }
+        self.lru.insert((meta.last_ms, meta.touch), key);
+        self.buffered += held;
     }
 
     /// Puts an entry (back) into `map`; `touched` marks it as just received a new chunk.
@@ -344,16 +390,8 @@ impl Index {
         now: u64,
         touched: bool,
     ) {
-        if touched {
-            slot.meta.last_ms = slot.meta.last_ms.max(now);
-            slot.meta.touch = self.next_serial();
-        }
-        if !slot.meta.registered {
-            slot.meta.registered = true;
-            self.opened.insert((slot.meta.opened_ms, slot.meta.id));
-        }
-        self.lru.insert((slot.meta.last_ms, slot.meta.touch), key);
-        self.buffered += slot.state.held();
+        let held = slot.state.held();
+        self.link(&mut slot.meta, key, held, now, touched);
         map.insert(k, slot);
     }
 
@@ -366,27 +404,25 @@ impl Index {
 }
 
 /// Pictures settled recently, so late duplicates are recognised (see module docs, *Memory*).
+/// v1 records live in their device's segment map ([`V1Dev`]), among the open segments, since
+/// they are boundaries too; this keeps their order of settlement and counts.
 #[derive(Debug, Default)]
 struct Recent {
-    v1: HashMap<DeviceId, (u64, V1Done)>,
     v2: HashMap<(DeviceId, u32), (u64, V2Done)>,
     /// `(key, generation, settled at)`, oldest first. A generation that no longer matches the
-    /// map's entry is stale (the key was settled again later).
+    /// record's is stale (the key was settled again later).
     ring: VecDeque<(Key, u64, u64)>,
     generation: u64,
-    /// Fingerprints held by `v1` records.
+    /// v1 records held in the device maps.
+    v1: usize,
+    /// Fingerprints held by v1 records.
     prints: usize,
 }
 
 impl Recent {
-    fn insert_v1(&mut self, device: DeviceId, done: V1Done, now: u64) {
+    fn next_generation(&mut self) -> u64 {
         self.generation += 1;
-        self.prints += done.prints.len();
-        let key = Key::V1(device.clone());
-        if let Some((_, old)) = self.v1.insert(device, (self.generation, done)) {
-            self.prints = self.prints.saturating_sub(old.prints.len());
-        }
-        self.ring.push_back((key, self.generation, now));
+        self.generation
     }
 
     fn insert_v2(&mut self, device: DeviceId, pid: u32, done: V2Done, now: u64) {
@@ -396,45 +432,31 @@ impl Recent {
         self.ring.push_back((key, self.generation, now));
     }
 
-    fn v1(&self, device: &DeviceId) -> Option<&V1Done> {
-        self.v1.get(device).map(|(_, d)| d)
-    }
-
     fn v2(&self, device: &DeviceId, pid: u32) -> Option<&V2Done> {
         // The tuple key costs two reference-count increments; no allocation.
         self.v2.get(&(device.clone(), pid)).map(|(_, d)| d)
     }
 
-    /// Forgets records older than `timeout` and the oldest beyond the caps.
-    fn prune(&mut self, now: u64, timeout: u64, cap: usize) {
-        while let Some((_, _, at)) = self.ring.front() {
-            let old = at.saturating_add(timeout) < now;
-            if !(old || self.ring.len() > cap || self.prints > MAX_RECENT_PRINTS) {
-                break;
-            }
-            let Some((key, generation, _)) = self.ring.pop_front() else {
-                break;
-            };
-            match key {
-                Key::V1(d) => {
-                    if self.v1.get(&d).is_some_and(|(g, _)| *g == generation) {
-                        if let Some((_, old)) = self.v1.remove(&d) {
-                            self.prints = self.prints.saturating_sub(old.prints.len());
-                        }
-                    }
-                }
-                Key::V2(d, pid) => {
-                    let k = (d, pid);
-                    if self.v2.get(&k).is_some_and(|(g, _)| *g == generation) {
-                        self.v2.remove(&k);
-                    }
-                }
-            }
+    /// The oldest record's key and generation, if it is older than `timeout` or beyond the caps.
+    fn pop_stale(&mut self, now: u64, timeout: u64, cap: usize) -> Option<(Key, u64)> {
+        let &(_, _, at) = self.ring.front()?;
+        let old = at.saturating_add(timeout) < now;
+        if !(old || self.ring.len() > cap || self.prints > MAX_RECENT_PRINTS) {
+            return None;
+        }
+        self.ring
+            .pop_front()
+            .map(|(key, generation, _)| (key, generation))
+    }
+
+    fn forget_v2(&mut self, k: (DeviceId, u32), generation: u64) {
+        if self.v2.get(&k).is_some_and(|(g, _)| *g == generation) {
+            self.v2.remove(&k);
         }
     }
 
     fn len(&self) -> usize {
-        self.v1.len() + self.v2.len()
+        self.v1 + self.v2.len()
     }
 }
 
@@ -442,8 +464,10 @@ impl Recent {
 #[derive(Debug)]
 pub struct Assembler {
     limits: Limits,
-    /// Open v1 pictures (or discarding states), by device.
-    open1: HashMap<DeviceId, Slot<V1State>>,
+    /// v1 segments by device: open pictures (or discarding states) and settled ones.
+    open1: HashMap<DeviceId, V1Dev>,
+    /// Open v1 segments (all devices).
+    open1_count: usize,
     /// Open v2 pictures (or too-large discarding states), by device and pid.
     open2: HashMap<(DeviceId, u32), Slot<V2State>>,
     index: Index,
@@ -456,6 +480,7 @@ impl Assembler {
         Assembler {
             limits,
             open1: HashMap::new(),
+            open1_count: 0,
             open2: HashMap::new(),
             index: Index::default(),
             recent: Recent::default(),
@@ -527,7 +552,7 @@ impl Assembler {
 
     /// Open pictures (including discarding states that still hold tags).
     pub fn open_count(&self) -> usize {
-        self.open1.len() + self.open2.len()
+        self.open1_count + self.open2.len()
     }
 
     /// Bytes held by open pictures.
@@ -561,12 +586,14 @@ impl Assembler {
         };
         // `detach` removes the LRU entry again; harmless since it is gone already.
         match key {
-            Key::V1(device) => {
-                if let Some(slot) = self.index.detach(&mut self.open1, &device) {
+            Key::V1(device, bound) => {
+                if let Some(slot) = self.v1_take(&device, bound) {
                     self.index.close(&slot.meta);
-                    out.push(Action::Quarantine(v1::settle(device, slot, now, evicted)));
+                    let note = evicted.map(|_| "evicted to respect max_open");
+                    self.v1_settle(&device, bound, slot, note, now, out);
                 }
             }
+            Key::V1Span(..) => {}
             Key::V2(device, pid) => {
                 let k = (device, pid);
                 if let Some(slot) = self.index.detach(&mut self.open2, &k) {
@@ -593,9 +620,17 @@ impl Assembler {
         self.limits.max_open.saturating_mul(4).max(RECENT_MIN)
     }
 
+    /// Forgets settled pictures older than the timeout and the oldest beyond the caps.
     fn prune_recent(&mut self, now: u64) {
         let cap = self.recent_cap();
-        self.recent.prune(now, self.limits.timeout_ms, cap);
+        while let Some((key, generation)) = self.recent.pop_stale(now, self.limits.timeout_ms, cap)
+        {
+            match key {
+                Key::V1(device, bound) => self.v1_forget_boundary(&device, bound, generation),
+                Key::V1Span(device, last) => self.v1_forget_span(&device, last, generation),
+                Key::V2(device, pid) => self.recent.forget_v2((device, pid), generation),
+            }
+        }
     }
 }
 

@@ -7,24 +7,37 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 
 const TINY: &[u8] = include_bytes!("../../tests/vectors/images/tiny.jpg");
+const MAX_V1_SEGMENTS_TEST: usize = v1::MAX_V1_SEGMENTS;
 const T0: i64 = 1_700_000_000_000;
 
 fn dev(name: &str) -> DeviceId {
     DeviceId::new("a1PK", name)
 }
 
-/// A JPEG-like payload: `FF D8`, `n` pseudo-random bytes, `FF D9`.
+/// SOI, a frame header (1x1, one component) and a scan header: what [`jpeg`] puts before its data.
+const JPEG_HEAD: [u8; 25] = [
+    0xFF, 0xD8, 0xFF, 0xC0, 0, 11, 8, 0, 1, 0, 1, 1, 1, 0x11, 0, 0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 63,
+    0,
+];
+
+/// A well-formed JPEG stream (it does not decode: no Huffman tables): [`JPEG_HEAD`], `n` bytes of
+/// scan data from `data` with every `FF` turned into `FE`, then EOI.
+fn jpeg_from(data: impl IntoIterator<Item = u8>) -> Vec<u8> {
+    let mut v = JPEG_HEAD.to_vec();
+    v.extend(data.into_iter().map(|b| b.min(0xFE)));
+    v.extend([0xFF, 0xD9]);
+    v
+}
+
+/// [`jpeg_from`] `n` pseudo-random bytes.
 fn jpeg(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
-    let mut v = vec![0xFF, 0xD8];
-    v.extend((0..n).map(|_| {
+    jpeg_from((0..n).map(|_| {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         x as u8
-    }));
-    v.extend([0xFF, 0xD9]);
-    v
+    }))
 }
 
 fn v2(img: &[u8], pid: u32, piece: usize) -> Vec<String> {
@@ -81,6 +94,19 @@ impl H {
 
     fn push(&mut self, d: &DeviceId, value: &str, t: i64) -> Disposition {
         self.push_t(d, value, Some(t))
+    }
+
+    /// Pushes with an `items.img.time` and an Alink id (`requestId`).
+    fn push_id(&mut self, d: &DeviceId, value: &str, t: i64, id: u32) -> Disposition {
+        let m = ImgMessage {
+            device: d.clone(),
+            message_id: format!("m{}", self.next_tag),
+            value: value.to_string(),
+            item_time: Some(t),
+            gmt_create: None,
+            request_id: Some(id.to_string()),
+        };
+        self.push_msg(&m)
     }
 
     fn push_msg(&mut self, m: &ImgMessage) -> Disposition {
@@ -310,7 +336,7 @@ fn v2_pieces_over_size_are_a_length_mismatch_at_once() {
 #[test]
 fn v2_boundary_rule_spares_the_last_piece() {
     // 100 bytes in pieces of 30: the last is 10 bytes (not a multiple of 3) and is fine.
-    let img = jpeg(96, 10);
+    let img = jpeg(100 - JPEG_HEAD.len() - 2, 10);
     let values = v2(&img, 4, 30);
     assert_eq!(img.len() % 30, 10);
     let d = dev("cam");
@@ -457,7 +483,7 @@ fn v1_end_before_a_chunk_then_the_late_chunk_completes() {
 }
 
 #[test]
-fn v1_invalid_picture_goes_when_a_newer_chunk_arrives() {
+fn v1_invalid_picture_waits_for_its_late_chunk_while_the_next_completes() {
     let (a, b) = (jpeg(300, 21), jpeg(200, 22));
     let (va, vb) = (v1(&a, 100), v1(&b, 100));
     let d = dev("cam");
@@ -467,15 +493,18 @@ fn v1_invalid_picture_goes_when_a_newer_chunk_arrives() {
         h.push(&d, v, T0 + 10 * i as i64);
     }
     assert!(h.out.is_empty());
-    // Picture b starts later.
+    // Picture b, later, completes; a stays open for its missing chunk until the timeout.
     for (i, v) in vb.iter().enumerate() {
         h.push(&d, v, T0 + 1000 + 10 * i as i64);
     }
-    assert_eq!(h.reasons(), vec!["invalid_jpeg"]);
-    assert_eq!(h.quarantines()[0].tags.len(), va.len() - 1);
     assert_eq!(h.writes().len(), 1);
     assert_eq!(h.writes()[0].bytes, b);
+    assert!(h.reasons().is_empty());
+    assert_eq!(h.asm.open_count(), 1);
     h.finish();
+    assert_eq!(h.reasons(), vec!["invalid_jpeg"]);
+    assert_eq!(h.quarantines()[0].tags.len(), va.len() - 1);
+    assert!(h.quarantines()[0].detail.contains("FF D8"));
 }
 
 #[test]
@@ -500,6 +529,207 @@ fn v1_end_leaves_newer_chunks_as_the_next_picture() {
     assert_eq!(w.len(), 2);
     assert_eq!((&w[0].bytes, &w[1].bytes), (&a, &b));
     assert!(h.quarantines().is_empty());
+}
+
+/// One v1 message: value, item time, Alink id.
+type Msg1 = (String, i64, u32);
+
+/// Consecutive pictures of one device as our firmware sends them in v1: times strictly increasing
+/// by 7 ms per message, Alink ids `pid * 1000 + seq` (pids from 1000), `END` last.
+fn pictures(imgs: &[&[u8]], hex: usize) -> Vec<Vec<Msg1>> {
+    let mut t = T0;
+    (0u32..)
+        .zip(imgs)
+        .map(|(p, img)| {
+            (0u32..)
+                .zip(v1(img, hex))
+                .map(|(seq, v)| {
+                    t += 7;
+                    (v, t, wire::alink_id(1000 + p, seq))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Pushes `pics`' messages in `order` (indices into their concatenation), with or without ids.
+fn push_order(
+    h: &mut H,
+    d: &DeviceId,
+    pics: &[Vec<Msg1>],
+    order: &[usize],
+    ids: bool,
+) -> Vec<Disposition> {
+    let all: Vec<&Msg1> = pics.iter().flatten().collect();
+    order
+        .iter()
+        .map(|&i| match ids {
+            true => h.push_id(d, &all[i].0, all[i].1, all[i].2),
+            false => h.push(d, &all[i].0, all[i].1),
+        })
+        .collect()
+}
+
+/// Two small real JPEGs (96x72) in the firmware's 400-byte chunks: 5 messages each plus `END`.
+fn two_real() -> (Vec<u8>, Vec<u8>, Vec<Vec<Msg1>>) {
+    let a = crate::sample::scene_jpeg(96, 72, 1, "CRASH", 70).unwrap();
+    let b = crate::sample::scene_jpeg(96, 72, 2, "CRASH", 70).unwrap();
+    let pics = pictures(&[&a, &b], 800);
+    assert_eq!((pics[0].len(), pics[1].len()), (6, 6));
+    (a, b, pics)
+}
+
+#[test]
+fn v1_next_picture_overtaking_an_end_is_split_off_when_the_end_comes() {
+    // The crash-test order: c1 c2 c3 | picture 2 with its END | c4 c5 END1 (redelivered late).
+    // The merged prefix is rejected by the JPEG structure alone (no ids needed).
+    let (a, b, pics) = two_real();
+    let order = [0, 1, 2, 6, 7, 8, 9, 10, 11, 3, 4, 5];
+    let d = dev("cam");
+    let mut h = H::default();
+    push_order(&mut h, &d, &pics, &order, false);
+    h.finish();
+    let w = h.writes();
+    assert!(h.reasons().is_empty(), "{:?}", h.quarantines());
+    assert_eq!(w.len(), 2);
+    assert_eq!((&w[0].bytes, &w[1].bytes), (&a, &b));
+    assert_eq!((w[0].tags.len(), w[1].tags.len()), (6, 6));
+    assert_eq!(w[1].name_time_ms, pics[1][0].1);
+}
+
+#[test]
+fn v1_picture_settled_under_the_next_end_leaves_room_for_the_next_picture() {
+    // c1 c2 c3 | END2 | c4 c5 END1 | picture 2's data: picture 1 is whole before END1 and settles
+    // under END2; END1 is then redundant, and picture 2 settles under END2 too.
+    // (Without Alink ids: with them, picture 1 would wait for END1.)
+    let (a, b, pics) = two_real();
+    let order = [0, 1, 2, 11, 3, 4, 5, 6, 7, 8, 9, 10];
+    let d = dev("cam");
+    let mut h = H::default();
+    let disp = push_order(&mut h, &d, &pics, &order, false);
+    // Picture 1 completes with its last data chunk; END1 is redundant.
+    assert_eq!(disp[5], Disposition::Completed);
+    assert_eq!(disp[6], Disposition::Duplicate { attached: false });
+    assert_eq!(disp[11], Disposition::Completed);
+    // A late copy of each END, and of a chunk of each picture: duplicates.
+    let dup = Disposition::Duplicate { attached: false };
+    for i in [5, 11, 1, 7] {
+        assert_eq!(push_order(&mut h, &d, &pics, &[i], false), vec![dup], "{i}");
+    }
+    h.finish();
+    let w = h.writes();
+    assert!(h.reasons().is_empty(), "{:?}", h.quarantines());
+    assert_eq!(w.len(), 2);
+    assert_eq!((&w[0].bytes, &w[1].bytes), (&a, &b));
+}
+
+#[test]
+fn v1_alink_ids_keep_apart_what_the_jpeg_structure_cannot() {
+    // c1..c4 | c5, END1, picture 2's c1, c2 are late | picture 2's c3..c5, END2 | the late ones.
+    // Cut at 1600 and resumed at 800, both inside scan data: the mix is a well-formed JPEG.
+    let (a, b, pics) = two_real();
+    let order = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7];
+    let d = dev("cam");
+    // Without ids (the original firmware), the mix is written: the known v1 limit.
+    let mut h = H::default();
+    push_order(&mut h, &d, &pics, &order, false);
+    h.finish();
+    let mixed = [&a[..1600], &b[800..]].concat();
+    assert_eq!(h.writes()[0].bytes, mixed);
+    assert!(h.reasons().contains(&"late_chunk"));
+    // With our firmware's ids, both pictures come out whole.
+    let mut h = H::default();
+    let disp = push_order(&mut h, &d, &pics, &order, true);
+    assert_eq!(disp[7], Disposition::Stored, "held by the ids");
+    h.finish();
+    assert!(h.reasons().is_empty(), "{:?}", h.quarantines());
+    let w = h.writes();
+    assert_eq!((&w[0].bytes, &w[1].bytes), (&a, &b));
+    // A lost middle chunk of scan data: held by the ids until it comes.
+    let mut h = H::default();
+    let disp = push_order(&mut h, &d, &pics, &[0, 1, 3, 4, 5, 2], true);
+    assert_eq!(disp[4], Disposition::Stored);
+    assert_eq!(disp[5], Disposition::Completed);
+    h.finish();
+    assert_eq!(h.writes()[0].bytes, a);
+}
+
+#[test]
+fn v1_ids_of_another_scheme_only_delay_a_picture() {
+    let img = crate::sample::scene_jpeg(96, 72, 5, "C", 70).unwrap();
+    let values = v1(&img, 800);
+    let d = dev("cam");
+    // Millisecond timestamps as ids: distinct, not consecutive. Held, then written at the
+    // timeout on its bytes alone.
+    let mut h = H::default();
+    for (i, v) in values.iter().enumerate() {
+        h.push_id(&d, v, T0 + i as i64, 5_000 + 37 * i as u32);
+    }
+    assert!(h.out.is_empty());
+    h.finish();
+    assert_eq!(h.writes()[0].bytes, img);
+    // The original firmware's constant id: no say, written at the END.
+    let mut h = H::default();
+    for (i, v) in values.iter().enumerate() {
+        h.push_id(&d, v, T0 + i as i64, 1_189_401_707);
+    }
+    assert_eq!(h.writes().len(), 1);
+    // A message counter (consecutive ids across a multiple of 1000): written at the END.
+    let mut h = H::default();
+    for (i, v) in values.iter().enumerate() {
+        h.push_id(&d, v, T0 + i as i64, 6_998 + i as u32);
+    }
+    assert_eq!(h.writes().len(), 1);
+    h.finish();
+}
+
+#[test]
+fn v1_end_before_all_of_its_chunks_waits_for_them() {
+    let img = jpeg(300, 33);
+    let values = v1(&img, 100);
+    let n = values.len();
+    let d = dev("cam");
+    let mut h = H::default();
+    // Reverse order: END first.
+    for (i, v) in values.iter().enumerate().rev() {
+        let disp = h.push(&d, v, T0 + 10 * i as i64);
+        assert_eq!(disp == Disposition::Completed, i == 0, "{i}: {disp:?}");
+    }
+    h.finish();
+    assert_eq!(h.writes()[0].bytes, img);
+    assert_eq!(h.writes()[0].tags.len(), n);
+    assert!(h.quarantines().is_empty());
+}
+
+#[test]
+fn v1_open_segments_per_device_are_bounded() {
+    let d = dev("cam");
+    let other = dev("other");
+    let mut h = H::default();
+    h.push(&other, "FFD8", T0);
+    // Six ENDs with no data, then one data chunk above them: at most 4 stay open per device,
+    // the oldest (earliest) go first.
+    for i in 0..6 {
+        assert_eq!(h.push(&d, "END", T0 + 100 * i), Disposition::Stored);
+    }
+    h.push(&d, "FFD8", T0 + 10_000);
+    assert_eq!(h.asm.open_count(), 1 + MAX_V1_SEGMENTS_TEST);
+    let q = h.quarantines();
+    assert_eq!(q.len(), 3);
+    assert!(q.iter().all(|q| q.reason == "evicted"), "{q:?}");
+    assert_eq!(q[0].tags, vec![2]);
+    assert!(
+        q[0].detail.contains("more than 4 open v1 pictures"),
+        "{}",
+        q[0].detail
+    );
+    // An evicted END still divides: a chunk under it is not mixed into a later picture.
+    let img = jpeg(50, 34);
+    let values = v1(&img, 1000);
+    assert_eq!(values.len(), 2);
+    h.push(&d, &values[0], T0 + 50);
+    h.finish();
+    assert!(h.writes().len() == 1 && h.writes()[0].bytes == img);
 }
 
 #[test]
@@ -552,11 +782,13 @@ fn v1_duplicate_end_of_an_invalid_picture_is_attached() {
         h.push(&d, "END", T0 + 10),
         Disposition::Duplicate { attached: true }
     );
-    // A later END with nothing new: the invalid picture goes, the END is empty.
-    assert_eq!(h.push(&d, "END", T0 + 20), Disposition::Quarantined);
+    // A later END with nothing new: it waits for its own chunks; both go at the timeout.
+    assert_eq!(h.push(&d, "END", T0 + 20), Disposition::Stored);
+    assert!(h.out.is_empty());
+    h.finish();
     assert_eq!(h.reasons(), vec!["invalid_jpeg", "empty_end"]);
     assert_eq!(h.quarantines()[0].tags, vec![1, 2, 3]);
-    h.finish();
+    assert_eq!(h.quarantines()[1].tags, vec![4]);
 }
 
 #[test]
@@ -740,14 +972,18 @@ fn lone_values_are_quarantined_alone() {
         ("V3;1;2;3", "unsupported_version"),
         ("Vx;1", "bad_header"),
         ("V2;1;0;1;5;0000000A;AAA", "bad_base64"),
-        ("END", "empty_end"),
     ] {
         assert_eq!(h.push(&d, v, T0), Disposition::Quarantined, "{v}");
         assert_eq!(*h.reasons().last().unwrap(), r, "{v}");
     }
     // The bad Base64 chunk named pid 1, whose open picture went with it.
     assert_eq!(h.asm.open_count(), 0);
+    // A lone END waits for chunks that may still come (arrival order is not time order); at the
+    // timeout it is `empty_end`.
+    assert_eq!(h.push(&d, "END", T0), Disposition::Stored);
+    assert_eq!(h.asm.open_count(), 1);
     h.finish();
+    assert_eq!(*h.reasons().last().unwrap(), "empty_end");
 }
 
 #[test]
@@ -784,14 +1020,9 @@ fn settled_pictures_are_forgotten_after_the_timeout() {
 // ---------------------------------------------------------------------------------------------
 // Properties
 
-/// A JPEG-like payload of 0..max inner bytes.
+/// A well-formed JPEG stream with 0..max bytes of scan data ([`jpeg_from`]).
 fn payload(max: usize) -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(any::<u8>(), 0..max).prop_map(|mut inner| {
-        let mut v = vec![0xFF, 0xD8];
-        v.append(&mut inner);
-        v.extend([0xFF, 0xD9]);
-        v
-    })
+    proptest::collection::vec(any::<u8>(), 0..max).prop_map(jpeg_from)
 }
 
 /// `base` plus copies of random elements, shuffled.
@@ -806,7 +1037,7 @@ fn with_dups_shuffled<T: Clone + std::fmt::Debug>(base: Vec<T>) -> impl Strategy
 
 /// A v2 chunk set, shuffled with duplicates.
 fn v2_arrivals() -> impl Strategy<Value = (Vec<u8>, Vec<String>)> {
-    (payload(3000), 1usize..120, any::<u32>()).prop_flat_map(|(img, k, pid)| {
+    (payload(2970), 1usize..120, any::<u32>()).prop_flat_map(|(img, k, pid)| {
         let values = v2(&img, pid, 3 * k);
         (Just(img), with_dups_shuffled(values))
     })
@@ -913,6 +1144,84 @@ proptest! {
         prop_assert_eq!(w.len(), 1, "{:?}", h.reasons());
         prop_assert_eq!(&w[0].bytes, &img);
         prop_assert!(h.quarantines().is_empty());
+    }
+
+    /// 2 or 3 consecutive pictures of one device as our firmware sends them (item times, Alink
+    /// ids), every message (ENDs included) in any order, some repeated: each picture is written
+    /// byte-identical, nothing is quarantined. (Without ids, a lost run of scan data can go
+    /// unnoticed: see `v1_alink_ids_keep_apart_what_the_jpeg_structure_cannot`.)
+    #[test]
+    fn prop_v1_consecutive_pictures_in_any_order_yield_the_originals(
+        // At least 2 bytes a chunk: fewer than 1000 messages a picture, as the ids require.
+        (imgs, arrivals) in (proptest::collection::vec(payload(1500), 2..=3), 2usize..120)
+            .prop_flat_map(|(imgs, k)| {
+                let refs: Vec<&[u8]> = imgs.iter().map(Vec::as_slice).collect();
+                let all: Vec<Msg1> = pictures(&refs, 2 * k).into_iter().flatten().collect();
+                (Just(imgs), with_dups_shuffled(all))
+            }),
+    ) {
+        let d = dev("cam");
+        let mut h = H::default();
+        for (v, t, id) in &arrivals {
+            h.push_id(&d, v, *t, *id);
+        }
+        h.finish();
+        prop_assert!(h.quarantines().is_empty(), "{:?}", h.quarantines());
+        let mut got: Vec<Vec<u8>> = h.writes().iter().map(|w| w.bytes.clone()).collect();
+        let mut want = imgs.clone();
+        got.sort();
+        want.sort();
+        prop_assert_eq!(got, want);
+    }
+
+    /// Without ids (the original firmware): 2 or 3 pictures interleaved at random, each one's
+    /// data shuffled and repeated, its END after its own data but possibly before the other
+    /// pictures' data and ENDs (so an END may arrive before an earlier picture's END): each
+    /// picture is written byte-identical. (Chunks hold at least the whole JPEG header, so a head
+    /// of one picture followed by another always puts the second SOI inside scan data.)
+    #[test]
+    fn prop_v1_interleaved_pictures_without_ids_yield_the_originals(
+        imgs in proptest::collection::vec(payload(1500), 2..=3),
+        k in 26usize..200,
+        seed in any::<u64>(),
+    ) {
+        let mut x = seed | 1;
+        let mut rnd = move |n: usize| {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        let refs: Vec<&[u8]> = imgs.iter().map(Vec::as_slice).collect();
+        let mut queues: Vec<Vec<Msg1>> = pictures(&refs, 2 * k)
+            .into_iter()
+            .map(|mut msgs| {
+                let end = msgs.pop().unwrap();
+                for _ in 0..rnd(3) {
+                    let i = rnd(msgs.len());
+                    msgs.push(msgs[i].clone());
+                }
+                for i in (1..msgs.len()).rev() {
+                    let j = rnd(i + 1);
+                    msgs.swap(i, j);
+                }
+                msgs.push(end);
+                msgs
+            })
+            .collect();
+        let d = dev("cam");
+        let mut h = H::default();
+        while queues.iter().any(|q| !q.is_empty()) {
+            let live: Vec<usize> = (0..queues.len()).filter(|&i| !queues[i].is_empty()).collect();
+            let q = &mut queues[live[rnd(live.len())]];
+            let (v, t, _) = q.remove(0);
+            h.push(&d, &v, t);
+        }
+        h.finish();
+        prop_assert!(h.quarantines().is_empty(), "{:?}", h.reasons());
+        let mut got: Vec<Vec<u8>> = h.writes().iter().map(|w| w.bytes.clone()).collect();
+        let mut want = imgs.clone();
+        got.sort();
+        want.sort();
+        prop_assert_eq!(got, want);
     }
 
     #[test]
