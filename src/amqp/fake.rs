@@ -531,6 +531,7 @@ impl FakeAliyun {
             s.queue.extend(msgs.into_iter().map(|msg| Queued {
                 msg,
                 undecodable: false,
+                copy: false,
             }))
         });
         self.shared.queued.notify_waiters();
