@@ -178,13 +178,45 @@ fn decimal(field: &str, max_digits: usize, what: &'static str) -> Result<u64, Wi
 
 /// Decodes v1 hex (already validated by [`parse_value`]) and appends it to `out`.
 pub fn decode_hex_into(hex: &str, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let digits = hex.as_bytes();
+    if digits.len() % 2 != 0 {
+        return Err(WireError::BadHex { offset: 0 });
+    }
     let start = out.len();
-    out.resize(start + hex.len() / 2, 0);
-    hex::decode_to_slice(hex, &mut out[start..]).map_err(|_| {
+    out.resize(start + digits.len() / 2, 0);
+    // Table lookup, no branch per digit: a bad digit maps to 0xFF and shows in `bad`.
+    let mut bad = 0u8;
+    for (o, pair) in out[start..].iter_mut().zip(digits.chunks_exact(2)) {
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(pair[0])],
+            HEX_VALUE[usize::from(pair[1])],
+        );
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0F);
+    }
+    if bad & 0xF0 != 0 {
         out.truncate(start);
-        WireError::BadHex { offset: 0 }
-    })
+        return Err(WireError::BadHex { offset: 0 });
+    }
+    Ok(())
 }
+
+/// Value of each ASCII hex digit (either case); 0xFF for anything else.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Decodes v2 Base64 data.
 pub fn decode_base64(data: &str) -> Result<Vec<u8>, WireError> {
@@ -396,6 +428,24 @@ mod tests {
                 }
             }
             assert_eq!(out, img);
+        }
+    }
+
+    #[test]
+    fn hex_decoding_matches_the_hex_crate() {
+        let mut all = Vec::new();
+        for b in 0..=255u8 {
+            all.push(b);
+        }
+        for text in [hex::encode(&all), hex::encode_upper(&all), String::new()] {
+            let mut out = vec![9u8];
+            decode_hex_into(&text, &mut out).unwrap();
+            assert_eq!(out[1..], hex::decode(&text).unwrap()[..]);
+        }
+        for bad in ["0", "0G", "g0", "12 4", "1\u{e9}"] {
+            let mut out = vec![1u8, 2];
+            assert!(decode_hex_into(bad, &mut out).is_err(), "{bad}");
+            assert_eq!(out, [1, 2]);
         }
     }
 
