@@ -70,8 +70,9 @@ pub mod defaults {
     pub const CONNECTIONS: usize = 1;
     /// `[aliyun] source_address` (what the official Java demo uses; Aliyun ignores it).
     pub const SOURCE_ADDRESS: &str = "default";
-    /// `[aliyun] credit`.
-    pub const CREDIT: u32 = 64;
+    /// `[aliyun] credit`. Large enough that a batch's fsyncs (spool commit, image files: a few
+    /// ms each) do not starve the link: throughput is at most credit / batch time (BENCHMARKS.md).
+    pub const CREDIT: u32 = 256;
     /// `[aliyun] idle_timeout`.
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     /// `[aliyun] setup_timeout` (Aliyun closes a connection not authenticated within 15 s).
@@ -2188,7 +2189,7 @@ dir = "/srv/rx/state"
         assert_eq!(c.aliyun.auth_mode, AuthMode::AkSign);
         assert_eq!(c.aliyun.connections, 1);
         assert_eq!(c.aliyun.source_address, "default");
-        assert_eq!(c.aliyun.credit, 64);
+        assert_eq!(c.aliyun.credit, 256);
         assert_eq!(c.aliyun.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.aliyun.setup_timeout, Duration::from_secs(15));
         assert_eq!(c.aliyun.reconnect_max, Duration::from_secs(60));
