@@ -100,7 +100,8 @@ pub struct BenchArgs {
     /// Where the seed receiver and stream server are (needs `npm ci --prefix bench/seed`).
     #[arg(long, default_value = "bench/seed")]
     pub seed_dir: PathBuf,
-    /// Scratch folder (default: a new folder under the system temp dir, removed at the end).
+    /// Scratch folder (default: `target/bench-<pid>` in a cargo project, else under the system
+    /// temp dir; removed at the end).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Also write every figure as JSON here.
@@ -399,6 +400,22 @@ impl Settings {
     }
 }
 
+/// `./target/bench-<pid>` when run from a cargo project, else under the system temp dir.
+///
+/// Not /tmp by default: on ext4 without a journal the inode allocator skips every inode freed in
+/// the last 30 s, looking each one up, and /tmp on a busy build machine is full of them (compilers'
+/// temporary files); creating an image file there cost up to ten times more CPU than in a quiet
+/// folder and made the receiver's figures depend on what the neighbours were compiling. Run
+/// folders are likewise only removed at the very end.
+fn default_work_dir() -> PathBuf {
+    let name = format!("bench-{}", std::process::id());
+    if Path::new("target").is_dir() {
+        PathBuf::from("target").join(name)
+    } else {
+        std::env::temp_dir().join(format!("receiver-{name}"))
+    }
+}
+
 /// Runs the bench, printing progress and the tables to `out`.
 pub async fn run(args: BenchArgs, out: &mut dyn Write) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
@@ -409,12 +426,11 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write) -> Result<BenchReport, Be
     };
     let (work, remove_work) = match &args.work_dir {
         Some(w) => (w.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("receiver-bench-{}", std::process::id())),
-            true,
-        ),
+        None => (default_work_dir(), true),
     };
     std::fs::create_dir_all(&work).map_err(io_err("create", &work))?;
+    // Absolute: the generated configs name files in it.
+    let work = work.canonicalize().map_err(io_err("open", &work))?;
     let load0 = load_avg();
     let machine = machine();
     let _ = writeln!(out, "receiver bench: {machine}");
@@ -512,9 +528,7 @@ async fn run_parts(
                             rate: None,
                             timeout,
                         };
-                        let f = run_one(&spec, &stream).await;
-                        let _ = std::fs::remove_dir_all(&dir);
-                        let f = f?;
+                        let f = run_one(&spec, &stream).await?;
                         let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
                         result.runs.push(f);
                     }
@@ -561,9 +575,7 @@ async fn run_parts(
                     rate: Some(args.latency_rate),
                     timeout,
                 };
-                let f = run_one(&spec, &stream).await;
-                let _ = std::fs::remove_dir_all(&dir);
-                let f = f?;
+                let f = run_one(&spec, &stream).await?;
                 let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
                 result.runs.push(f);
             }
@@ -844,13 +856,14 @@ async fn run_baseline(
                 seed::Consumer::Receiver {
                     bin: bin.to_path_buf(),
                     durable: true,
+                    credit: args.credit,
                 },
             ),
         ] {
             let dir = work.join(format!("baseline-{r}-{}", label.len()));
-            let f = seed::run_once(&setup, &consumer, &stream, &file, &dir, timeout).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            let f = f.map_err(|e| BenchError::Run(format!("baseline, {label}: {e}")))?;
+            let f = seed::run_once(&setup, &consumer, &stream, &file, &dir, timeout)
+                .await
+                .map_err(|e| BenchError::Run(format!("baseline, {label}: {e}")))?;
             let _ = writeln!(
                 out,
                 "  {label:<20} run {}: {:>7.0} msg/s  CPU {:>6.2} us/msg  RSS {:>5.1} MB  server CPU {:.2} us/msg  files {}",

@@ -86,6 +86,8 @@ pub enum Consumer {
         bin: PathBuf,
         /// Spool on (durable) or off.
         durable: bool,
+        /// Link credit (default: the configuration's).
+        credit: Option<u32>,
     },
 }
 
@@ -254,7 +256,11 @@ pub async fn run_once(
                 })?;
             seed_child = Some(c);
         }
-        Consumer::Receiver { bin, durable } => {
+        Consumer::Receiver {
+            bin,
+            durable,
+            credit,
+        } => {
             let toml = super::receiver_toml(&super::ReceiverToml {
                 host: "127.0.0.1",
                 port,
@@ -264,7 +270,7 @@ pub async fn run_once(
                 iot_instance_id: SEED_IOT_INSTANCE_ID,
                 consumer_group_id: SEED_CONSUMER_GROUP_ID,
                 connections: 1,
-                credit: None,
+                credit: *credit,
                 output: &img_dir,
                 state: &work.join("state"),
                 durable: *durable,
