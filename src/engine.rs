@@ -894,7 +894,8 @@ pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::S
             }
         }
         let full = batch_max.min(engine.opts.max_in_flight.max(1));
-        if batch.len() < full && !batch_delay.is_zero() {
+        // The delay lets a batch share one spool commit; without a spool it is only latency.
+        if batch.len() < full && !batch_delay.is_zero() && engine.spool.is_some() {
             rt.block_on(async {
                 let deadline = tokio::time::Instant::now() + batch_delay;
                 while batch.len() < full {
