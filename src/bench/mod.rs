@@ -97,6 +97,9 @@ pub struct BenchArgs {
     /// Link credit per connection (default: the configuration's default).
     #[arg(long)]
     pub credit: Option<u32>,
+    /// `[spool] batch_delay` of the receiver under test, e.g. "2ms" (default: the configuration's).
+    #[arg(long)]
+    pub batch_delay: Option<String>,
     /// Where the seed receiver and stream server are (needs `npm ci --prefix bench/seed`).
     #[arg(long, default_value = "bench/seed")]
     pub seed_dir: PathBuf,
@@ -305,6 +308,8 @@ pub struct ReceiverToml<'a> {
     pub state: &'a Path,
     /// Spool on.
     pub durable: bool,
+    /// `[spool] batch_delay` override.
+    pub batch_delay: Option<&'a str>,
 }
 
 /// The configuration file of the receiver under test: defaults everywhere except the endpoint,
@@ -328,6 +333,9 @@ pub fn receiver_toml(t: &ReceiverToml<'_>) -> String {
     let _ = writeln!(s, "[output]\ndir = {}", q(t.output));
     let _ = writeln!(s, "[state]\ndir = {}", q(t.state));
     let _ = writeln!(s, "[spool]\nenabled = {}", t.durable);
+    if let Some(d) = t.batch_delay {
+        let _ = writeln!(s, "batch_delay = {d:?}");
+    }
     let _ = writeln!(s, "[metrics]\nlisten = \"127.0.0.1:0\"");
     s
 }
@@ -527,6 +535,7 @@ async fn run_parts(
                             credit: args.credit,
                             rate: None,
                             timeout,
+                            batch_delay: args.batch_delay.as_deref(),
                         };
                         let f = run_one(&spec, &stream).await?;
                         let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
@@ -574,6 +583,7 @@ async fn run_parts(
                     credit: args.credit,
                     rate: Some(args.latency_rate),
                     timeout,
+                    batch_delay: args.batch_delay.as_deref(),
                 };
                 let f = run_one(&spec, &stream).await?;
                 let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
@@ -617,6 +627,7 @@ struct RunSpec<'a> {
     credit: Option<u32>,
     rate: Option<u32>,
     timeout: Duration,
+    batch_delay: Option<&'a str>,
 }
 
 /// The fake endpoint on a thread of its own with a single-threaded runtime: its tasks never wake
@@ -711,6 +722,7 @@ async fn run_one(spec: &RunSpec<'_>, stream: &Stream) -> Result<RunFigures, Benc
         output: &spec.dir.join("images"),
         state: &spec.dir.join("state"),
         durable: spec.mode == Mode::Durable,
+        batch_delay: spec.batch_delay,
     });
     let config = spec.dir.join("receiver.toml");
     std::fs::write(&config, toml).map_err(io_err("write", &config))?;

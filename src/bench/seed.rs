@@ -274,6 +274,7 @@ pub async fn run_once(
                 output: &img_dir,
                 state: &work.join("state"),
                 durable: *durable,
+                batch_delay: None,
             });
             let path = write("receiver.toml", &toml)?;
             receiver = Some(ReceiverProcess::start(bin, &path).await?);
