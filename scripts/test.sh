@@ -22,6 +22,10 @@ if [ -f tests/interop/package.json ] && [ ! -d tests/interop/node_modules ]; the
   echo "== npm ci (third-party AMQP server for the interop test)"
   npm ci --prefix tests/interop --no-audit --no-fund --silent
 fi
+if [ -f bench/seed/package.json ] && [ ! -d bench/seed/node_modules ]; then
+  echo "== npm ci (the seed's Node.js receiver, for the bench smoke test's baseline)"
+  npm ci --prefix bench/seed --no-audit --no-fund --silent
+fi
 
 if [ -f firmware-esp32/ci.sh ]; then
   echo "== firmware host tests and config checks"
