@@ -49,7 +49,10 @@ fn bench_quick_produces_figures() {
     let baseline = &report["baseline"];
     if baseline["skipped"].is_null() {
         assert!(!baseline["seed"].as_array().expect("seed").is_empty());
-        assert!(!baseline["receiver"].as_array().expect("receiver").is_empty());
+        assert!(!baseline["receiver"]
+            .as_array()
+            .expect("receiver")
+            .is_empty());
         assert!(stdout.contains("ratio receiver/seed"), "{stdout}");
     } else {
         assert!(stdout.contains("baseline SKIPPED"), "{stdout}");

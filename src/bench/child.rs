@@ -279,6 +279,8 @@ pub struct Scraped {
     pub images_written: u64,
     /// `receiver_quarantined_total`, all reasons.
     pub quarantined: u64,
+    /// `receiver_quarantined_total` by reason.
+    pub quarantine_reasons: std::collections::BTreeMap<String, u64>,
     /// `receiver_accepted_total`.
     pub accepted: u64,
     /// `receiver_open_assemblies`.
@@ -305,17 +307,18 @@ impl Scraped {
             let name = key.split('{').next().unwrap_or(key);
             match name {
                 "receiver_images_written_total" => s.images_written += n,
-                "receiver_quarantined_total" => s.quarantined += n,
+                "receiver_quarantined_total" => {
+                    s.quarantined += n;
+                    if let Some(reason) = label(key, "reason") {
+                        *s.quarantine_reasons.entry(reason.to_string()).or_default() += n;
+                    }
+                }
                 "receiver_accepted_total" => s.accepted = n,
                 "receiver_open_assemblies" => s.open_assemblies = n,
                 "receiver_assembly_bytes" => s.assembly_bytes = n,
                 "receiver_spool_commits_total" => s.spool_commits = n,
                 "receiver_image_latency_seconds_bucket" => {
-                    let le = key
-                        .split("le=\"")
-                        .nth(1)
-                        .and_then(|r| r.split('"').next())
-                        .unwrap_or("+Inf");
+                    let le = label(key, "le").unwrap_or("+Inf");
                     let bound = if le == "+Inf" {
                         f64::INFINITY
                     } else {
@@ -340,6 +343,15 @@ impl Scraped {
     pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
         histogram_quantile(&self.image_latency, q).map(|s| s * 1000.0)
     }
+}
+
+/// The value of label `name` in a sample key `metric{a="x",name="y"}`.
+fn label<'a>(key: &'a str, name: &str) -> Option<&'a str> {
+    let rest = key.split_once('{')?.1;
+    rest.split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == name).then(|| v.trim_end_matches('}').trim_matches('"'))
+    })
 }
 
 /// `histogram_quantile` over cumulative `(upper bound, count)` buckets, seconds.

@@ -167,6 +167,8 @@ pub struct RunFigures {
     pub images_written: u64,
     /// Pictures or chunks quarantined.
     pub quarantined: u64,
+    /// Quarantined, by reason.
+    pub quarantine_reasons: std::collections::BTreeMap<String, u64>,
     /// JPEG bytes in the stream.
     pub image_bytes: u64,
     /// From queueing the stream to the last accept, seconds.
@@ -604,8 +606,18 @@ fn line(f: &RunFigures) -> String {
         (Some(a), Some(b)) => format!("p50 {a:.1} ms p99 {b:.1} ms"),
         _ => "no latency".into(),
     };
+    let reasons = if f.quarantine_reasons.is_empty() {
+        String::new()
+    } else {
+        let r: Vec<String> = f
+            .quarantine_reasons
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(" ({})", r.join(" "))
+    };
     format!(
-        "{:>7.0} msg/s {:>5.1} MB/s  {lat}  RSS {:>5.1} MB  CPU {:>5.2} us/msg (fake {:.2})  cs/msg {:.2}  images {}/{} quarantined {}  load {:.2}",
+        "{:>7.0} msg/s {:>5.1} MB/s  {lat}  RSS {:>5.1} MB  CPU {:>5.2} us/msg (fake {:.2})  cs/msg {:.2}  images {}/{} quarantined {}{reasons}  load {:.2}",
         f.msgs_per_s(),
         f.mb_per_s(),
         f.peak_rss as f64 / 1048576.0,
@@ -807,6 +819,7 @@ async fn drive(
         images: stream.images,
         images_written: scraped.images_written,
         quarantined: scraped.quarantined,
+        quarantine_reasons: scraped.quarantine_reasons.clone(),
         image_bytes: stream.image_bytes,
         seconds,
         cpu_seconds: after.cpu_seconds - before.cpu_seconds,
@@ -911,7 +924,7 @@ pub fn render(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<24} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9}",
+        "{:<24} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>14}",
         "scenario",
         "runs",
         "msg/s",
@@ -922,17 +935,26 @@ pub fn render(r: &BenchReport) -> String {
         "CPU s/1k",
         "us/msg",
         "fake us",
-        "images"
+        "images written"
     );
     for sc in &r.scenarios {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-        let images_ok = sc
+        // The worst run: images written of those in the stream, and quarantined items.
+        let images = sc
             .runs
             .iter()
-            .all(|f| f.images_written >= f.images && f.quarantined == 0);
+            .map(|f| (f.images_written.min(f.images), f.images, f.quarantined))
+            .min_by_key(|(w, n, q)| (*w as i64 - *n as i64, u64::MAX - q))
+            .map_or("-".to_string(), |(w, n, q)| {
+                if w == n && q == 0 {
+                    "all".to_string()
+                } else {
+                    format!("{w}/{n} q{q}")
+                }
+            });
         let _ = writeln!(
             s,
-            "{:<24} {:>5} {:>9.0} {:>7.1} {:>8} {:>8} {:>8.1} {:>9.4} {:>8.2} {:>9.2} {:>9}",
+            "{:<24} {:>5} {:>9.0} {:>7.1} {:>8} {:>8} {:>8.1} {:>9.4} {:>8.2} {:>9.2} {:>14}",
             sc.name,
             sc.runs.len(),
             sc.median(RunFigures::msgs_per_s),
@@ -943,7 +965,7 @@ pub fn render(r: &BenchReport) -> String {
             sc.median(|f| f.cpu_seconds * 1000.0 / f.messages.max(1) as f64),
             sc.median(RunFigures::cpu_us_per_msg),
             sc.median(RunFigures::driver_us_per_msg),
-            if images_ok { "all ok" } else { "MISSING" },
+            images,
         );
     }
     if let Some(b) = &r.baseline {
