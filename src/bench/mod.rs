@@ -75,7 +75,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub devices: Vec<u32>,
     /// Messages per throughput run (more when the devices need it: one picture each at least)
-    /// [default: 60000; --quick: 8000].
+    /// [default: 40000; --quick: 8000].
     #[arg(long)]
     pub messages: Option<u64>,
     /// Runs per scenario; medians are reported [default: 3; --quick: 1].
@@ -84,7 +84,7 @@ pub struct BenchArgs {
     /// Messages per second of the latency run.
     #[arg(long, default_value_t = 1000)]
     pub latency_rate: u32,
-    /// Length of the latency run, seconds [default: 10; --quick: 3].
+    /// Length of the latency run, seconds [default: 6; --quick: 3].
     #[arg(long)]
     pub latency_seconds: Option<u64>,
     /// Devices in the latency run.
@@ -397,12 +397,9 @@ impl Settings {
             } else {
                 vec![1, 100, 10_000]
             },
-            messages: args.messages.unwrap_or(if q { 8_000 } else { 60_000 }),
+            messages: args.messages.unwrap_or(if q { 8_000 } else { 40_000 }),
             runs: args.runs.unwrap_or(if q { 1 } else { 3 }).max(1),
-            latency_seconds: args
-                .latency_seconds
-                .unwrap_or(if q { 3 } else { 10 })
-                .max(1),
+            latency_seconds: args.latency_seconds.unwrap_or(if q { 3 } else { 6 }).max(1),
             baseline_messages: args
                 .baseline_messages
                 .unwrap_or(if q { 6_000 } else { 40_000 }),
