@@ -87,6 +87,8 @@ pub mod defaults {
     pub const ASSEMBLY_TIMEOUT: Duration = Duration::from_secs(600);
     /// `[assembly] dedup_window`.
     pub const DEDUP_WINDOW: usize = 65_536;
+    /// `[assembly] memory_limit`: 16 MiB of open pictures' bytes in memory.
+    pub const ASSEMBLY_MEMORY_LIMIT: u64 = 16 << 20;
     /// `[spool] enabled`.
     pub const SPOOL_ENABLED: bool = true;
     /// `[spool] batch_max`.
@@ -303,6 +305,9 @@ pub struct AssemblyConfig {
     pub dedup_window: usize,
     /// Decode finished v1 pictures fully.
     pub decode_check: bool,
+    /// Most bytes of open pictures held in memory; the rest goes to spill files in the state
+    /// folder (0: no limit, nothing spilled).
+    pub memory_limit: u64,
 }
 
 impl Default for AssemblyConfig {
@@ -313,6 +318,7 @@ impl Default for AssemblyConfig {
             timeout: defaults::ASSEMBLY_TIMEOUT,
             dedup_window: defaults::DEDUP_WINDOW,
             decode_check: false,
+            memory_limit: defaults::ASSEMBLY_MEMORY_LIMIT,
         }
     }
 }
@@ -982,6 +988,7 @@ struct RawAssembly {
     timeout: Option<HumanDuration>,
     dedup_window: Option<i64>,
     decode_check: Option<bool>,
+    memory_limit: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1778,12 +1785,23 @@ impl Ctx<'_> {
             (1, 100_000_000),
             "",
         )? as usize;
+        let memory_limit = r
+            .memory_limit
+            .map_or(defaults::ASSEMBLY_MEMORY_LIMIT, |b| b.0);
+        if memory_limit != 0 && !(1 << 20..=1 << 40).contains(&memory_limit) {
+            return Err(self.invalid(
+                T,
+                "memory_limit",
+                format!("{memory_limit} is out of range; expected 0 (no limit) or \"1 MiB\" to \"1 TiB\""),
+            ));
+        }
         Ok(AssemblyConfig {
             max_image_bytes: max_image_bytes as usize,
             max_open,
             timeout,
             dedup_window,
             decode_check: r.decode_check.unwrap_or(false),
+            memory_limit,
         })
     }
 
@@ -2031,6 +2049,12 @@ impl fmt::Display for Config {
             "decode_check",
             s.decode_check.to_string(),
             s.decode_check == d.decode_check,
+        )?;
+        line(
+            f,
+            "memory_limit",
+            size(s.memory_limit),
+            s.memory_limit == d.memory_limit,
         )?;
 
         let (s, d) = (&self.spool, SpoolConfig::default());

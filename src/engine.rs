@@ -84,6 +84,8 @@ pub struct EngineOptions {
     /// holds this many is processed at once: waiting `batch_delay` could not add to it, since
     /// no credit is left until it is settled.
     pub max_in_flight: usize,
+    /// Where the assembler spills bytes beyond [`Limits::memory_budget`] (`None`: no spilling).
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineOptions {
@@ -97,6 +99,7 @@ impl Default for EngineOptions {
             retry_max: Duration::from_secs(30),
             release_delay: Duration::from_secs(10),
             max_in_flight: usize::MAX,
+            spill_dir: None,
         }
     }
 }
@@ -110,6 +113,9 @@ pub enum EngineError {
     /// The output or state folder cannot be used.
     #[error("cannot prepare the output folders: {0}")]
     Sink(#[from] crate::sink::SinkError),
+    /// The spill folder cannot be used.
+    #[error("{0}")]
+    Spill(#[from] crate::spill::SpillError),
 }
 
 /// What start-up recovered from the spool.
@@ -180,8 +186,15 @@ impl Engine {
         now_ms: u64,
     ) -> Result<(Engine, RecoveryReport), EngineError> {
         let mut report = RecoveryReport::default();
+        let assembler = match &opts.spill_dir {
+            Some(dir) if opts.limits.memory_budget > 0 => Assembler::with_cold_store(
+                opts.limits.clone(),
+                Box::new(crate::spill::SpillStore::open(dir)?),
+            ),
+            _ => Assembler::new(opts.limits.clone()),
+        };
         let mut engine = Engine {
-            assembler: Assembler::new(opts.limits.clone()),
+            assembler,
             dedup: Dedup::new(opts.dedup_window),
             opts,
             spool: None,
@@ -792,12 +805,21 @@ impl Engine {
         settler.settle(outcome);
     }
 
-    fn update_gauges(&self, now_ms: u64) {
+    fn update_gauges(&mut self, now_ms: u64) {
         let m = &self.metrics;
         m.open_assemblies
             .store(self.assembler.open_count() as u64, Relaxed);
         m.assembly_bytes
             .store(self.assembler.buffered_bytes() as u64, Relaxed);
+        m.assembly_spilled_bytes
+            .store(self.assembler.cold_bytes() as u64, Relaxed);
+        m.spilled_bytes.store(self.assembler.cold_total(), Relaxed);
+        let (errors, last) = self.assembler.cold_errors();
+        m.spill_errors.store(errors, Relaxed);
+        if let Some(error) = last {
+            tracing::warn!(total = errors, %error,
+                "spill file I/O failed; the bytes stay in memory (write) or the picture cannot be written (read; its chunks stay in the spool until it times out)");
+        }
         m.oldest_assembly_ms.store(
             self.assembler
                 .oldest_open_ms()

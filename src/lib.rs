@@ -19,7 +19,8 @@
 //! I/O at the edges:
 //!
 //! - [`engine`]: the batch loop on its own thread: classify → [`spool`] (durable group commit) →
-//!   assemble → [`sink`] (atomic files, quarantine) → settle.
+//!   assemble → [`sink`] (atomic files, quarantine) → settle. [`spill`]: where the assembler's
+//!   bytes beyond `[assembly] memory_limit` go ([`assembler::cold`]).
 //! - [`amqp`]: the only module that uses fe2o3-amqp: [`amqp::client`] (sign in, receive, settle,
 //!   reconnect) and [`amqp::fake`] (the fake Aliyun endpoint for tests, demo, benchmarks); [`tls`]
 //!   builds the rustls configurations.
@@ -50,6 +51,7 @@ pub mod ops;
 pub mod sample;
 pub mod sign;
 pub mod sink;
+pub mod spill;
 pub mod spool;
 pub mod tail;
 pub mod tls;

@@ -160,6 +160,12 @@ pub struct Metrics {
     pub open_assemblies: AtomicU64,
     /// Bytes held by open pictures (gauge).
     pub assembly_bytes: AtomicU64,
+    /// Of those, bytes in the spill files (gauge).
+    pub assembly_spilled_bytes: AtomicU64,
+    /// Failed spill writes and reads (counter).
+    pub spill_errors: AtomicU64,
+    /// Bytes moved to the spill files (counter).
+    pub spilled_bytes: AtomicU64,
     /// Age of the oldest open picture, ms (gauge).
     pub oldest_assembly_ms: AtomicU64,
     /// Connection attempts after the first.
@@ -397,11 +403,22 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
-        let gauges: [(&str, &str, u64); 4] = [
+        let _ = writeln!(
+            s,
+            "# HELP receiver_spill_errors_total Failed spill file writes and reads.\n# TYPE receiver_spill_errors_total counter\nreceiver_spill_errors_total {}\n# HELP receiver_spilled_bytes_total Bytes of open pictures moved to the spill files.\n# TYPE receiver_spilled_bytes_total counter\nreceiver_spilled_bytes_total {}",
+            self.spill_errors.load(Relaxed),
+            self.spilled_bytes.load(Relaxed)
+        );
+        let gauges: [(&str, &str, u64); 5] = [
             (
                 "receiver_assembly_bytes",
-                "Bytes held by open pictures.",
+                "Bytes held by open pictures (in memory or spilled).",
                 self.assembly_bytes.load(Relaxed),
+            ),
+            (
+                "receiver_assembly_spilled_bytes",
+                "Bytes of open pictures in the spill files ([assembly] memory_limit).",
+                self.assembly_spilled_bytes.load(Relaxed),
             ),
             (
                 "receiver_oldest_assembly_age_seconds",

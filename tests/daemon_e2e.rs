@@ -87,6 +87,52 @@ async fn two_hundred_cameras_interleaved_over_three_connections() {
     eprintln!("{} messages, 200 images in {secs:.2} s", ids.len());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_memory_limit_spills_to_disk_and_changes_nothing() {
+    let mut h = Harness::new(2).await;
+    // Far below what the 120 open pictures hold: nearly every byte goes through the spill files.
+    h.config.assembly.memory_limit = 4096;
+    h.start();
+    h.wait_links().await;
+    h.fake.set_reorder(true);
+    h.fake.duplicate_next(7);
+    let mut pictures = Vec::new();
+    for i in 0..120u32 {
+        let device = dev(&format!("spill-{i:03}"));
+        let img = jpeg(64, 48, i, &format!("s{i}"));
+        pictures.push(if i % 2 == 0 {
+            v2_picture(&device, &img, 20_000 + i, 240)
+        } else {
+            v1_picture(&device, &img, 400, 20_000 + i, T0 + i64::from(i) * 1000)
+        });
+    }
+    let ids = upload(&h, &pictures, &mut Rng(0x5EED_0001)).await;
+    h.wait_images(120).await;
+    h.wait_drained().await;
+    assert_output(h.out(), &expected(&pictures));
+    assert_no_quarantine(h.state());
+    let m = h.metrics();
+    let spilled = m.spilled_bytes.load(Relaxed);
+    let total: usize = pictures.iter().map(|p| p.jpeg.len()).sum();
+    assert!(
+        spilled > (total / 2) as u64,
+        "only {spilled} of {total} bytes went through the spill files"
+    );
+    assert_eq!(m.spill_errors.load(Relaxed), 0);
+    assert_eq!(m.assembly_spilled_bytes.load(Relaxed), 0, "all read back");
+    let spill = h.state().join("spill");
+    assert!(spill.is_dir());
+    assert_eq!(
+        std::fs::read_dir(&spill).unwrap().count(),
+        0,
+        "spill files are unlinked"
+    );
+    let c = h.fake.counters();
+    assert_eq!(c.accepted, ids.len() as u64 + 7, "{c:?}");
+    assert_eq!((c.released, c.rejected, c.lost), (0, 0, 0), "{c:?}");
+    h.stop().await;
+}
+
 // 2 -------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,7 +63,7 @@
 //!   timeout) emits **one** follow-up quarantine with the same reason carrying their tags. This
 //!   avoids a flood of tiny pictures and keeps memory flat. (A bad chunk inside a settled span, or
 //!   under a settled `END`, is quarantined alone.)
-//! * At most 4 (`v1::MAX_V1_SEGMENTS`) open segments per device: one more quarantines the device's
+//! * At most 32 (`v1::MAX_V1_SEGMENTS`) open segments per device: one more quarantines the device's
 //!   oldest (`evicted`; a settled `END` stays a boundary). A segment with no `END` that times out
 //!   is `expired`; an `END` that never got data is `empty_end`.
 //! * Known limit without usable ids: a lost *middle* chunk whose absence leaves a well-formed
@@ -111,6 +111,7 @@
 //! `missing` listed). A lone chunk's record carries the chunk's raw `<value>` text (up to 16 KiB),
 //! since it may not decode at all.
 
+pub mod cold;
 mod v1;
 mod v2;
 
@@ -123,6 +124,7 @@ use std::hash::Hash;
 use crate::message::{DeviceId, ImgMessage};
 use crate::wire::{self, Format, ImgValue, WireError};
 
+use cold::{Cold, ColdStore};
 use v1::{Bound, V1Dev};
 use v2::{V2Done, V2State};
 
@@ -141,6 +143,9 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Fully decode a finished v1 picture as a JPEG, not only check its markers.
     pub decode_check: bool,
+    /// Most bytes of open pictures kept in memory when a cold store is given (0: no limit);
+    /// beyond it the least recently touched pictures' bytes go to the store ([`cold`]).
+    pub memory_budget: usize,
 }
 
 impl Default for Limits {
@@ -150,6 +155,7 @@ impl Default for Limits {
             max_open: 10_000,
             timeout_ms: 10 * 60 * 1000,
             decode_check: false,
+            memory_budget: 0,
         }
     }
 }
@@ -311,7 +317,10 @@ struct Slot<S> {
 
 /// Bytes an open state holds.
 trait Held {
+    /// Logical bytes (in memory or cold).
     fn held(&self) -> usize;
+    /// Bytes in memory.
+    fn hot(&self) -> usize;
 }
 
 /// Order of open entries by idleness, plus counters.
@@ -325,6 +334,8 @@ struct Index {
     serial: u64,
     /// Sum of `held()` over open entries.
     buffered: usize,
+    /// Sum of `hot()` over open entries.
+    hot: usize,
 }
 
 impl Index {
@@ -355,19 +366,20 @@ impl Index {
         k: &K,
     ) -> Option<Slot<S>> {
         let slot = map.remove(k)?;
-        self.unlink(&slot.meta, slot.state.held());
+        self.unlink(&slot.meta, &slot.state);
         Some(slot)
     }
 
-    /// Removes an entry from the idleness order and the byte count (it stays counted as opened).
-    fn unlink(&mut self, meta: &Meta, held: usize) {
+    /// Removes an entry from the idleness order and the byte counts (it stays counted as opened).
+    fn unlink(&mut self, meta: &Meta, state: &impl Held) {
         self.lru.remove(&(meta.last_ms, meta.touch));
-        self.buffered = self.buffered.saturating_sub(held);
+        self.buffered = self.buffered.saturating_sub(state.held());
+        self.hot = self.hot.saturating_sub(state.hot());
     }
 
     /// Enters an entry into the idleness order under `key`; `touched` marks it as just received
     /// a new chunk.
-    fn link(&mut self, meta: &mut Meta, key: Key, held: usize, now: u64, touched: bool) {
+    fn link(&mut self, meta: &mut Meta, key: Key, state: &impl Held, now: u64, touched: bool) {
         if touched {
             meta.last_ms = meta.last_ms.max(now);
             meta.touch = self.next_serial();
@@ -377,7 +389,8 @@ impl Index {
             self.opened.insert((meta.opened_ms, meta.id));
         }
         self.lru.insert((meta.last_ms, meta.touch), key);
-        self.buffered += held;
+        self.buffered += state.held();
+        self.hot += state.hot();
     }
 
     /// Puts an entry (back) into `map`; `touched` marks it as just received a new chunk.
@@ -390,8 +403,7 @@ impl Index {
         now: u64,
         touched: bool,
     ) {
-        let held = slot.state.held();
-        self.link(&mut slot.meta, key, held, now, touched);
+        self.link(&mut slot.meta, key, &slot.state, now, touched);
         map.insert(k, slot);
     }
 
@@ -472,10 +484,12 @@ pub struct Assembler {
     open2: HashMap<(DeviceId, u32), Slot<V2State>>,
     index: Index,
     recent: Recent,
+    /// Where bytes go beyond [`Limits::memory_budget`].
+    cold: Cold,
 }
 
 impl Assembler {
-    /// A new, empty assembler.
+    /// A new, empty assembler that keeps every byte in memory.
     pub fn new(limits: Limits) -> Self {
         Assembler {
             limits,
@@ -484,6 +498,15 @@ impl Assembler {
             open2: HashMap::new(),
             index: Index::default(),
             recent: Recent::default(),
+            cold: Cold::new(None),
+        }
+    }
+
+    /// A new, empty assembler that moves bytes beyond [`Limits::memory_budget`] to `store`.
+    pub fn with_cold_store(limits: Limits, store: Box<dyn ColdStore>) -> Self {
+        Assembler {
+            cold: Cold::new(Some(store)),
+            ..Assembler::new(limits)
         }
     }
 
@@ -500,7 +523,7 @@ impl Assembler {
         now_ms: u64,
         out: &mut Vec<Action>,
     ) -> Disposition {
-        match wire::parse_value(&msg.value) {
+        let disposition = match wire::parse_value(&msg.value) {
             Ok(ImgValue::V1Hex(hex)) => self.v1_data(msg, hex, tag, now_ms, out),
             Ok(ImgValue::V1End) => self.v1_end(msg, tag, now_ms, out),
             Ok(ImgValue::V2 { header, data }) => self.v2_chunk(msg, header, data, tag, now_ms, out),
@@ -527,6 +550,44 @@ impl Assembler {
                 out.push(lone(msg, tag, None, None, e.reason(), detail, now_ms));
                 Disposition::Quarantined
             }
+        };
+        self.enforce_budget();
+        disposition
+    }
+
+    /// Moves the bytes of the least recently touched pictures to the cold store until at most
+    /// three quarters of the budget stay in memory (hysteresis: stores happen in bursts, and
+    /// the pictures frozen have gathered more than a chunk each).
+    fn enforce_budget(&mut self) {
+        let budget = self.limits.memory_budget;
+        if budget == 0 || self.index.hot <= budget || !self.cold.enabled() {
+            return;
+        }
+        let goal = budget - budget / 4;
+        let errors = self.cold.errors;
+        let mut after: Option<(u64, u64)> = None;
+        while self.index.hot > goal && self.cold.errors == errors {
+            use std::ops::Bound::{Excluded, Unbounded};
+            let next = match after {
+                None => self.index.lru.iter().next(),
+                Some(a) => self.index.lru.range((Excluded(a), Unbounded)).next(),
+            };
+            let Some((&at, key)) = next else {
+                break;
+            };
+            after = Some(at);
+            let freed = match key.clone() {
+                Key::V1(device, b) => self.v1_freeze(&device, b),
+                Key::V2(device, pid) => match self.open2.get_mut(&(device, pid)) {
+                    Some(Slot {
+                        state: v2::V2State::Pic(pic),
+                        ..
+                    }) => pic.freeze(&mut self.cold),
+                    _ => 0,
+                },
+                Key::V1Span(..) => 0,
+            };
+            self.index.hot = self.index.hot.saturating_sub(freed);
         }
     }
 
@@ -539,6 +600,7 @@ impl Assembler {
             self.settle_first(now_ms, None, out);
         }
         self.prune_recent(now_ms);
+        self.enforce_budget();
     }
 
     /// When the next picture would expire, if any are open: the first `now_ms` at which
@@ -555,9 +617,29 @@ impl Assembler {
         self.open1_count + self.open2.len()
     }
 
-    /// Bytes held by open pictures.
+    /// Bytes held by open pictures (in memory or cold).
     pub fn buffered_bytes(&self) -> usize {
         self.index.buffered
+    }
+
+    /// Bytes of open pictures in memory (their allocations).
+    pub fn hot_bytes(&self) -> usize {
+        self.index.hot
+    }
+
+    /// Bytes of open pictures in the cold store.
+    pub fn cold_bytes(&self) -> usize {
+        self.cold.bytes
+    }
+
+    /// Bytes ever moved to the cold store.
+    pub fn cold_total(&self) -> u64 {
+        self.cold.total
+    }
+
+    /// Failed cold-store writes and reads so far, and the last failure (taken: report it once).
+    pub fn cold_errors(&mut self) -> (u64, Option<String>) {
+        (self.cold.errors, self.cold.last_error.take())
     }
 
     /// Arrival time of the oldest open picture's first chunk.
@@ -602,7 +684,13 @@ impl Assembler {
                     if let Some(done) = v2::settled_as(&slot.state) {
                         self.recent.insert_v2(device.clone(), pid, done, now);
                     }
-                    out.push(Action::Quarantine(v2::settle(device, pid, slot, evicted)));
+                    out.push(Action::Quarantine(v2::settle(
+                        &mut self.cold,
+                        device,
+                        pid,
+                        slot,
+                        evicted,
+                    )));
                 }
             }
         }

@@ -55,10 +55,15 @@ fn with_field(value: &str, i: usize, new: &str) -> String {
     parts.join(";")
 }
 
-/// Harness: an assembler plus tag bookkeeping.
+/// Harness: an assembler plus tag bookkeeping, and a shadow assembler with the same limits
+/// but a 1-byte memory budget and a [`cold::MemStore`], so every picture's bytes go cold after
+/// every push: whatever a scenario does, the shadow must do exactly the same (same dispositions,
+/// same actions, same bytes), and end with nothing left in its store.
 struct H {
     asm: Assembler,
     out: Vec<Action>,
+    shadow: Assembler,
+    shadow_out: Vec<Action>,
     done_now: Vec<Tag>,
     next_tag: Tag,
     now: u64,
@@ -66,13 +71,62 @@ struct H {
 
 impl H {
     fn new(limits: Limits) -> Self {
+        let cold_limits = Limits {
+            memory_budget: 1,
+            ..limits.clone()
+        };
         H {
             asm: Assembler::new(limits),
             out: Vec::new(),
+            shadow: Assembler::with_cold_store(cold_limits, Box::<cold::MemStore>::default()),
+            shadow_out: Vec::new(),
             done_now: Vec::new(),
             next_tag: 1,
             now: 1_000_000,
         }
+    }
+
+    /// Checks the shadow against the main assembler after an operation.
+    fn compare_shadow(&mut self) {
+        let n = self.shadow_out.len();
+        assert!(n <= self.out.len(), "the spilling assembler emitted more");
+        // Actions appended to `out` by a test directly are appended to the shadow's too.
+        self.shadow_out.extend_from_slice(&self.out[n..]);
+        assert_eq!(
+            self.asm.buffered_bytes(),
+            self.shadow.buffered_bytes(),
+            "buffered bytes differ with spilling"
+        );
+        assert_eq!(self.asm.open_count(), self.shadow.open_count());
+        assert_eq!(self.asm.next_deadline(), self.shadow.next_deadline());
+        assert!(
+            self.shadow.hot_bytes() <= 1,
+            "the shadow keeps {} byte(s) in memory",
+            self.shadow.hot_bytes()
+        );
+        assert_eq!(self.asm.cold_bytes(), 0);
+        assert_eq!(self.shadow.cold_errors(), (0, None));
+    }
+
+    /// Runs `f` on both assemblers (with their own action lists) and compares what they emit.
+    fn both(&mut self, f: impl Fn(&mut Assembler, &mut Vec<Action>)) {
+        let (before, shadow_before) = (self.out.len(), self.shadow_out.len());
+        f(&mut self.asm, &mut self.out);
+        f(&mut self.shadow, &mut self.shadow_out);
+        assert_eq!(
+            self.out[before..],
+            self.shadow_out[shadow_before..],
+            "the spilling assembler disagrees"
+        );
+        self.compare_shadow();
+    }
+
+    fn expire(&mut self, now: u64) {
+        self.both(|a, out| a.expire(now, out));
+    }
+
+    fn drain(&mut self, now: u64) {
+        self.both(|a, out| a.drain(now, out));
     }
 
     fn default() -> Self {
@@ -114,7 +168,16 @@ impl H {
         self.next_tag += 1;
         self.now += 1;
         let before = self.out.len();
+        let shadow_before = self.shadow_out.len();
         let d = self.asm.push(m, tag, self.now, &mut self.out);
+        let shadow_d = self.shadow.push(m, tag, self.now, &mut self.shadow_out);
+        assert_eq!(d, shadow_d, "the spilling assembler disagrees on {m:?}");
+        assert_eq!(
+            self.out[before..],
+            self.shadow_out[shadow_before..],
+            "the spilling assembler disagrees on {m:?}"
+        );
+        self.compare_shadow();
         let new = &self.out[before..];
         match d {
             Disposition::Completed => assert!(
@@ -139,7 +202,7 @@ impl H {
 
     fn expire_all(&mut self) {
         self.now += self.asm.limits().timeout_ms + 1;
-        self.asm.expire(self.now, &mut self.out);
+        self.expire(self.now);
     }
 
     /// Expires everything and checks tag conservation.
@@ -149,6 +212,12 @@ impl H {
         assert_eq!(self.asm.buffered_bytes(), 0);
         assert_eq!(self.asm.oldest_open_ms(), None);
         assert_eq!(self.asm.next_deadline(), None);
+        assert_eq!(self.shadow.open_count(), 0);
+        assert_eq!(
+            self.shadow.cold_bytes(),
+            0,
+            "cold bytes left behind after everything settled"
+        );
         let mut seen: BTreeMap<Tag, usize> = BTreeMap::new();
         for t in self
             .out
@@ -400,9 +469,9 @@ fn v2_expiry_lists_missing_seqs() {
     let last = h.now;
     let timeout = h.asm.limits().timeout_ms;
     assert_eq!(h.asm.next_deadline(), Some(last + timeout + 1));
-    h.asm.expire(last + timeout, &mut h.out);
+    h.expire(last + timeout);
     assert_eq!(h.asm.open_count(), 1, "idle == timeout is not yet expired");
-    h.asm.expire(last + timeout + 1, &mut h.out);
+    h.expire(last + timeout + 1);
     assert_eq!(h.asm.open_count(), 0);
     let q = h.quarantines()[0].clone();
     assert_eq!(q.reason, "expired");
@@ -707,9 +776,9 @@ fn v1_open_segments_per_device_are_bounded() {
     let other = dev("other");
     let mut h = H::default();
     h.push(&other, "FFD8", T0);
-    // Six ENDs with no data, then one data chunk above them: at most 4 stay open per device,
-    // the oldest (earliest) go first.
-    for i in 0..6 {
+    // MAX + 2 ENDs with no data, then one data chunk above them: at most MAX stay open per
+    // device, the oldest (earliest) go first.
+    for i in 0..MAX_V1_SEGMENTS_TEST as i64 + 2 {
         assert_eq!(h.push(&d, "END", T0 + 100 * i), Disposition::Stored);
     }
     h.push(&d, "FFD8", T0 + 10_000);
@@ -719,7 +788,9 @@ fn v1_open_segments_per_device_are_bounded() {
     assert!(q.iter().all(|q| q.reason == "evicted"), "{q:?}");
     assert_eq!(q[0].tags, vec![2]);
     assert!(
-        q[0].detail.contains("more than 4 open v1 pictures"),
+        q[0].detail.contains(&format!(
+            "more than {MAX_V1_SEGMENTS_TEST} open v1 pictures"
+        )),
         "{}",
         q[0].detail
     );
@@ -954,11 +1025,10 @@ fn gauges_follow_the_open_pictures() {
     h.push(&d, &a[1], T0);
     assert_eq!(h.asm.buffered_bytes(), 63);
     assert_eq!(h.asm.next_deadline(), before);
-    let mut out = Vec::new();
-    h.asm.expire(opened + 1 + timeout + 1, &mut out);
-    assert_eq!(out.len(), 1);
+    let before = h.out.len();
+    h.expire(opened + 1 + timeout + 1);
+    assert_eq!(h.out.len() - before, 1);
     assert_eq!(h.asm.buffered_bytes(), 60);
-    h.out.extend(out);
     h.finish();
 }
 
@@ -993,7 +1063,7 @@ fn drain_settles_everything() {
     h.push(&d, &v2(&jpeg(100, 42), 1, 30)[0], T0);
     h.push(&d, "FFD8", T0);
     let now = h.now;
-    h.asm.drain(now, &mut h.out);
+    h.drain(now);
     assert_eq!(h.reasons(), vec!["expired", "expired"]);
     h.finish();
 }
@@ -1239,7 +1309,7 @@ proptest! {
             1..40,
         ),
     ) {
-        let mut h = H::new(Limits { max_open: 3, max_image_bytes: 64, timeout_ms: 10, decode_check: true });
+        let mut h = H::new(Limits { max_open: 3, max_image_bytes: 64, timeout_ms: 10, decode_check: true, memory_budget: 0 });
         for (prefix, rest, t, dn) in values {
             let d = dev(&dn.to_string());
             h.push_t(&d, &format!("{prefix}{rest}"), t);
@@ -1290,7 +1360,7 @@ proptest! {
     /// too-large pictures, evictions, expiry), and nothing is held after the final sweep.
     #[test]
     fn prop_tags_are_conserved(ops in proptest::collection::vec(op(), 1..200), seed in any::<u64>()) {
-        let limits = Limits { max_image_bytes: 400, max_open: 4, timeout_ms: 1000, decode_check: false };
+        let limits = Limits { max_image_bytes: 400, max_open: 4, timeout_ms: 1000, decode_check: false, memory_budget: 0 };
         let mut h = H::new(limits);
         // Per device: three v2 pictures (one too large) and one v1 picture.
         let sizes = [100usize, 300, 600];
@@ -1330,7 +1400,7 @@ proptest! {
                 Op::Wait(ms) => h.now += ms,
                 Op::Expire => {
                     let now = h.now;
-                    h.asm.expire(now, &mut h.out);
+                    h.expire(now);
                     if let Some(deadline) = h.asm.next_deadline() {
                         prop_assert!(deadline > now);
                     }
@@ -1423,4 +1493,131 @@ proptest! {
             prop_assert_eq!(have, want, "device {}", d);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cold storage failures (the harness's shadow covers the working store in every test above).
+
+/// A [`cold::MemStore`] whose reads and writes can be made to fail from outside.
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: cold::MemStore,
+    fail_reads: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fail_puts: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl cold::ColdStore for Flaky {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<cold::Extent> {
+        if self.fail_puts.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("disk on fire"));
+        }
+        self.inner.put(bytes)
+    }
+    fn read(&mut self, e: cold::Extent, out: &mut Vec<u8>) -> std::io::Result<()> {
+        if self.fail_reads.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("disk on fire"));
+        }
+        self.inner.read(e, out)
+    }
+    fn free(&mut self, e: cold::Extent) {
+        self.inner.free(e)
+    }
+}
+
+fn flaky_assembler() -> (
+    Assembler,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let store = Flaky::default();
+    let (reads, puts) = (store.fail_reads.clone(), store.fail_puts.clone());
+    let limits = Limits {
+        memory_budget: 1,
+        ..Limits::default()
+    };
+    (
+        Assembler::with_cold_store(limits, Box::new(store)),
+        reads,
+        puts,
+    )
+}
+
+fn msg(d: &DeviceId, value: &str, t: i64) -> ImgMessage {
+    ImgMessage {
+        device: d.clone(),
+        message_id: String::new(),
+        value: value.to_string(),
+        item_time: Some(t),
+        gmt_create: None,
+        request_id: None,
+    }
+}
+
+#[test]
+fn unreadable_cold_bytes_never_make_a_good_picture() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = dev("cam");
+    // v2: the CRC cannot match; quarantined at once, saying why.
+    let (mut asm, fail_reads, _) = flaky_assembler();
+    let mut out = Vec::new();
+    let values = v2(&jpeg(100, 7), 5, 30);
+    let (last, rest) = values.split_last().unwrap();
+    for (i, v) in rest.iter().enumerate() {
+        asm.push(&msg(&d, v, T0), i as Tag, 1, &mut out);
+    }
+    assert!(asm.cold_bytes() > 0);
+    fail_reads.store(true, Relaxed);
+    let disp = asm.push(&msg(&d, last, T0), 99, 2, &mut out);
+    assert_eq!(disp, Disposition::Quarantined);
+    let [Action::Quarantine(q)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert!(q.detail.contains("cold storage"), "{}", q.detail);
+    assert!(asm.cold_errors().0 > 0);
+    assert_eq!(asm.cold_bytes(), 0);
+
+    // v1: the picture is refused and stays open; at the timeout it goes to quarantine.
+    let (mut asm, fail_reads, _) = flaky_assembler();
+    let mut out = Vec::new();
+    for (i, v) in v1(&jpeg(300, 8), 100).iter().enumerate() {
+        if v == "END" {
+            fail_reads.store(true, Relaxed);
+        }
+        asm.push(&msg(&d, v, T0 + i as i64), i as Tag, 1, &mut out);
+    }
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(asm.open_count(), 1);
+    asm.expire(u64::MAX / 2, &mut out);
+    let [Action::Quarantine(q)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(q.reason, reason::INVALID_JPEG);
+    assert!(q.detail.contains("cold storage"), "{}", q.detail);
+    assert!(asm
+        .cold_errors()
+        .1
+        .is_some_and(|e| e.contains("disk on fire")));
+}
+
+#[test]
+fn a_failing_cold_store_keeps_bytes_in_memory() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = dev("cam");
+    let (mut asm, _, fail_puts) = flaky_assembler();
+    fail_puts.store(true, Relaxed);
+    let mut out = Vec::new();
+    let img = jpeg(200, 9);
+    let values = v2(&img, 1, 60);
+    for (i, v) in values.iter().enumerate() {
+        asm.push(&msg(&d, v, T0), i as Tag, 1, &mut out);
+        if i + 1 < values.len() {
+            assert_eq!(asm.hot_bytes(), asm.buffered_bytes());
+        }
+    }
+    let [Action::Write(f)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(f.bytes, img);
+    let (errors, last) = asm.cold_errors();
+    assert!(errors > 0 && last.is_some());
 }

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use super::cold::{Cold, PicBuf};
 use super::{
     chunk_time, decodes_as_jpeg, excerpt, lone, ms_i64, reason, Action, Assembler, Disposition,
     Finished, Held, Key, Meta, Quarantined, Slot, Tag, MAX_ATTACHED_DUPLICATES, MAX_DISCARD_TAGS,
@@ -23,8 +24,12 @@ use crate::jpeg::Walker;
 use crate::message::{DeviceId, ImgMessage};
 use crate::wire::{self, Format, WireError};
 
-/// Most open v1 segments per device; one more quarantines the oldest (`evicted`).
-pub(super) const MAX_V1_SEGMENTS: usize = 4;
+/// Most open v1 segments per device; one more quarantines the oldest (`evicted`). A device's
+/// messages can be spread over every delivery in flight (`connections x credit`, 1 024 with 4
+/// connections at the default credit): about 24 pictures of 43 messages (the seed firmware's
+/// 17 KB VGA frame) out of order at once. 4 evicted pictures under that reordering (measured:
+/// 0.1-1.2 % of pictures of one device at 40 000 msg/s over 4 connections); 32 covers it.
+pub(super) const MAX_V1_SEGMENTS: usize = 32;
 
 /// The upper end of a v1 segment's time range, the key of a device's segment map: `(t, 1)` for
 /// the `END` at `t` (covers times `<= t` above the previous bound); `(t, 0)` for a picture whose
@@ -62,6 +67,8 @@ struct Chunk {
     start: usize,
     /// Its byte count; 0 for a duplicate.
     len: usize,
+    /// CRC-32 of its bytes (its fingerprint, without reading cold bytes back).
+    crc: u32,
     tag: Tag,
     /// Whether `time` is an `items.img.time` (names the file).
     item_time: bool,
@@ -81,11 +88,11 @@ struct End {
     settled: bool,
 }
 
-/// An open v1 picture. `buf` holds exactly the data chunks' bytes (in arrival order); `idx` is
-/// sorted by `(time, arrival)`.
+/// An open v1 picture. `buf` holds exactly the data chunks' bytes (in arrival order; part of them
+/// may be cold, see [`super::cold`]); `idx` is sorted by `(time, arrival)`.
 #[derive(Debug)]
 pub(super) struct V1Pic {
-    buf: Vec<u8>,
+    buf: PicBuf,
     idx: Vec<Chunk>,
     /// Whether `buf` is already in `idx` order (the usual case: then no copy at the end).
     in_order: bool,
@@ -113,7 +120,7 @@ enum Added {
 impl V1Pic {
     fn new() -> Self {
         V1Pic {
-            buf: Vec::new(),
+            buf: PicBuf::default(),
             idx: Vec::new(),
             in_order: true,
             data_chunks: 0,
@@ -125,14 +132,14 @@ impl V1Pic {
         }
     }
 
-    /// A compact copy of `chunks` (whose bytes are in `buf`).
-    fn rebuild(chunks: &[Chunk], buf: &[u8]) -> Self {
+    /// A compact copy of `chunks` (whose bytes are in `buf`, hot).
+    fn rebuild(chunks: &[Chunk], buf: &PicBuf) -> Self {
         let mut pic = V1Pic::new();
-        pic.buf.reserve(chunks.iter().map(|c| c.len).sum());
+        pic.buf.tail().reserve(chunks.iter().map(|c| c.len).sum());
         for c in chunks {
             let start = pic.buf.len();
-            if let Some(bytes) = buf.get(c.start..c.start + c.len) {
-                pic.buf.extend_from_slice(bytes);
+            if let Some(bytes) = buf.get(c.start, c.len) {
+                pic.buf.tail().extend_from_slice(bytes);
             }
             let len = pic.buf.len() - start;
             if len > 0 {
@@ -149,26 +156,56 @@ impl V1Pic {
         self.buf.len()
     }
 
+    /// Memory its bytes hold now.
+    pub(super) fn hot_bytes(&self) -> usize {
+        self.buf.hot_bytes()
+    }
+
+    /// Moves its bytes to cold storage; returns the memory freed.
+    pub(super) fn freeze(&mut self, cold: &mut Cold) -> usize {
+        self.buf.freeze(cold)
+    }
+
     /// Decodes `hex` and files it by `(time, arrival)`; an equal-time chunk with the same bytes
     /// makes it a duplicate.
-    fn add(&mut self, m: &ImgMessage, time: i64, hex: &str, tag: Tag) -> Result<Added, WireError> {
+    fn add(
+        &mut self,
+        cold: &mut Cold,
+        m: &ImgMessage,
+        time: i64,
+        hex: &str,
+        tag: Tag,
+    ) -> Result<Added, WireError> {
         let (item_time, rid) = (m.item_time.is_some(), alink_id(m));
         let start = self.buf.len();
         // Grow by a quarter rather than double: thousands of pictures can be open at once, and
         // doubling leaves a third of their memory unused on average.
         let need = hex.len() / 2;
-        if self.buf.capacity() - start < need {
-            let grow = need.max(self.buf.capacity() / 4).max(1024);
-            self.buf.reserve_exact(grow);
+        // A picture whose bytes went cold is being spilled chunk by chunk: no slack then.
+        let least = if self.buf.is_hot() { 1024 } else { 0 };
+        let tail = self.buf.tail();
+        if tail.capacity() - tail.len() < need {
+            let grow = need.max(tail.capacity() / 4).max(least);
+            tail.reserve_exact(grow);
         }
-        wire::decode_hex_into(hex, &mut self.buf)?;
+        let hot_start = tail.len();
+        wire::decode_hex_into(hex, tail)?;
+        let crc = wire::crc32(&tail[hot_start..]);
         let len = self.buf.len() - start;
         let pos = self.idx.partition_point(|c| c.time <= time);
         let same_time = self.idx[..pos].partition_point(|c| c.time < time);
-        let new = &self.buf[start..];
-        let dup = self.idx[same_time..pos]
+        // Candidates by length and CRC first; only a match reads cold bytes back.
+        let maybe = self.idx[same_time..pos]
             .iter()
-            .any(|c| c.len == len && self.buf.get(c.start..c.start + c.len) == Some(new));
+            .any(|c| c.len == len && c.crc == crc);
+        if maybe && !self.buf.is_hot() {
+            self.buf.thaw(cold);
+        }
+        let new = self.buf.get(start, len);
+        let dup = maybe
+            && self.idx[same_time..pos]
+                .iter()
+                .any(|c| c.len == len && c.crc == crc && self.buf.get(c.start, c.len) == new);
         if dup {
             self.buf.truncate(start);
             if self.dups >= MAX_ATTACHED_DUPLICATES {
@@ -179,6 +216,7 @@ impl V1Pic {
                 time,
                 start,
                 len: 0,
+                crc: 0,
                 tag,
                 item_time,
                 rid,
@@ -193,6 +231,7 @@ impl V1Pic {
             time,
             start,
             len,
+            crc,
             tag,
             item_time,
             rid,
@@ -208,7 +247,8 @@ impl V1Pic {
     }
 
     /// Splits into the first `n` entries (without an `END`) and the rest, which keeps the `END`.
-    fn split(mut self, n: usize) -> (V1Pic, V1Pic) {
+    fn split(mut self, cold: &mut Cold, n: usize) -> (V1Pic, V1Pic) {
+        self.buf.thaw(cold);
         let end = self.end.take();
         let (lower, mut upper) = if n == 0 {
             (V1Pic::new(), self)
@@ -233,7 +273,7 @@ impl V1Pic {
         self.idx
             .iter()
             .filter(|c| c.len > 0)
-            .filter_map(|c| Some((c.time, self.buf.get(c.start..c.start + c.len)?)))
+            .filter_map(|c| Some((c.time, self.buf.get(c.start, c.len)?)))
     }
 
     /// Whether the bytes in order start `FF D8` and end `FF D9`, without concatenating them.
@@ -274,9 +314,10 @@ impl V1Pic {
         out
     }
 
-    fn into_bytes(self) -> Vec<u8> {
+    fn into_bytes(mut self, cold: &mut Cold) -> Vec<u8> {
+        self.buf.thaw(cold);
         if self.in_order {
-            self.buf
+            std::mem::take(&mut self.buf).into_vec()
         } else {
             self.concat()
         }
@@ -288,6 +329,7 @@ impl V1Pic {
     /// With `ids`, a picture that [`V1Pic::ids_hold`]s is not checked further (`held` is set).
     fn check(
         &mut self,
+        cold: &mut Cold,
         decode: bool,
         ids: bool,
         added: Option<i64>,
@@ -305,6 +347,14 @@ impl V1Pic {
                 self.held = true;
                 return Err(why);
             }
+        }
+        self.buf.thaw(cold);
+        if let Some(lost) = self.buf.lost() {
+            return Err(format!(
+                "{} byte(s) in {} chunk(s) could not be read back from cold storage: {lost}",
+                self.buf.len(),
+                self.data_chunks
+            ));
         }
         let size = |what: &str| {
             format!(
@@ -396,7 +446,12 @@ impl V1Pic {
 
     /// Sorted fingerprints of the data chunks.
     fn prints(&self) -> Box<[u64]> {
-        let mut p: Vec<u64> = self.slices().map(|(t, s)| print(t, s)).collect();
+        let mut p: Vec<u64> = self
+            .idx
+            .iter()
+            .filter(|c| c.len > 0)
+            .map(|c| print(c.time, c.crc))
+            .collect();
         p.sort_unstable();
         p.dedup();
         p.into_boxed_slice()
@@ -404,6 +459,7 @@ impl V1Pic {
 
     fn quarantine(
         self,
+        cold: &mut Cold,
         device: DeviceId,
         opened_ms: u64,
         reason: &'static str,
@@ -419,7 +475,7 @@ impl V1Pic {
             pid: None,
             reason,
             detail,
-            bytes: self.into_bytes(),
+            bytes: self.into_bytes(cold),
             name_time_ms,
             missing: Vec::new(),
             tags,
@@ -433,8 +489,8 @@ fn alink_id(m: &ImgMessage) -> Option<u64> {
 }
 
 /// A chunk's fingerprint: CRC-32 of its bytes and the low 32 bits of its time.
-fn print(time: i64, bytes: &[u8]) -> u64 {
-    (u64::from(wire::crc32(bytes)) << 32) | (time as u64 & 0xFFFF_FFFF)
+fn print(time: i64, crc: u32) -> u64 {
+    (u64::from(crc) << 32) | (time as u64 & 0xFFFF_FFFF)
 }
 
 /// A chunk absorbed by a discarding state: no bytes, only what its record needs.
@@ -526,6 +582,13 @@ impl Held for V1State {
             V1State::Discard(_) => 0,
         }
     }
+
+    fn hot(&self) -> usize {
+        match self {
+            V1State::Pic(p) => p.hot_bytes(),
+            V1State::Discard(_) => 0,
+        }
+    }
 }
 
 /// The data span of a settled picture (written or quarantined), keyed by its last chunk's time.
@@ -537,14 +600,32 @@ struct V1Done {
     prints: Box<[u64]>,
 }
 
-/// A segment map entry.
+/// A segment map entry. `Open` is boxed: settled boundaries (thousands, kept for the timeout)
+/// would otherwise each take the size of an open picture's state.
 #[derive(Debug)]
 enum Entry {
-    Open(Slot<V1State>),
+    Open(Box<Slot<V1State>>),
     /// A settled `END`: still a boundary between pictures. `generation`: its `Recent` record.
     Boundary {
         generation: u64,
     },
+}
+
+impl Assembler {
+    /// Moves the bytes of the open v1 segment `b` of `device` to cold storage; returns the memory
+    /// freed.
+    pub(super) fn v1_freeze(&mut self, device: &DeviceId, b: Bound) -> usize {
+        let Some(dev) = self.open1.get_mut(device) else {
+            return 0;
+        };
+        match dev.segs.get_mut(&b) {
+            Some(Entry::Open(slot)) => match &mut slot.state {
+                V1State::Pic(pic) => pic.freeze(&mut self.cold),
+                V1State::Discard(_) => 0,
+            },
+            _ => 0,
+        }
+    }
 }
 
 /// A device's v1 segments and settled spans.
@@ -639,8 +720,8 @@ impl Assembler {
             self.open1.remove(device);
         }
         self.open1_count -= 1;
-        self.index.unlink(&slot.meta, slot.state.held());
-        Some(slot)
+        self.index.unlink(&slot.meta, &slot.state);
+        Some(*slot)
     }
 
     /// Puts an open segment (back) under `b`; `touched`: it just received a new message. One
@@ -662,11 +743,11 @@ impl Assembler {
         }
         let key = Key::V1(device.clone(), b);
         self.index
-            .link(&mut slot.meta, key, slot.state.held(), now, touched);
+            .link(&mut slot.meta, key, &slot.state, now, touched);
         let dev = self.open1.entry(device.clone()).or_default();
         dev.open += 1;
         self.open1_count += 1;
-        let old = dev.segs.insert(b, Entry::Open(slot));
+        let old = dev.segs.insert(b, Entry::Open(Box::new(slot)));
         debug_assert!(
             matches!(old, None | Some(Entry::Boundary { .. })),
             "open v1 segment {b:?} of {device} replaced"
@@ -767,7 +848,7 @@ impl Assembler {
             V1State::Pic(mut pic) => {
                 if pic.held {
                     // Only the Alink ids held it back: settle it on its bytes alone.
-                    match pic.check(self.limits.decode_check, false, None) {
+                    match pic.check(&mut self.cold, self.limits.decode_check, false, None) {
                         Ok(copy) => {
                             self.v1_finish(device, b, opened, pic, copy, now, out);
                             return;
@@ -795,7 +876,8 @@ impl Assembler {
                     None => (natural, why),
                 };
                 let (span, prints) = (pic.span(), pic.prints());
-                let q = pic.quarantine(device.clone(), opened, reason, detail, None);
+                let q =
+                    pic.quarantine(&mut self.cold, device.clone(), opened, reason, detail, None);
                 out.push(Action::Quarantine(q));
                 if b.end_time().is_some() {
                     if let Some(span) = span {
@@ -848,7 +930,7 @@ impl Assembler {
         let Slot { meta, mut state } = slot;
         let verdict = match &mut state {
             V1State::Pic(pic) if pic.data_chunks > 0 && pic.end.is_some() => {
-                Some(pic.check(self.limits.decode_check, true, added))
+                Some(pic.check(&mut self.cold, self.limits.decode_check, true, added))
             }
             _ => None,
         };
@@ -886,7 +968,7 @@ impl Assembler {
         let tags = pic.tags();
         let bytes = match copy {
             Some(b) => b,
-            None => pic.into_bytes(),
+            None => pic.into_bytes(&mut self.cold),
         };
         out.push(Action::Write(Finished {
             device: device.clone(),
@@ -923,6 +1005,7 @@ impl Assembler {
         let span = pic.span().map_or((t, t), |(f, l)| (f.min(t), l.max(t)));
         let prints = pic.prints();
         let q = pic.quarantine(
+            &mut self.cold,
             device.clone(),
             meta.opened_ms,
             why,
@@ -1027,7 +1110,7 @@ impl Assembler {
             let why = reason::TOO_LARGE;
             return self.v1_spoil(device, b, meta, pic, why, detail, t, tag, now, out);
         }
-        match pic.add(msg, t, hex, tag) {
+        match pic.add(&mut self.cold, msg, t, hex, tag) {
             Err(e) => {
                 let detail = format!("{e}: {}", excerpt(&msg.value));
                 self.v1_spoil(device, b, meta, pic, e.reason(), detail, t, tag, now, out)
@@ -1073,7 +1156,7 @@ impl Assembler {
         let failed = match self.v1_too_large(&pic, hex.len() / 2) {
             Some(detail) => Some((reason::TOO_LARGE, detail)),
             None => pic
-                .add(msg, t, hex, tag)
+                .add(&mut self.cold, msg, t, hex, tag)
                 .err()
                 .map(|e| (e.reason(), format!("{e}: {}", excerpt(&msg.value)))),
         };
@@ -1121,7 +1204,7 @@ impl Assembler {
             return Disposition::Quarantined;
         }
         let mut pic = V1Pic::new();
-        if let Err(e) = pic.add(msg, t, hex, tag) {
+        if let Err(e) = pic.add(&mut self.cold, msg, t, hex, tag) {
             let detail = format!("{e}: {}", excerpt(&msg.value));
             out.push(lone(
                 msg,
@@ -1156,7 +1239,11 @@ impl Assembler {
                 .open1
                 .get(&msg.device)
                 .and_then(|d| d.done.get(&(last, generation)))
-                .is_some_and(|d| d.prints.binary_search(&print(t, &bytes)).is_ok());
+                .is_some_and(|d| {
+                    d.prints
+                        .binary_search(&print(t, wire::crc32(&bytes)))
+                        .is_ok()
+                });
         if known {
             return Disposition::Duplicate { attached: false };
         }
@@ -1315,7 +1402,7 @@ impl Assembler {
             self.v1_put(device, b, Slot { meta, state }, now, false);
             return self.v1_bare_end(device, (e, rid), tag, now);
         }
-        let (mut lower, upper) = pic.split(n);
+        let (mut lower, upper) = pic.split(&mut self.cold, n);
         lower.end = Some(End {
             time: e,
             tags: vec![tag],

@@ -1,6 +1,7 @@
 //! v2: framed chunks keyed by `(productKey, deviceName, pid)`, stored decoded by `seq`
 //! (docs/protocol.md section 3.2; the rules are summarised in the parent module's docs).
 
+use super::cold::{Cold, Piece};
 use super::{
     lone, ms_i64, ranges, reason, Action, Assembler, Disposition, Finished, Held, Key, Meta,
     Quarantined, Slot, Tag, MAX_ATTACHED_DUPLICATES,
@@ -13,8 +14,8 @@ use crate::wire::{self, Format, V2Header};
 pub(super) struct V2Pic {
     /// Header of the first chunk seen: every later chunk must agree on count, size and crc.
     first: V2Header,
-    /// Decoded pieces by `seq`.
-    pieces: Vec<Option<Box<[u8]>>>,
+    /// Decoded pieces by `seq` (in memory or cold).
+    pieces: Vec<Option<Piece>>,
     present: usize,
     /// Sum of the present pieces' lengths.
     bytes: usize,
@@ -22,6 +23,8 @@ pub(super) struct V2Pic {
     dups: usize,
     /// Earliest `items.img.time`.
     name_time: Option<i64>,
+    /// Why some bytes could not be read back from cold storage (they read as zeros).
+    lost: Option<String>,
 }
 
 /// Result of adding a piece.
@@ -47,6 +50,31 @@ impl V2Pic {
             tags: Vec::new(),
             dups: 0,
             name_time: None,
+            lost: None,
+        }
+    }
+
+    /// Memory its pieces hold now.
+    pub(super) fn hot_bytes(&self) -> usize {
+        self.pieces.iter().flatten().map(Piece::hot_bytes).sum()
+    }
+
+    /// Moves its pieces to cold storage; returns the memory freed.
+    pub(super) fn freeze(&mut self, cold: &mut Cold) -> usize {
+        self.pieces
+            .iter_mut()
+            .flatten()
+            .map(|p| p.freeze(cold))
+            .sum()
+    }
+
+    fn thaw_piece(piece: &mut Piece, lost: &mut Option<String>, cold: &mut Cold) {
+        if !piece.thaw(cold) && lost.is_none() {
+            *lost = Some(
+                cold.last_error
+                    .clone()
+                    .unwrap_or_else(|| "cold store read failed".into()),
+            );
         }
     }
 
@@ -54,13 +82,25 @@ impl V2Pic {
         (self.first.count, self.first.size, self.first.crc) == (h.count, h.size, h.crc)
     }
 
-    fn add(&mut self, seq: u32, piece: Vec<u8>, tag: Tag, item_time: Option<i64>) -> Added {
+    fn add(
+        &mut self,
+        cold: &mut Cold,
+        seq: u32,
+        piece: Vec<u8>,
+        tag: Tag,
+        item_time: Option<i64>,
+    ) -> Added {
         let size = self.first.size as usize;
         let Some(slot) = self.pieces.get_mut(seq as usize) else {
             return Added::Conflict;
         };
+        if let Some(stored) = slot.as_mut() {
+            if stored.len() == piece.len() {
+                V2Pic::thaw_piece(stored, &mut self.lost, cold);
+            }
+        }
         match slot {
-            Some(stored) if **stored == *piece => {
+            Some(stored) if stored.hot() == Some(&piece[..]) => {
                 if self.dups >= MAX_ATTACHED_DUPLICATES {
                     return Added::Duplicate { attached: false };
                 }
@@ -74,7 +114,7 @@ impl V2Pic {
                     return Added::Overflow;
                 }
                 self.bytes += piece.len();
-                *slot = Some(piece.into_boxed_slice());
+                *slot = Some(Piece::Hot(piece.into_boxed_slice()));
                 self.present += 1;
                 self.tags.push(tag);
                 if let Some(it) = item_time {
@@ -97,17 +137,27 @@ impl V2Pic {
             .collect()
     }
 
-    /// The present pieces in `seq` order.
-    fn concat(&self) -> Vec<u8> {
+    /// The present pieces in `seq` order (read back from cold storage, which frees them there).
+    fn concat(&mut self, cold: &mut Cold) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes);
-        for p in self.pieces.iter().flatten() {
-            out.extend_from_slice(p);
+        for p in self.pieces.iter_mut().flatten() {
+            V2Pic::thaw_piece(p, &mut self.lost, cold);
+            out.extend_from_slice(p.hot().unwrap_or_default());
         }
         out
     }
 
+    /// Frees whatever is still cold (the bytes are not needed).
+    fn discard_cold(&mut self, cold: &mut Cold) {
+        for p in self.pieces.iter_mut().flatten() {
+            p.discard(cold);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn quarantine(
-        self,
+        mut self,
+        cold: &mut Cold,
         device: DeviceId,
         opened_ms: u64,
         reason: &'static str,
@@ -115,7 +165,13 @@ impl V2Pic {
         extra: Option<Tag>,
         bytes: Option<Vec<u8>>,
     ) -> Quarantined {
-        let bytes = bytes.unwrap_or_else(|| self.concat());
+        let bytes = match bytes {
+            Some(b) => {
+                self.discard_cold(cold);
+                b
+            }
+            None => self.concat(cold),
+        };
         let mut tags = self.tags;
         tags.extend(extra);
         Quarantined {
@@ -250,6 +306,13 @@ impl Held for V2State {
             V2State::Discard(_) => 0,
         }
     }
+
+    fn hot(&self) -> usize {
+        match self {
+            V2State::Pic(p) => p.hot_bytes(),
+            V2State::Discard(_) => 0,
+        }
+    }
 }
 
 /// A settled v2 picture: a later chunk with this size and CRC is one of its duplicates.
@@ -273,6 +336,7 @@ pub(super) fn settled_as(state: &V2State) -> Option<V2Done> {
 
 /// The quarantine record of an open entry that times out or is evicted (`evicted` set).
 pub(super) fn settle(
+    cold: &mut Cold,
     device: DeviceId,
     _pid: u32,
     slot: Slot<V2State>,
@@ -297,7 +361,7 @@ pub(super) fn settle(
                     format!("no new chunk within the timeout; {progress}"),
                 ),
             };
-            p.quarantine(device, opened, reason, detail, None, None)
+            p.quarantine(cold, device, opened, reason, detail, None, None)
         }
     }
 }
@@ -399,6 +463,7 @@ impl Assembler {
                 header_text(&h)
             );
             let q = pic.quarantine(
+                &mut self.cold,
                 device.clone(),
                 opened_ms,
                 reason::HEADER_MISMATCH,
@@ -410,7 +475,7 @@ impl Assembler {
             return Disposition::Quarantined;
         }
         let piece_len = piece.len();
-        let added = pic.add(h.seq, piece, tag, msg.item_time);
+        let added = pic.add(&mut self.cold, h.seq, piece, tag, msg.item_time);
         match (added, meta) {
             (Added::Stored | Added::Duplicate { .. }, m) => {
                 let touched = added == Added::Stored;
@@ -439,6 +504,7 @@ impl Assembler {
                     pic.progress()
                 );
                 let q = pic.quarantine(
+                    &mut self.cold,
                     device.clone(),
                     opened_ms,
                     reason::CHUNK_CONFLICT,
@@ -458,6 +524,7 @@ impl Assembler {
                     h.seq, pic.bytes, h.size
                 );
                 let q = pic.quarantine(
+                    &mut self.cold,
                     device.clone(),
                     opened_ms,
                     reason::LENGTH_MISMATCH,
@@ -476,7 +543,7 @@ impl Assembler {
         &mut self,
         device: &DeviceId,
         opened_ms: u64,
-        pic: V2Pic,
+        mut pic: V2Pic,
         now: u64,
         out: &mut Vec<Action>,
     ) -> Disposition {
@@ -487,6 +554,7 @@ impl Assembler {
                 first.count, pic.bytes, first.size
             );
             let q = pic.quarantine(
+                &mut self.cold,
                 device.clone(),
                 opened_ms,
                 reason::LENGTH_MISMATCH,
@@ -497,9 +565,17 @@ impl Assembler {
             out.push(Action::Quarantine(q));
             return Disposition::Quarantined;
         }
-        let bytes = pic.concat();
+        let bytes = pic.concat(&mut self.cold);
         let crc = wire::crc32(&bytes);
-        let bad = if crc != first.crc {
+        let bad = if let Some(lost) = &pic.lost {
+            Some((
+                reason::CRC_MISMATCH,
+                format!(
+                    "{} byte(s) could not be read back from cold storage: {lost}",
+                    bytes.len()
+                ),
+            ))
+        } else if crc != first.crc {
             Some((
                 reason::CRC_MISMATCH,
                 format!(
@@ -520,7 +596,15 @@ impl Assembler {
             None
         };
         if let Some((reason, detail)) = bad {
-            let q = pic.quarantine(device.clone(), opened_ms, reason, detail, None, Some(bytes));
+            let q = pic.quarantine(
+                &mut self.cold,
+                device.clone(),
+                opened_ms,
+                reason,
+                detail,
+                None,
+                Some(bytes),
+            );
             out.push(Action::Quarantine(q));
             return Disposition::Quarantined;
         }
@@ -589,6 +673,7 @@ impl Assembler {
                     header_text(&p.first)
                 );
                 let q = p.quarantine(
+                    &mut self.cold,
                     device.clone(),
                     meta.opened_ms,
                     reason::TOO_LARGE,
@@ -667,8 +752,15 @@ impl Assembler {
                 }) => {
                     self.index.close(&meta);
                     let detail = format!("{detail}; with the open picture: {}", p.progress());
-                    let q =
-                        p.quarantine(device.clone(), meta.opened_ms, why, detail, Some(tag), None);
+                    let q = p.quarantine(
+                        &mut self.cold,
+                        device.clone(),
+                        meta.opened_ms,
+                        why,
+                        detail,
+                        Some(tag),
+                        None,
+                    );
                     out.push(Action::Quarantine(q));
                     return Disposition::Quarantined;
                 }

@@ -100,6 +100,10 @@ pub struct BenchArgs {
     /// `[spool] batch_delay` of the receiver under test, e.g. "2ms" (default: the configuration's).
     #[arg(long)]
     pub batch_delay: Option<String>,
+    /// `[assembly] memory_limit` of the receiver under test, e.g. "0" (no limit) or "64 MiB"
+    /// (default: the configuration's).
+    #[arg(long)]
+    pub memory_limit: Option<String>,
     /// Where the seed receiver and stream server are (needs `npm ci --prefix bench/seed`).
     #[arg(long, default_value = "bench/seed")]
     pub seed_dir: PathBuf,
@@ -312,6 +316,8 @@ pub struct ReceiverToml<'a> {
     pub durable: bool,
     /// `[spool] batch_delay` override.
     pub batch_delay: Option<&'a str>,
+    /// `[assembly] memory_limit` override.
+    pub memory_limit: Option<&'a str>,
 }
 
 /// The configuration file of the receiver under test: defaults everywhere except the endpoint,
@@ -334,6 +340,9 @@ pub fn receiver_toml(t: &ReceiverToml<'_>) -> String {
     }
     let _ = writeln!(s, "[output]\ndir = {}", q(t.output));
     let _ = writeln!(s, "[state]\ndir = {}", q(t.state));
+    if let Some(m) = t.memory_limit {
+        let _ = writeln!(s, "[assembly]\nmemory_limit = {m:?}");
+    }
     let _ = writeln!(s, "[spool]\nenabled = {}", t.durable);
     if let Some(d) = t.batch_delay {
         let _ = writeln!(s, "batch_delay = {d:?}");
@@ -535,6 +544,7 @@ async fn run_parts(
                             rate: None,
                             timeout,
                             batch_delay: args.batch_delay.as_deref(),
+                            memory_limit: args.memory_limit.as_deref(),
                         };
                         let f = run_one(&spec, &stream).await?;
                         let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
@@ -583,6 +593,7 @@ async fn run_parts(
                     rate: Some(args.latency_rate),
                     timeout,
                     batch_delay: args.batch_delay.as_deref(),
+                    memory_limit: args.memory_limit.as_deref(),
                 };
                 let f = run_one(&spec, &stream).await?;
                 let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
@@ -637,6 +648,7 @@ struct RunSpec<'a> {
     rate: Option<u32>,
     timeout: Duration,
     batch_delay: Option<&'a str>,
+    memory_limit: Option<&'a str>,
 }
 
 /// The fake endpoint on a thread of its own with a single-threaded runtime: its tasks never wake
@@ -732,6 +744,7 @@ async fn run_one(spec: &RunSpec<'_>, stream: &Stream) -> Result<RunFigures, Benc
         state: &spec.dir.join("state"),
         durable: spec.mode == Mode::Durable,
         batch_delay: spec.batch_delay,
+        memory_limit: spec.memory_limit,
     });
     let config = spec.dir.join("receiver.toml");
     std::fs::write(&config, toml).map_err(io_err("write", &config))?;

@@ -275,6 +275,7 @@ pub async fn run_once(
                 state: &work.join("state"),
                 durable: *durable,
                 batch_delay: None,
+                memory_limit: None,
             });
             let path = write("receiver.toml", &toml)?;
             receiver = Some(ReceiverProcess::start(bin, &path).await?);
