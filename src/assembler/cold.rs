@@ -247,6 +247,11 @@ impl PicBuf {
         };
         let freed = self.hot.capacity();
         let part = self.cold.get_or_insert_with(Box::default);
+        if part.extents.len() == part.extents.capacity() {
+            // Lean growth: thousands of pictures can be cold at once.
+            let more = (part.extents.capacity() / 4).max(4);
+            part.extents.reserve_exact(more);
+        }
         part.extents.push(e);
         part.len += self.hot.len();
         self.hot = Vec::new();

@@ -556,14 +556,14 @@ impl Assembler {
     }
 
     /// Moves the bytes of the least recently touched pictures to the cold store until at most
-    /// three quarters of the budget stay in memory (hysteresis: stores happen in bursts, and
-    /// the pictures frozen have gathered more than a chunk each).
+    /// half the budget stays in memory (hysteresis: stores happen in bursts, and the pictures
+    /// frozen have gathered more than a chunk each, so fewer, larger extents).
     fn enforce_budget(&mut self) {
         let budget = self.limits.memory_budget;
         if budget == 0 || self.index.hot <= budget || !self.cold.enabled() {
             return;
         }
-        let goal = budget - budget / 4;
+        let goal = budget / 2;
         let errors = self.cold.errors;
         let mut after: Option<(u64, u64)> = None;
         while self.index.hot > goal && self.cold.errors == errors {
