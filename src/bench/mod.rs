@@ -15,6 +15,7 @@
 //! 4. Repeat each scenario `--runs` times; report medians.
 
 pub mod child;
+pub mod floor;
 pub mod seed;
 pub mod stream;
 
