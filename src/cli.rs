@@ -80,6 +80,10 @@ pub enum Command {
     /// Measure throughput, latency, memory and CPU against the fake endpoint, and the seed's
     /// Node.js receiver side by side (see BENCHMARKS.md). Build with --release.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Bench helper (the baseline's "transport floor"): connect exactly like the daemon and
+    /// accept every delivery unread, until SIGTERM/SIGINT.
+    #[command(hide = true)]
+    BenchFloor,
 }
 
 /// A usage problem found after parsing (exit code 2), e.g. a missing `--config`.
@@ -98,6 +102,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::SimulateCamera(args) => simulate_camera(&global, *args).await,
         Command::Tail(args) => tail(&global, args).await,
         Command::Bench(args) => bench(&global, *args).await,
+        Command::BenchFloor => bench_floor(&global).await,
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -251,6 +256,20 @@ pub async fn bench(global: &GlobalArgs, args: crate::bench::BenchArgs) -> anyhow
     Ok(())
 }
 
+/// `receiver bench-floor --config PATH` (hidden): the daemon's AMQP connections with a consumer
+/// that accepts every delivery unread; `receiver bench` measures its CPU per message.
+pub async fn bench_floor(global: &GlobalArgs) -> anyhow::Result<()> {
+    let path = config_path(global, "run the transport floor")?;
+    let config = Config::load(path)?;
+    init_logging(global, Some(&config))?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+    crate::bench::floor::run(config, shutdown)
+        .await
+        .context("transport floor failed")?;
+    Ok(())
+}
+
 /// `receiver simulate-camera`: a camera without a board.
 pub async fn simulate_camera(
     global: &GlobalArgs,
@@ -329,6 +348,14 @@ mod tests {
         assert!(matches!(c.command, Some(Command::CheckConfig)));
         assert_eq!(c.global.log_format, Some(LogFormat::Json));
         assert!(Cli::try_parse_from(["receiver", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn bench_floor_is_a_hidden_command() {
+        let c = Cli::try_parse_from(["receiver", "-c", "a.toml", "bench-floor"]).unwrap();
+        assert!(matches!(c.command, Some(Command::BenchFloor)));
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("bench-floor"), "{help}");
     }
 
     #[test]

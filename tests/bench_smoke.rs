@@ -1,7 +1,7 @@
 //! `receiver bench` at a tiny scale: it runs every part (both storage modes, a paced latency run,
-//! the seed baseline when `npm ci --prefix bench/seed` was run) and reports figures. Only the
-//! presence of figures is checked, never their values: timings belong in BENCHMARKS.md, not in
-//! assertions.
+//! the seed baseline and its transport floor when `npm ci --prefix bench/seed` was run) and
+//! reports figures. Only the presence of figures is checked, never their values: timings belong
+//! in BENCHMARKS.md, not in assertions.
 
 use std::process::Command;
 
@@ -54,6 +54,12 @@ fn bench_quick_produces_figures() {
             .expect("receiver")
             .is_empty());
         assert!(stdout.contains("ratio receiver/seed"), "{stdout}");
+        // The transport floor: this binary's `bench-floor`, a run line and a summary row.
+        let floor = baseline["floor"].as_array().expect("floor");
+        assert!(!floor.is_empty(), "{baseline:#}");
+        assert!(floor[0][0].as_f64().unwrap_or(0.0) > 0.0, "{baseline:#}");
+        assert!(stdout.contains("transport floor      run 1:"), "{stdout}");
+        assert!(stdout.contains("seed/floor"), "{stdout}");
     } else {
         assert!(stdout.contains("baseline SKIPPED"), "{stdout}");
     }

@@ -159,7 +159,9 @@ impl V1Pic {
     /// A compact copy of `chunks` (whose bytes are in `buf`, hot).
     fn rebuild(chunks: &[Chunk], buf: &PicBuf) -> Self {
         let mut pic = V1Pic::new();
-        pic.buf.tail().reserve(chunks.iter().map(|c| c.len as usize).sum());
+        pic.buf
+            .tail()
+            .reserve(chunks.iter().map(|c| c.len as usize).sum());
         for c in chunks {
             let start = pic.buf.len();
             let (s, l) = c.span();
@@ -232,12 +234,12 @@ impl V1Pic {
         }
         let new = self.buf.get(start, len);
         let dup = maybe
-            && self.idx[same_time..pos]
-                .iter()
-                .any(|c| c.len as usize == len && c.crc == crc && {
+            && self.idx[same_time..pos].iter().any(|c| {
+                c.len as usize == len && c.crc == crc && {
                     let (s, l) = c.span();
                     self.buf.get(s, l) == new
-                });
+                }
+            });
         if dup {
             self.buf.truncate(start);
             if self.dups >= MAX_ATTACHED_DUPLICATES {
@@ -302,13 +304,10 @@ impl V1Pic {
 
     /// The data slices in picture order, with their chunk's time.
     fn slices(&self) -> impl DoubleEndedIterator<Item = (i64, &[u8])> + '_ {
-        self.idx
-            .iter()
-            .filter(|c| c.len > 0)
-            .filter_map(|c| {
-                let (s, l) = c.span();
-                Some((c.time, self.buf.get(s, l)?))
-            })
+        self.idx.iter().filter(|c| c.len > 0).filter_map(|c| {
+            let (s, l) = c.span();
+            Some((c.time, self.buf.get(s, l)?))
+        })
     }
 
     /// Whether the bytes in order start `FF D8` and end `FF D9`, without concatenating them.

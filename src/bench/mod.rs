@@ -13,8 +13,12 @@
 //!    message accepted. Then sample CPU and peak RSS (`VmHWM`) again and scrape `/metrics` for
 //!    the images written and the image latency histogram (last chunk received to file durable).
 //! 4. Repeat each scenario `--runs` times; report medians.
+//!
+//! The baseline runs three consumers in turn on the same stream from the same rhea server: the
+//! seed's Node.js receiver, this receiver, and this receiver's transport alone ([`floor`]).
 
 pub mod child;
+pub mod floor;
 pub mod seed;
 pub mod stream;
 
@@ -269,6 +273,9 @@ pub struct BaselineResult {
     pub seed: Vec<(f64, f64, u64, f64, u64)>,
     /// Runs of this receiver (durable) on the same server, same tuple.
     pub receiver: Vec<(f64, f64, u64, f64, u64)>,
+    /// Runs of the transport floor (`receiver bench-floor`: the daemon's connection code, every
+    /// delivery accepted unread) on the same server, same tuple (files: always 0).
+    pub floor: Vec<(f64, f64, u64, f64, u64)>,
     /// Why it was skipped, if it was.
     pub skipped: Option<String>,
 }
@@ -857,6 +864,7 @@ async fn run_baseline(
         messages: 0,
         seed: Vec::new(),
         receiver: Vec::new(),
+        floor: Vec::new(),
         skipped: None,
     };
     let setup = match seed::SeedSetup::find(&args.seed_dir) {
@@ -884,7 +892,7 @@ async fn run_baseline(
     );
     let timeout = Duration::from_secs(args.run_timeout);
     for r in 0..settings.runs {
-        for (label, consumer) in [
+        for (i, (label, consumer)) in [
             ("seed (node+rhea)", seed::Consumer::Seed),
             (
                 "receiver (durable)",
@@ -894,8 +902,18 @@ async fn run_baseline(
                     credit: args.credit,
                 },
             ),
-        ] {
-            let dir = work.join(format!("baseline-{r}-{}", label.len()));
+            (
+                "transport floor",
+                seed::Consumer::Floor {
+                    bin: bin.to_path_buf(),
+                    credit: args.credit,
+                },
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let dir = work.join(format!("baseline-{r}-{i}"));
             let f = seed::run_once(&setup, &consumer, &stream, &file, &dir, timeout)
                 .await
                 .map_err(|e| BenchError::Run(format!("baseline, {label}: {e}")))?;
@@ -919,6 +937,7 @@ async fn run_baseline(
             match consumer {
                 seed::Consumer::Seed => result.seed.push(row),
                 seed::Consumer::Receiver { .. } => result.receiver.push(row),
+                seed::Consumer::Floor { .. } => result.floor.push(row),
             }
         }
     }
@@ -992,7 +1011,11 @@ pub fn render(r: &BenchReport) -> String {
                 for (label, rows) in [
                     ("seed (node+rhea)", &b.seed),
                     ("receiver (durable)", &b.receiver),
+                    ("transport floor", &b.floor),
                 ] {
+                    if rows.is_empty() {
+                        continue;
+                    }
                     let _ = writeln!(
                         s,
                         "{label:<20} {:>8.0} msg/s  {:>7.2} us CPU/msg  RSS {:>6.1} MB  server {:>6.2} us/msg",
@@ -1011,6 +1034,30 @@ pub fn render(r: &BenchReport) -> String {
                     rc / sc,
                     sc / rc
                 );
+                if !b.floor.is_empty() {
+                    let (fm, fc) = (med(&b.floor, |r| r.0), med(&b.floor, |r| r.1));
+                    let _ = writeln!(
+                        s,
+                        "transport floor (the daemon's connection code, every delivery accepted unread): {fc:.2} us CPU/msg at {fm:.0} msg/s = {:.0}% of this receiver's CPU per message ({:.2} us/msg above the transport)",
+                        100.0 * fc / rc,
+                        rc - fc
+                    );
+                    let target = sc / 10.0;
+                    // Runs differ by several per cent (more on a busy machine): closer than
+                    // 10 % is no verdict.
+                    let verdict = if (fc - target).abs() < 0.1 * target {
+                        "within 10% of it: too close to call from one bench run"
+                    } else if fc < target {
+                        "below it: the transport alone does not rule 10x out"
+                    } else {
+                        "above it: no receiver on this transport can reach 10x"
+                    };
+                    let _ = writeln!(
+                        s,
+                        "best CPU ratio on this transport: seed/floor {:.1}x; the 10x target is < {target:.2} us/msg and the floor is {verdict}",
+                        sc / fc
+                    );
+                }
             }
         }
     }
@@ -1026,4 +1073,64 @@ pub fn render(r: &BenchReport) -> String {
         r.seconds
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(floor: Vec<(f64, f64, u64, f64, u64)>) -> BenchReport {
+        BenchReport {
+            machine: "test".into(),
+            scenarios: Vec::new(),
+            baseline: Some(BaselineResult {
+                messages: 100,
+                seed: vec![(10_000.0, 60.0, 1 << 20, 20.0, 3)],
+                receiver: vec![(20_000.0, 15.0, 1 << 20, 18.0, 3)],
+                floor,
+                skipped: None,
+            }),
+            load: [[1.0; 3]; 2],
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn render_shows_the_transport_floor_and_its_ratios() {
+        let text = render(&report(vec![
+            (30_000.0, 9.0, 1 << 20, 15.0, 0),
+            (31_000.0, 8.0, 1 << 20, 15.0, 0),
+            (29_000.0, 10.0, 1 << 20, 15.0, 0),
+        ]));
+        assert!(text.contains("ratio receiver/seed"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("transport floor  "))
+            .expect("floor row");
+        assert!(row.contains("9.00 us CPU/msg"), "{row}");
+        // 9 of 15 us: 60 % of the receiver's; seed/floor 60/9.
+        assert!(text.contains("= 60% of this receiver's CPU"), "{text}");
+        assert!(text.contains("seed/floor 6.7x"), "{text}");
+        assert!(
+            text.contains("< 6.00 us/msg and the floor is above it"),
+            "{text}"
+        );
+        let below = render(&report(vec![(30_000.0, 5.0, 1 << 20, 15.0, 0)]));
+        assert!(below.contains("the floor is below it"), "{below}");
+        let close = render(&report(vec![(30_000.0, 6.3, 1 << 20, 15.0, 0)]));
+        assert!(close.contains("the floor is within 10% of it"), "{close}");
+    }
+
+    #[test]
+    fn render_without_floor_runs_keeps_the_two_rows() {
+        let text = render(&report(Vec::new()));
+        assert!(text.contains("ratio receiver/seed"), "{text}");
+        assert!(!text.contains("transport floor"), "{text}");
+    }
+
+    #[test]
+    fn baseline_json_has_the_floor() {
+        let v = serde_json::to_value(report(vec![(1.0, 2.0, 3, 4.0, 0)])).unwrap();
+        assert_eq!(v["baseline"]["floor"][0][1], 2.0);
+    }
 }

@@ -1,5 +1,6 @@
 //! The side-by-side baseline: the seed tutorial's Node.js receiver (`bench/seed/seed-receiver.js`,
-//! rhea) and this receiver, each consuming the same stream from the same third-party AMQP server
+//! rhea), this receiver, and this receiver's transport alone (`receiver bench-floor`, see
+//! [`super::floor`]), each consuming the same stream from the same third-party AMQP server
 //! (`bench/seed/stream-server.js`, rhea), one after the other.
 
 use super::child::{proc_sample, ChildError, ReceiverProcess};
@@ -86,6 +87,14 @@ pub enum Consumer {
         bin: PathBuf,
         /// Spool on (durable) or off.
         durable: bool,
+        /// Link credit (default: the configuration's).
+        credit: Option<u32>,
+    },
+    /// `receiver --config <generated> bench-floor` (this binary): the daemon's connection code
+    /// with a consumer that accepts every delivery unread.
+    Floor {
+        /// The binary.
+        bin: PathBuf,
         /// Link credit (default: the configuration's).
         credit: Option<u32>,
     },
@@ -229,12 +238,32 @@ pub async fn run_once(
 
     let img_dir = work.join("images");
     mk(&img_dir)?;
-    // Start the consumer.
-    let mut seed_child = None;
+    // The configuration of the receiver row (the floor row reads the same file).
+    let receiver_toml = |durable: bool, credit: Option<u32>| {
+        super::receiver_toml(&super::ReceiverToml {
+            host: "127.0.0.1",
+            port,
+            ca_file: &ca,
+            access_key_id: SEED_ACCESS_KEY_ID,
+            access_key_secret: SEED_ACCESS_KEY_SECRET,
+            iot_instance_id: SEED_IOT_INSTANCE_ID,
+            consumer_group_id: SEED_CONSUMER_GROUP_ID,
+            connections: 1,
+            credit,
+            output: &img_dir,
+            state: &work.join("state"),
+            durable,
+            batch_delay: None,
+            memory_limit: None,
+        })
+    };
+    // Start the consumer: the seed and the floor are plain children (stderr to a file), the
+    // receiver is driven like in the other parts of the bench.
+    let log = work.join("consumer-stderr.log");
+    let mut plain_child = None;
     let mut receiver = None;
     match consumer {
         Consumer::Seed => {
-            let log = work.join("seed-stderr.log");
             let stderr = std::fs::File::create(&log).map_err(|source| ChildError::Io {
                 what: format!("create {}", log.display()),
                 source,
@@ -254,34 +283,40 @@ pub async fn run_once(
                     what: "cannot start node seed-receiver.js".into(),
                     source,
                 })?;
-            seed_child = Some(c);
+            plain_child = Some(c);
         }
         Consumer::Receiver {
             bin,
             durable,
             credit,
         } => {
-            let toml = super::receiver_toml(&super::ReceiverToml {
-                host: "127.0.0.1",
-                port,
-                ca_file: &ca,
-                access_key_id: SEED_ACCESS_KEY_ID,
-                access_key_secret: SEED_ACCESS_KEY_SECRET,
-                iot_instance_id: SEED_IOT_INSTANCE_ID,
-                consumer_group_id: SEED_CONSUMER_GROUP_ID,
-                connections: 1,
-                credit: *credit,
-                output: &img_dir,
-                state: &work.join("state"),
-                durable: *durable,
-                batch_delay: None,
-                memory_limit: None,
-            });
-            let path = write("receiver.toml", &toml)?;
+            let path = write("receiver.toml", &receiver_toml(*durable, *credit))?;
             receiver = Some(ReceiverProcess::start(bin, &path).await?);
         }
+        Consumer::Floor { bin, credit } => {
+            let path = write("receiver.toml", &receiver_toml(true, *credit))?;
+            let stderr = std::fs::File::create(&log).map_err(|source| ChildError::Io {
+                what: format!("create {}", log.display()),
+                source,
+            })?;
+            let c = tokio::process::Command::new(bin)
+                .arg("--config")
+                .arg(&path)
+                .args(["--log-format", "json", "bench-floor"])
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|source| ChildError::Io {
+                    what: format!("cannot start {} bench-floor", bin.display()),
+                    source,
+                })?;
+            plain_child = Some(c);
+        }
     }
-    let consumer_pid = match (&seed_child, &receiver) {
+    let consumer_pid = match (&plain_child, &receiver) {
         (Some(c), _) => c.id().unwrap_or(0),
         (_, Some(r)) => r.pid(),
         _ => 0,
@@ -313,7 +348,17 @@ pub async fn run_once(
     }
     .await;
     // Stop everything.
-    if let Some(mut c) = seed_child {
+    if let Some(mut c) = plain_child {
+        if matches!(consumer, Consumer::Floor { .. }) {
+            // A clean stop, like the receiver's (not measured).
+            if let Some(pid) = c.id() {
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
+        }
         let _ = c.start_kill();
         let _ = c.wait().await;
     }
@@ -324,14 +369,11 @@ pub async fn run_once(
     let _ = tokio::time::timeout(Duration::from_secs(5), server.child.wait()).await;
     let _ = server.child.start_kill();
     let mut figures = result.map_err(|e| match consumer {
-        Consumer::Seed => {
-            let log = std::fs::read_to_string(work.join("seed-stderr.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        Consumer::Seed | Consumer::Floor { .. } => {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(10).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            SeedError::Server(format!(
-                "{e}; the seed receiver's stderr:\n{}",
-                tail.join("\n")
-            ))
+            SeedError::Server(format!("{e}; the consumer's stderr:\n{}", tail.join("\n")))
         }
         Consumer::Receiver { .. } => e,
     })?;
