@@ -87,8 +87,8 @@ pub mod defaults {
     pub const ASSEMBLY_TIMEOUT: Duration = Duration::from_secs(600);
     /// `[assembly] dedup_window`.
     pub const DEDUP_WINDOW: usize = 65_536;
-    /// `[assembly] memory_limit`: 16 MiB of open pictures' bytes in memory.
-    pub const ASSEMBLY_MEMORY_LIMIT: u64 = 16 << 20;
+    /// `[assembly] memory_limit`: 8 MiB of open pictures' bytes in memory.
+    pub const ASSEMBLY_MEMORY_LIMIT: u64 = 8 << 20;
     /// `[spool] enabled`.
     pub const SPOOL_ENABLED: bool = true;
     /// `[spool] batch_max`.
@@ -2342,6 +2342,22 @@ dir = "/srv/rx/state"
         assert!(m.contains("out of range"), "{m}");
         assert!(parse(&set("idle_timeout", "\"300s\"")).is_ok());
         assert!(parse(&set("idle_timeout", "\"30s\"")).is_ok());
+    }
+
+    #[test]
+    fn memory_limit_is_zero_or_at_least_a_mebibyte() {
+        let set = |v: &str| format!("{MINIMAL}\n[assembly]\nmemory_limit = {v}\n");
+        assert_eq!(parse(MINIMAL).unwrap().assembly.memory_limit, 8 << 20);
+        assert_eq!(parse(&set("0")).unwrap().assembly.memory_limit, 0);
+        assert_eq!(
+            parse(&set("\"64 MiB\"")).unwrap().assembly.memory_limit,
+            64 << 20
+        );
+        let m = err(&set("\"512 KiB\""));
+        assert!(m.contains("[assembly] memory_limit"), "{m}");
+        assert!(m.contains("0 (no limit)"), "{m}");
+        let shown = parse(&set("\"64 MiB\"")).unwrap().to_string();
+        assert!(shown.contains("memory_limit = \"64 MiB\""), "{shown}");
     }
 
     #[test]

@@ -173,6 +173,8 @@ pub struct Engine {
     hook: Option<crate::ops::hook::Hook>,
     /// Spool tags to release once their time comes (see [`EngineOptions::release_delay`]).
     releases: std::collections::VecDeque<(u64, Vec<Tag>)>,
+    /// `cold_total` and time of the last heap trim (see [`Engine::trim_heap`]).
+    trimmed: (u64, u64),
 }
 
 impl Engine {
@@ -206,6 +208,7 @@ impl Engine {
             actions: Vec::new(),
             hook: None,
             releases: std::collections::VecDeque::new(),
+            trimmed: (0, 0),
         };
         if let Some(spool_opts) = spool {
             let (spool, recovery) = Spool::open(spool_opts)?;
@@ -805,6 +808,24 @@ impl Engine {
         settler.settle(outcome);
     }
 
+    /// While the assembler spills (it is over its memory limit), hands the allocator's free
+    /// pages back to the system at most once a second: picture buffers freed by spilling are
+    /// scattered through the heap, and glibc's malloc would otherwise keep them resident.
+    /// Measured (10 000 devices mid-upload, 8 MiB limit): peak RSS TRIM_FIGURE.
+    fn trim_heap(&mut self, now_ms: u64) {
+        let total = self.assembler.cold_total();
+        let (at_total, at_ms) = self.trimmed;
+        if total == at_total || now_ms.saturating_sub(at_ms) < 1000 {
+            return;
+        }
+        self.trimmed = (total, now_ms);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
     fn update_gauges(&mut self, now_ms: u64) {
         let m = &self.metrics;
         m.open_assemblies
@@ -830,6 +851,7 @@ impl Engine {
             m.spool_bytes.store(spool.bytes(), Relaxed);
         }
         m.paused.store(self.is_paused(), Relaxed);
+        self.trim_heap(now_ms);
     }
 
     /// Flushes at shutdown: nothing is buffered between batches, so this only reports what stays
