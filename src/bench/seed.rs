@@ -264,26 +264,13 @@ pub async fn run_once(
     let mut receiver = None;
     match consumer {
         Consumer::Seed => {
-            let stderr = std::fs::File::create(&log).map_err(|source| ChildError::Io {
-                what: format!("create {}", log.display()),
-                source,
-            })?;
-            let c = tokio::process::Command::new(&setup.node)
-                .arg(setup.dir.join("seed-receiver.js"))
+            let mut cmd = tokio::process::Command::new(&setup.node);
+            cmd.arg(setup.dir.join("seed-receiver.js"))
                 .current_dir(&setup.dir)
                 .env("SEED_PORT", port.to_string())
                 .env("SEED_CA", &ca)
-                .env("SEED_IMG_DIR", &img_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|source| ChildError::Io {
-                    what: "cannot start node seed-receiver.js".into(),
-                    source,
-                })?;
-            plain_child = Some(c);
+                .env("SEED_IMG_DIR", &img_dir);
+            plain_child = Some(spawn_logged(cmd, &log, "node seed-receiver.js")?);
         }
         Consumer::Receiver {
             bin,
@@ -295,25 +282,13 @@ pub async fn run_once(
         }
         Consumer::Floor { bin, credit } => {
             let path = write("receiver.toml", &receiver_toml(true, *credit))?;
-            let stderr = std::fs::File::create(&log).map_err(|source| ChildError::Io {
-                what: format!("create {}", log.display()),
-                source,
-            })?;
-            let c = tokio::process::Command::new(bin)
-                .arg("--config")
+            let mut cmd = tokio::process::Command::new(bin);
+            cmd.arg("--config")
                 .arg(&path)
                 .args(["--log-format", "json", "bench-floor"])
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|source| ChildError::Io {
-                    what: format!("cannot start {} bench-floor", bin.display()),
-                    source,
-                })?;
-            plain_child = Some(c);
+                .env_remove("RUST_LOG");
+            let what = format!("{} bench-floor", bin.display());
+            plain_child = Some(spawn_logged(cmd, &log, &what)?);
         }
     }
     let consumer_pid = match (&plain_child, &receiver) {
@@ -386,6 +361,27 @@ pub async fn run_once(
         )));
     }
     Ok(figures)
+}
+
+/// Starts `cmd` without stdin and stdout, its stderr to `log`, killed when dropped.
+fn spawn_logged(
+    mut cmd: tokio::process::Command,
+    log: &Path,
+    what: &str,
+) -> Result<Child, ChildError> {
+    let stderr = std::fs::File::create(log).map_err(|source| ChildError::Io {
+        what: format!("create {}", log.display()),
+        source,
+    })?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ChildError::Io {
+            what: format!("cannot start {what}"),
+            source,
+        })
 }
 
 fn count_files(dir: &Path) -> u64 {
