@@ -753,6 +753,9 @@ async fn one_refused_connection_does_not_stop_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_mid_upload_settles_everything_and_a_restart_finishes() {
     let mut h = Harness::new(2).await;
+    // Open pictures' bytes go to the spill files (every other e2e test keeps them in memory):
+    // a stop with spilled pictures, and a restart that rebuilds them from the spool.
+    h.config.assembly.memory_limit = 2048;
     h.start();
     h.wait_links().await;
     let v2: Vec<_> = (0..24u32)
@@ -792,6 +795,10 @@ async fn graceful_stop_mid_upload_settles_everything_and_a_restart_finishes() {
     })
     .await;
     let took = h.stop().await;
+    assert!(
+        h.metrics().spilled_bytes.load(Relaxed) > 0,
+        "nothing was spilled before the stop"
+    );
     let first_run_images = h.metrics().images_written();
     assert!(
         first_run_images >= 4,

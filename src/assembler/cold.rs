@@ -291,18 +291,6 @@ impl PicBuf {
     }
 }
 
-#[cfg(debug_assertions)]
-impl Drop for PicBuf {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            assert!(
-                self.is_hot(),
-                "a picture buffer with cold bytes was dropped without a thaw"
-            );
-        }
-    }
-}
-
 /// A v2 piece: in memory, or in the store.
 #[derive(Debug, Clone)]
 pub(super) enum Piece {
