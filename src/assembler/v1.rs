@@ -1096,6 +1096,37 @@ impl Assembler {
         })
     }
 
+    /// A chunk absorbed (without its bytes) by the discarding state `d` of segment `b`, which is
+    /// put back; a partial quarantine every `MAX_DISCARD_TAGS` tags.
+    #[allow(clippy::too_many_arguments)]
+    fn v1_absorb(
+        &mut self,
+        msg: &ImgMessage,
+        t: i64,
+        tag: Tag,
+        b: Bound,
+        meta: Meta,
+        mut d: V1Discard,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Disposition {
+        let device = &msg.device;
+        d.absorb(msg, t, tag);
+        if d.absorbed.len() >= MAX_DISCARD_TAGS {
+            let q = d.flush(
+                device.clone(),
+                meta.opened_ms,
+                None,
+                None,
+                " (partial: many chunks)",
+            );
+            out.push(Action::Quarantine(q));
+        }
+        let state = V1State::Discard(d);
+        self.v1_put(device, b, Slot { meta, state }, now, true);
+        Disposition::Stored
+    }
+
     /// A data chunk for the open segment `b`.
     #[allow(clippy::too_many_arguments)]
     fn v1_add(
@@ -1122,21 +1153,8 @@ impl Assembler {
             return Disposition::Quarantined;
         };
         let mut pic = match state {
-            V1State::Discard(mut d) => {
-                d.absorb(msg, t, tag);
-                if d.absorbed.len() >= MAX_DISCARD_TAGS {
-                    let q = d.flush(
-                        device.clone(),
-                        meta.opened_ms,
-                        None,
-                        None,
-                        " (partial: many chunks)",
-                    );
-                    out.push(Action::Quarantine(q));
-                }
-                let state = V1State::Discard(d);
-                self.v1_put(device, b, Slot { meta, state }, now, true);
-                return Disposition::Stored;
+            V1State::Discard(d) => {
+                return self.v1_absorb(msg, t, tag, b, meta, d, now, out);
             }
             V1State::Pic(pic) => pic,
         };
@@ -1496,22 +1514,7 @@ impl Assembler {
         };
         let disp = match slot {
             Some((b, Slot { meta, state })) => match state {
-                V1State::Discard(mut d) => {
-                    d.absorb(msg, t, tag);
-                    if d.absorbed.len() >= MAX_DISCARD_TAGS {
-                        let q = d.flush(
-                            device.clone(),
-                            meta.opened_ms,
-                            None,
-                            None,
-                            " (partial: many chunks)",
-                        );
-                        out.push(Action::Quarantine(q));
-                    }
-                    let state = V1State::Discard(d);
-                    self.v1_put(device, b, Slot { meta, state }, now, true);
-                    Disposition::Stored
-                }
+                V1State::Discard(d) => self.v1_absorb(msg, t, tag, b, meta, d, now, out),
                 V1State::Pic(pic) => {
                     self.v1_spoil(device, b, meta, pic, why, detail, t, tag, now, out)
                 }
