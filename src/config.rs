@@ -85,6 +85,10 @@ pub mod defaults {
     pub const MAX_OPEN: usize = 10_000;
     /// `[assembly] timeout`: 10 minutes.
     pub const ASSEMBLY_TIMEOUT: Duration = Duration::from_secs(600);
+    /// `[assembly] redelivery_grace`: Aliyun's 30 s ACK timeout plus its ~1 minute push retry
+    /// interval (at most the assembly timeout).
+    pub const REDELIVERY_GRACE: Duration =
+        Duration::from_millis(crate::assembler::DEFAULT_REDELIVERY_GRACE_MS);
     /// `[assembly] dedup_window`.
     pub const DEDUP_WINDOW: usize = 65_536;
     /// `[assembly] memory_limit`: 8 MiB of open pictures' bytes in memory.
@@ -308,6 +312,9 @@ pub struct AssemblyConfig {
     /// Most bytes of open pictures held in memory; the rest goes to spill files in the state
     /// folder (0: no limit, nothing spilled).
     pub memory_limit: u64,
+    /// How long a v1 picture that straddles a lost connection waits for the deliveries that were
+    /// in flight (0: not at all).
+    pub redelivery_grace: Duration,
 }
 
 impl Default for AssemblyConfig {
@@ -319,6 +326,7 @@ impl Default for AssemblyConfig {
             dedup_window: defaults::DEDUP_WINDOW,
             decode_check: false,
             memory_limit: defaults::ASSEMBLY_MEMORY_LIMIT,
+            redelivery_grace: defaults::REDELIVERY_GRACE,
         }
     }
 }
@@ -989,6 +997,7 @@ struct RawAssembly {
     dedup_window: Option<i64>,
     decode_check: Option<bool>,
     memory_limit: Option<ByteSize>,
+    redelivery_grace: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1795,6 +1804,14 @@ impl Ctx<'_> {
                 format!("{memory_limit} is out of range; expected 0 (no limit) or \"1 MiB\" to \"1 TiB\""),
             ));
         }
+        let redelivery_grace = self.duration(
+            T,
+            "redelivery_grace",
+            r.redelivery_grace,
+            defaults::REDELIVERY_GRACE.min(timeout),
+            (Duration::ZERO, timeout),
+            " (at most [assembly] timeout)",
+        )?;
         Ok(AssemblyConfig {
             max_image_bytes: max_image_bytes as usize,
             max_open,
@@ -1802,6 +1819,7 @@ impl Ctx<'_> {
             dedup_window,
             decode_check: r.decode_check.unwrap_or(false),
             memory_limit,
+            redelivery_grace,
         })
     }
 
@@ -2055,6 +2073,12 @@ impl fmt::Display for Config {
             "memory_limit",
             size(s.memory_limit),
             s.memory_limit == d.memory_limit,
+        )?;
+        line(
+            f,
+            "redelivery_grace",
+            dur(s.redelivery_grace),
+            s.redelivery_grace == d.redelivery_grace,
         )?;
 
         let (s, d) = (&self.spool, SpoolConfig::default());

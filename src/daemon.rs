@@ -71,6 +71,7 @@ pub fn engine_options(config: &Config) -> EngineOptions {
             timeout_ms: a.timeout.as_millis() as u64,
             decode_check: a.decode_check,
             memory_budget: usize::try_from(a.memory_limit).unwrap_or(usize::MAX),
+            redelivery_grace_ms: a.redelivery_grace.as_millis() as u64,
         },
         spill_dir: Some(config.state_dir.join("spill")),
         dedup_window: a.dedup_window,
@@ -147,6 +148,7 @@ pub async fn run_with(
     .map_err(|e| DaemonError::Task(format!("cannot start the operations endpoints: {e}")))?;
     let mut engine = engine;
     engine.set_hook(ops.hook());
+    engine.watch_connections(shared.connections.clone());
     let connections = config.aliyun.connections.max(1);
     let credit = config.aliyun.credit.max(1) as usize;
     let (tx, rx) = mpsc::channel::<Inbound>(connections * credit * 2);

@@ -18,6 +18,7 @@
 //! The thread loop ([`run`]) is the only part that waits; [`Engine::process`] and
 //! [`Engine::tick`] take the time as a parameter so tests drive them directly.
 
+use crate::amqp::client::ConnState;
 use crate::amqp::{Inbound, Outcome, Settler};
 use crate::assembler::{Action, Assembler, Disposition, Finished, Limits, Tag};
 use crate::dedup::Dedup;
@@ -175,6 +176,10 @@ pub struct Engine {
     releases: std::collections::VecDeque<(u64, Vec<Tag>)>,
     /// `cold_total` and time of the last heap trim (see [`Engine::trim_heap`]).
     trimmed: (u64, u64),
+    /// The connections whose losses the assembler must hear of ([`Engine::watch_connections`]).
+    connections: Option<Arc<Vec<Arc<ConnState>>>>,
+    /// The latest connection loss passed on to the assembler, ms.
+    seen_loss: u64,
 }
 
 impl Engine {
@@ -209,6 +214,8 @@ impl Engine {
             hook: None,
             releases: std::collections::VecDeque::new(),
             trimmed: (0, 0),
+            connections: None,
+            seen_loss: 0,
         };
         if let Some(spool_opts) = spool {
             let (spool, recovery) = Spool::open(spool_opts)?;
@@ -219,6 +226,9 @@ impl Engine {
                     "spool record is corrupt or torn; skipped");
             }
             engine.spool = Some(spool);
+            // Whatever the previous process had in flight comes back later: the pictures rebuilt
+            // from the spool wait for it like those that straddle a lost connection.
+            engine.assembler.connection_lost(now_ms);
             let mut done_tags = Vec::new();
             for (tag, record) in recovery.records {
                 match record {
@@ -258,6 +268,26 @@ impl Engine {
         Ok((engine, report))
     }
 
+    /// Makes the assembler hear of every loss of these connections (see
+    /// [`Assembler::connection_lost`]): deliveries in flight on a lost connection come back later.
+    pub fn watch_connections(&mut self, connections: Arc<Vec<Arc<ConnState>>>) {
+        self.connections = Some(connections);
+    }
+
+    /// Passes a connection loss reported since the last call on to the assembler.
+    fn note_losses(&mut self) {
+        let latest = self.connections.as_ref().map_or(0, |c| {
+            c.iter()
+                .map(|s| s.lost_at_ms.load(std::sync::atomic::Ordering::Acquire))
+                .max()
+                .unwrap_or(0)
+        });
+        if latest > self.seen_loss {
+            self.seen_loss = latest;
+            self.assembler.connection_lost(latest);
+        }
+    }
+
     /// Runs `hook` for every newly written image (never blocks: see [`crate::ops::hook::Hook`]).
     pub fn set_hook(&mut self, hook: Option<crate::ops::hook::Hook>) {
         self.hook = hook;
@@ -286,6 +316,7 @@ impl Engine {
         if batch.is_empty() {
             return;
         }
+        self.note_losses();
         if self.degraded.is_some() {
             for inbound in batch {
                 self.settle(
@@ -398,6 +429,7 @@ impl Engine {
 
     /// Expires idle pictures and retries pending writes after an I/O error.
     pub fn tick(&mut self, now_ms: u64) {
+        self.note_losses();
         if let Some(d) = &self.degraded {
             if now_ms >= d.next_retry_ms {
                 self.retry(now_ms);
@@ -796,10 +828,14 @@ impl Engine {
         }
     }
 
-    fn settle(&self, settler: Settler, received_ms: u64, outcome: Outcome, now_ms: u64) {
+    fn settle(&mut self, settler: Settler, received_ms: u64, outcome: Outcome, now_ms: u64) {
         match outcome {
             Outcome::Accept => self.metrics.accepted.fetch_add(1, Relaxed),
-            Outcome::Release => self.metrics.released.fetch_add(1, Relaxed),
+            Outcome::Release => {
+                // Aliyun pushes it again later, after newer deliveries.
+                self.assembler.connection_lost(now_ms);
+                self.metrics.released.fetch_add(1, Relaxed)
+            }
             Outcome::Reject => self.metrics.rejected.fetch_add(1, Relaxed),
         };
         self.metrics

@@ -137,6 +137,9 @@ pub struct ConnState {
     pub rejected: AtomicU64,
     /// Wall clock when the current link was attached, ms since the epoch (0 = not attached).
     pub connected_since_ms: AtomicU64,
+    /// Wall clock when an attached link was last lost, ms since the epoch (0 = never): the
+    /// deliveries it had in flight come back later, after newer ones.
+    pub lost_at_ms: AtomicU64,
 }
 
 impl ConnState {
@@ -351,6 +354,8 @@ async fn run_inner(
         };
         if up_for.is_some() {
             auth_reported = false;
+            // Stored before the next attempt can deliver anything (the engine reads it first).
+            state.lost_at_ms.store(now_ms(), Ordering::Release);
         }
         if up_for.is_some_and(|d| d >= STABLE_AFTER) {
             backoff.reset();

@@ -146,6 +146,10 @@ pub struct Limits {
     /// Most bytes of open pictures kept in memory when a cold store is given (0: no limit);
     /// beyond it the least recently touched pictures' bytes go to the store ([`cold`]).
     pub memory_budget: usize,
+    /// v1: how long after a lost connection (or released deliveries) a picture that had chunks
+    /// before the loss is held before it is written, so the deliveries that were in flight can
+    /// come back and slot in (see the module docs, *Redelivery grace*), ms. 0: no hold.
+    pub redelivery_grace_ms: u64,
 }
 
 impl Default for Limits {
@@ -156,9 +160,15 @@ impl Default for Limits {
             timeout_ms: 10 * 60 * 1000,
             decode_check: false,
             memory_budget: 0,
+            redelivery_grace_ms: DEFAULT_REDELIVERY_GRACE_MS,
         }
     }
 }
+
+/// Default [`Limits::redelivery_grace_ms`]: Aliyun pushes a delivery again when it was not
+/// settled within 30 s (its ACK timeout), and retries a blocked push about once a minute
+/// (`../shared/reference/aliyun-protocol.md` 1.6): 30 s + 60 s.
+pub const DEFAULT_REDELIVERY_GRACE_MS: u64 = 90_000;
 
 /// A picture that validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -486,6 +496,11 @@ pub struct Assembler {
     recent: Recent,
     /// Where bytes go beyond [`Limits::memory_budget`].
     cold: Cold,
+    /// The latest connection loss (or release of deliveries) reported, ms.
+    last_loss: Option<u64>,
+    /// v1 pictures that validated but are held for the redelivery grace: `(until, serial)` ->
+    /// segment. An entry whose segment changed since is stale and skipped.
+    holds: BTreeMap<(u64, u64), (DeviceId, Bound)>,
 }
 
 impl Assembler {
@@ -499,6 +514,8 @@ impl Assembler {
             index: Index::default(),
             recent: Recent::default(),
             cold: Cold::new(None),
+            last_loss: None,
+            holds: BTreeMap::new(),
         }
     }
 
@@ -591,8 +608,29 @@ impl Assembler {
         }
     }
 
-    /// Quarantines every picture idle for longer than the timeout at `now_ms`.
+    /// Reports that deliveries may have been lost in flight at `at_ms`: a connection died with
+    /// deliveries unsettled, deliveries were released, or the process restarted. Aliyun pushes
+    /// them again later, after newer ones. Until `at_ms +` [`Limits::redelivery_grace_ms`], a v1
+    /// picture that had chunks before `at_ms` and validates is held, not written, so a late chunk
+    /// can still slot into it (or a wrong cut be corrected by a late `END`).
+    pub fn connection_lost(&mut self, at_ms: u64) {
+        self.last_loss = Some(self.last_loss.map_or(at_ms, |l| l.max(at_ms)));
+    }
+
+    /// Until when a v1 picture opened at `opened_ms` must be held at `now`, if it must: it had a
+    /// chunk at or before the latest loss, and the grace after that loss is not over. (Only the
+    /// latest loss matters: a picture opened before an earlier loss was opened before it too, and
+    /// its grace ends later.)
+    fn grace_until(&self, opened_ms: u64, now: u64) -> Option<u64> {
+        let loss = self.last_loss.filter(|&l| opened_ms <= l)?;
+        let until = loss.saturating_add(self.limits.redelivery_grace_ms);
+        (until > now).then_some(until)
+    }
+
+    /// Quarantines every picture idle for longer than the timeout at `now_ms`, and writes the
+    /// held pictures whose redelivery grace is over.
     pub fn expire(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        self.v1_release_holds(now_ms, out);
         while let Some((&(last, _), _)) = self.index.lru.first_key_value() {
             if now_ms.saturating_sub(last) <= self.limits.timeout_ms {
                 break;
@@ -606,10 +644,12 @@ impl Assembler {
     /// When the next picture would expire, if any are open: the first `now_ms` at which
     /// [`Assembler::expire`] quarantines something (idle strictly longer than the timeout).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.index.lru.first_key_value().map(|(&(last, _), _)| {
+        let idle = self.index.lru.first_key_value().map(|(&(last, _), _)| {
             last.saturating_add(self.limits.timeout_ms)
                 .saturating_add(1)
-        })
+        });
+        let held = self.holds.first_key_value().map(|(&(until, _), _)| until);
+        idle.into_iter().chain(held).min()
     }
 
     /// Open pictures (including discarding states that still hold tags).

@@ -125,6 +125,12 @@ impl H {
         self.both(|a, out| a.expire(now, out));
     }
 
+    /// A connection loss now.
+    fn lost(&mut self) {
+        let now = self.now;
+        self.both(|a, _| a.connection_lost(now));
+    }
+
     fn drain(&mut self, now: u64) {
         self.both(|a, out| a.drain(now, out));
     }
@@ -979,6 +985,125 @@ fn v1_time_falls_back_to_gmt_create_then_arrival() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Redelivery grace (v1 pictures that straddle a lost connection)
+
+fn with_grace(grace_ms: u64) -> H {
+    H::new(Limits {
+        redelivery_grace_ms: grace_ms,
+        ..Limits::default()
+    })
+}
+
+/// The worked case of the v1 integrity issue: the head of A arrived before the loss; A's
+/// tail, its `END` and B's head were in flight and come back after B's tail and `END`. Without
+/// the grace, A's head + B's tail would be judged alone (and a splice cut inside scan data can
+/// pass any check by chance); with it, nothing is written until the redelivery came, then both
+/// pictures are written whole.
+#[test]
+fn v1_picture_straddling_a_loss_waits_for_the_redelivery() {
+    let (a, b) = (jpeg(2000, 51), jpeg(2000, 52));
+    let (va, vb) = (v1(&a, 400), v1(&b, 400));
+    let d = dev("cam");
+    let mut h = with_grace(5_000);
+    let (na, nb) = (va.len() as i64, vb.len() as i64);
+    let ta = |i: usize| T0 + i as i64;
+    let tb = |i: usize| T0 + 100 + i as i64;
+    for (i, v) in va.iter().enumerate().take(3) {
+        assert_eq!(h.push(&d, v, ta(i)), Disposition::Stored);
+    }
+    h.lost();
+    let lost_at = h.now;
+    // Newer messages first: B's tail and END.
+    for (i, v) in vb.iter().enumerate().skip(6) {
+        h.push(&d, v, tb(i));
+    }
+    assert!(h.writes().is_empty(), "written before the redelivery");
+    // The redelivery: A's tail and END, B's head.
+    for (i, v) in va.iter().enumerate().skip(3) {
+        h.push(&d, v, ta(i));
+    }
+    for (i, v) in vb.iter().enumerate().take(6) {
+        h.push(&d, v, tb(i));
+    }
+    assert!(h.writes().is_empty(), "held pictures were written early");
+    assert_eq!(h.asm.next_deadline(), Some(lost_at + 5_000));
+    h.expire(lost_at + 4_999);
+    assert!(h.writes().is_empty());
+    h.expire(lost_at + 5_000);
+    let mut got: Vec<(usize, bool)> = h
+        .writes()
+        .iter()
+        .map(|w| (w.chunks, w.bytes == a || w.bytes == b))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![((na - 1) as usize, true), ((nb - 1) as usize, true)]);
+    assert_ne!(h.writes()[0].bytes, h.writes()[1].bytes);
+    h.finish();
+    assert!(h.quarantines().is_empty(), "{:?}", h.reasons());
+}
+
+#[test]
+fn v1_pictures_after_a_loss_are_not_delayed() {
+    let (a, b) = (jpeg(900, 53), jpeg(900, 54));
+    let d = dev("cam");
+    let mut h = with_grace(60_000);
+    let va = v1(&a, 400);
+    for (i, v) in va.iter().enumerate() {
+        h.push(&d, v, T0 + i as i64);
+    }
+    assert_eq!(h.writes().len(), 1, "a picture before any loss is written at once");
+    h.lost();
+    let vb = v1(&b, 400);
+    let last = vb.len() - 1;
+    for (i, v) in vb.iter().enumerate() {
+        let disp = h.push(&d, v, T0 + 100 + i as i64);
+        if i == last {
+            assert_eq!(disp, Disposition::Completed, "opened after the loss: not held");
+        }
+    }
+    h.finish();
+    assert_eq!(h.writes().len(), 2);
+}
+
+#[test]
+fn v1_a_newer_loss_extends_the_hold_and_bounds_write_a_held_picture() {
+    let a = jpeg(900, 55);
+    let d = dev("cam");
+    let mut h = with_grace(1_000);
+    let va = v1(&a, 400);
+    h.push(&d, &va[0], T0);
+    h.lost();
+    let first = h.now;
+    for (i, v) in va.iter().enumerate().skip(1) {
+        assert_eq!(h.push(&d, v, T0 + i as i64), Disposition::Stored);
+    }
+    h.now = first + 600;
+    h.lost();
+    h.expire(first + 1_000);
+    assert!(h.writes().is_empty(), "the newer loss extends the hold");
+    assert_eq!(h.asm.next_deadline(), Some(first + 1_600));
+    h.expire(first + 1_600);
+    assert_eq!(h.writes().len(), 1);
+    assert_eq!(h.writes()[0].bytes, a);
+
+    // A held picture that has to settle (drain, eviction) is written: it is whole and valid.
+    let b = jpeg(900, 56);
+    let vb = v1(&b, 400);
+    h.push(&d, &vb[0], T0 + 500);
+    h.lost();
+    for (i, v) in vb.iter().enumerate().skip(1) {
+        h.push(&d, v, T0 + 500 + i as i64);
+    }
+    assert_eq!(h.writes().len(), 1);
+    let now = h.now;
+    h.drain(now);
+    assert_eq!(h.writes().len(), 2);
+    assert_eq!(h.writes()[1].bytes, b);
+    h.finish();
+    assert!(h.quarantines().is_empty(), "{:?}", h.reasons());
+}
+
+// ---------------------------------------------------------------------------------------------
 // Bounds, gauges, lone values
 
 #[test]
@@ -1309,7 +1434,7 @@ proptest! {
             1..40,
         ),
     ) {
-        let mut h = H::new(Limits { max_open: 3, max_image_bytes: 64, timeout_ms: 10, decode_check: true, memory_budget: 0 });
+        let mut h = H::new(Limits { max_open: 3, max_image_bytes: 64, timeout_ms: 10, decode_check: true, memory_budget: 0, redelivery_grace_ms: 0 });
         for (prefix, rest, t, dn) in values {
             let d = dev(&dn.to_string());
             h.push_t(&d, &format!("{prefix}{rest}"), t);
@@ -1360,7 +1485,7 @@ proptest! {
     /// too-large pictures, evictions, expiry), and nothing is held after the final sweep.
     #[test]
     fn prop_tags_are_conserved(ops in proptest::collection::vec(op(), 1..200), seed in any::<u64>()) {
-        let limits = Limits { max_image_bytes: 400, max_open: 4, timeout_ms: 1000, decode_check: false, memory_budget: 0 };
+        let limits = Limits { max_image_bytes: 400, max_open: 4, timeout_ms: 1000, decode_check: false, memory_budget: 0, redelivery_grace_ms: 0 };
         let mut h = H::new(limits);
         // Per device: three v2 pictures (one too large) and one v1 picture.
         let sizes = [100usize, 300, 600];

@@ -132,6 +132,9 @@ pub(super) struct V1Pic {
     /// The last validation failed inside the chunk at this time: a chunk added at or after it
     /// leaves the bytes up to the failure as they were, so the verdict stands.
     fail_at: Option<i64>,
+    /// It validated, but is held until this time for the redelivery grace (see
+    /// [`Assembler::connection_lost`]).
+    grace: Option<u64>,
 }
 
 /// Result of adding a chunk.
@@ -153,6 +156,7 @@ impl V1Pic {
             invalid: String::new(),
             held: false,
             fail_at: None,
+            grace: None,
         }
     }
 
@@ -290,6 +294,7 @@ impl V1Pic {
             self.invalid.clear();
             self.held = false;
             self.fail_at = None;
+            self.grace = None;
             (self, V1Pic::new())
         } else {
             let (head, tail) = self.idx.split_at(n);
@@ -880,8 +885,9 @@ impl Assembler {
                 }
             }
             V1State::Pic(mut pic) => {
-                if pic.held {
-                    // Only the Alink ids held it back: settle it on its bytes alone.
+                if pic.held || pic.grace.is_some() {
+                    // Only the Alink ids or the redelivery grace held it back: settle it on its
+                    // bytes alone.
                     match pic.check(&mut self.cold, self.limits.decode_check, false, None) {
                         Ok(copy) => {
                             self.v1_finish(device, b, opened, pic, copy, now, out);
@@ -969,17 +975,58 @@ impl Assembler {
             _ => None,
         };
         match (verdict, state) {
-            (Some(Ok(copy)), V1State::Pic(pic)) => {
+            (Some(Ok(copy)), V1State::Pic(mut pic)) => {
+                if let Some(until) = self.grace_until(meta.opened_ms, now) {
+                    // Whole and valid, but deliveries lost in flight may still belong in it.
+                    pic.grace = Some(until);
+                    let serial = self.index.next_serial();
+                    self.holds.insert((until, serial), (device.clone(), b));
+                    let state = V1State::Pic(pic);
+                    self.v1_put(device, b, Slot { meta, state }, now, touched);
+                    return false;
+                }
                 self.index.close(&meta);
                 self.v1_finish(device, b, meta.opened_ms, pic, copy, now, out);
                 true
             }
             (verdict, mut state) => {
+                if let V1State::Pic(pic) = &mut state {
+                    pic.grace = None;
+                }
                 if let (Some(Err(why)), V1State::Pic(pic)) = (verdict, &mut state) {
                     pic.invalid = why;
                 }
                 self.v1_put(device, b, Slot { meta, state }, now, touched);
                 false
+            }
+        }
+    }
+
+    /// Writes the held pictures whose redelivery grace is over at `now` (each is checked again
+    /// first; one held again by a newer loss gets a new entry).
+    pub(super) fn v1_release_holds(&mut self, now: u64, out: &mut Vec<Action>) {
+        while let Some((&(until, serial), _)) = self.holds.first_key_value() {
+            if until > now {
+                break;
+            }
+            let Some((device, b)) = self.holds.remove(&(until, serial)) else {
+                break;
+            };
+            let current = self
+                .open1
+                .get(&device)
+                .and_then(|dev| dev.segs.get(&b))
+                .is_some_and(|e| match e {
+                    Entry::Open(slot) => {
+                        matches!(&slot.state, V1State::Pic(p) if p.grace == Some(until))
+                    }
+                    Entry::Boundary { .. } => false,
+                });
+            if !current {
+                continue;
+            }
+            if let Some(slot) = self.v1_take(&device, b) {
+                self.v1_close(&device, b, slot, None, now, false, out);
             }
         }
     }
