@@ -931,3 +931,125 @@ async fn tail_prints_one_line_per_message_and_accepts_it() {
     // tail writes nothing.
     assert!(walk(h.out()).is_empty());
 }
+
+// 14 ------------------------------------------------------------------------------------------
+// Original-firmware (v1, one Alink id for everything) cameras and cut connections: what was in
+// flight on the cut connection comes back after newer messages, as Aliyun does. Every picture
+// must come out byte-identical exactly once: nothing spliced, nothing lost, nothing quarantined.
+
+/// One round: `cameras` original-firmware cameras, `per_camera` pictures each, their messages
+/// interleaved at random (each camera's own order kept) and published at once; the connection is
+/// cut after each of `cuts` further deliveries in turn. Returns the pictures and message ids.
+async fn original_firmware_round(
+    h: &Harness,
+    round: u32,
+    cameras: u32,
+    per_camera: u32,
+    cuts: &[u64],
+) -> (Vec<Picture>, Vec<String>) {
+    let mut rng = Rng(0x9E37_79B9 ^ u64::from(round));
+    let mut pictures = Vec::new();
+    let mut streams = Vec::new();
+    for c in 0..cameras {
+        let device = dev(&format!("orig-{c:02}"));
+        let jpegs: Vec<Vec<u8>> = (0..per_camera)
+            .map(|p| {
+                let (w, hgt) = [(64, 48), (80, 60), (96, 72)][((round + c + p) % 3) as usize];
+                jpeg(w, hgt, round * 1000 + c * 10 + p, "ORIG")
+            })
+            .collect();
+        // Times rise across rounds: each round is the camera's next pictures.
+        let t0 = T0 + i64::from(round) * 1_000_000;
+        let (pics, stream) = original_firmware_camera(&device, &jpegs, t0);
+        pictures.extend(pics);
+        streams.push(stream);
+    }
+    let stream = interleave(streams, &mut rng);
+    let cuts_before = h.fake.counters().cuts;
+    let mut cuts = cuts.iter();
+    if let Some(&k) = cuts.next() {
+        h.fake.cut_after(k);
+    }
+    let ids = h.publish_all(&stream);
+    for (i, &k) in cuts.enumerate() {
+        let want = cuts_before + i as u64 + 1;
+        let cut_or_done = || {
+            h.fake.counters().cuts >= want || (h.fake.queued() == 0 && h.fake.in_flight() == 0)
+        };
+        h.wait_metrics("the previous cut", WAIT, |_| cut_or_done())
+            .await;
+        if h.fake.counters().cuts < want {
+            break; // the stream ended before the previous cut position
+        }
+        h.wait_links().await;
+        h.fake.cut_after(k);
+    }
+    (pictures, ids)
+}
+
+/// Runs `rounds` (each a list of cut positions) against one daemon and checks the outcome.
+async fn original_firmware_cut_runs(
+    connections: usize,
+    credit: u32,
+    cameras: u32,
+    per_camera: u32,
+    rounds: &[Vec<u64>],
+) {
+    let mut h = Harness::new(connections).await;
+    h.config.aliyun.credit = credit;
+    // Many cuts in a row: no long backoff between reconnects.
+    h.config.aliyun.reconnect_max = Duration::from_millis(100);
+    h.start();
+    h.wait_links().await;
+    let (mut all, mut ids) = (Vec::new(), Vec::new());
+    for (round, cuts) in rounds.iter().enumerate() {
+        let (pictures, sent) =
+            original_firmware_round(&h, round as u32, cameras, per_camera, cuts).await;
+        all.extend(pictures);
+        ids.extend(sent);
+        h.wait_images(all.len() as u64).await;
+        h.wait_drained().await;
+        // A round whose cut fell after its last delivery leaves the cut armed: disarm it.
+        h.fake.cut_after(u64::MAX);
+    }
+    // Held pictures are written by now, and nothing else may come.
+    tokio::time::sleep(REDELIVERY_GRACE).await;
+    assert_output(h.out(), &expected(&all));
+    assert_no_quarantine(h.state());
+    assert_accepted_once(&h.fake.outcomes(), &ids);
+    assert_eq!(h.metrics().images_written(), all.len() as u64);
+    let c = h.fake.counters();
+    assert!(c.lost > 0, "no delivery was in flight at any cut: {c:?}");
+    assert!(c.cuts >= rounds.len() as u64 / 2, "{c:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_original_firmware_cameras_survive_a_cut_at_every_position() {
+    // ~6 messages a picture, 3 cameras interleaved: k = 1..=40 covers about two pictures of
+    // every camera, so the cut falls at every position of a picture, END included.
+    let rounds: Vec<Vec<u64>> = (1..=40).map(|k| vec![k]).collect();
+    original_firmware_cut_runs(1, 16, 3, 3, &rounds).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_original_firmware_cameras_over_two_connections_with_one_two_and_three_cuts() {
+    let rounds: Vec<Vec<u64>> = vec![
+        vec![3],
+        vec![17],
+        vec![41],
+        vec![5, 9],
+        vec![29, 2],
+        vec![1, 1, 1],
+        vec![11, 23, 7],
+        vec![64],
+    ];
+    original_firmware_cut_runs(2, 5, 10, 2, &rounds).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_firmware_cuts_with_a_large_credit() {
+    // Many deliveries in flight at every cut: the engine has taken a varying share of them.
+    let rounds: Vec<Vec<u64>> = (1..=24).step_by(2).map(|k| vec![k, k + 5]).collect();
+    original_firmware_cut_runs(1, 200, 3, 3, &rounds).await;
+}

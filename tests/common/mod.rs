@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 /// Deadline for anything a test waits for (generous: the machine is shared).
 pub const WAIT: Duration = Duration::from_secs(30);
 /// How long a graceful stop may take.
+/// `[assembly] redelivery_grace` of the test daemons.
+pub const REDELIVERY_GRACE: Duration = Duration::from_millis(700);
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// A fixed device clock for v1 pictures: 2023-11-14T22:13:20.000Z.
 pub const T0: i64 = 1_700_000_000_000;
@@ -70,6 +72,9 @@ impl Harness {
             .client_config(root.path(), "e2e")
             .expect("client config");
         config.aliyun.connections = connections;
+        // The fake redelivers what a cut connection had in flight within milliseconds, not after
+        // Aliyun's 30 s ACK timeout: a short grace keeps the tests quick.
+        config.assembly.redelivery_grace = REDELIVERY_GRACE;
         assert!(config.spool.enabled, "durable mode is the default");
         Harness {
             root,
@@ -347,6 +352,43 @@ pub fn v1_picture(device: &DeviceId, jpeg: &[u8], hex_chars: usize, pid: u32, t0
         data: payloads,
         end,
     }
+}
+
+/// The Alink id the original tutorial firmware sends with every message.
+pub const ORIGINAL_FIRMWARE_ID: u32 = 1_189_401_707;
+
+/// A camera running the original tutorial firmware: its pictures one after the other, each as
+/// 400-byte hex chunks then `END`, every message with the same Alink id; message `i` of the camera
+/// timed `t0 + 10 i` (as Aliyun stamps them). Returns the pictures and the camera's payloads in
+/// the order it sends them.
+pub fn original_firmware_camera(
+    device: &DeviceId,
+    jpegs: &[Vec<u8>],
+    t0: i64,
+) -> (Vec<Picture>, Vec<(DeviceId, String)>) {
+    let mut pictures = Vec::new();
+    let mut stream = Vec::new();
+    let mut t = t0;
+    for jpeg in jpegs {
+        let values = wire::encode_v1(jpeg, 800).expect("encode v1");
+        let mut payloads: Vec<String> = values
+            .iter()
+            .map(|v| {
+                t += 10;
+                timed_payload(ORIGINAL_FIRMWARE_ID, v, t)
+            })
+            .collect();
+        stream.extend(payloads.iter().map(|p| (device.clone(), p.clone())));
+        let end = payloads.pop();
+        pictures.push(Picture {
+            device: device.clone(),
+            format: Format::V1,
+            jpeg: jpeg.clone(),
+            data: payloads,
+            end,
+        });
+    }
+    (pictures, stream)
 }
 
 /// Deterministic xorshift64*, enough for shuffles.
