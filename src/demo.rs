@@ -32,7 +32,7 @@ pub struct DemoArgs {
     /// Pictures each camera uploads.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub pictures: u32,
-    /// v2 piece size in bytes (a multiple of 3, at most 7 647).
+    /// v2 piece size in bytes (a multiple of 3, at most 7 644).
     #[arg(long, default_value_t = 3_000)]
     pub chunk: usize,
     /// v1 hex characters per message (the original firmware sends 800).

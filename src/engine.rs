@@ -240,7 +240,9 @@ impl Engine {
                         let mut out = std::mem::take(&mut engine.actions);
                         let disp = engine.assembler.push(&msg, tag, now_ms, &mut out);
                         engine.actions = out;
-                        if let Disposition::Duplicate { attached: false } = disp {
+                        if let Disposition::Duplicate { attached: false }
+                        | Disposition::AfterQuarantine = disp
+                        {
                             done_tags.push(tag);
                         }
                     }
@@ -394,12 +396,22 @@ impl Engine {
                 None => done.push(s.tag),
                 Some(msg) => {
                     let disp = self.assembler.push(msg, s.tag, now_ms, &mut actions);
-                    if let Disposition::Duplicate { attached } = disp {
-                        self.metrics.duplicate_chunks.fetch_add(1, Relaxed);
-                        tracing::debug!(device = %msg.device, message_id = %msg.message_id,
-                            "duplicate chunk dropped");
-                        if !attached {
+                    match disp {
+                        Disposition::Duplicate { attached } => {
+                            self.metrics.duplicate_chunks.fetch_add(1, Relaxed);
+                            tracing::debug!(device = %msg.device, message_id = %msg.message_id,
+                                "duplicate chunk dropped");
+                            if !attached {
+                                done.push(s.tag);
+                            }
+                        }
+                        Disposition::AfterQuarantine => {
+                            self.metrics.chunks_after_quarantine.fetch_add(1, Relaxed);
+                            tracing::debug!(device = %msg.device, message_id = %msg.message_id,
+                                "chunk of an already quarantined picture dropped");
                             done.push(s.tag);
+                        }
+                        Disposition::Stored | Disposition::Completed | Disposition::Quarantined => {
                         }
                     }
                 }

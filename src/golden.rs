@@ -70,6 +70,9 @@ pub struct MalformedCase {
     pub name: &'static str,
     /// `complete` or `quarantine:<reason>`.
     pub expected: &'static str,
+    /// How many quarantine records the case gives once everything has settled (v2: one per
+    /// picture); `None` where not pinned (the v1 cases).
+    pub records: Option<usize>,
     /// `img` values in arrival order, all from [`DEVICE_NAME`].
     pub values: Vec<String>,
 }
@@ -92,6 +95,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v2-reversed-duplicated",
         expected: "complete",
+        records: Some(0),
         values: shuffled,
     });
     // Second chunk claims another size.
@@ -100,6 +104,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v2-header-mismatch",
         expected: "quarantine:header_mismatch",
+        records: Some(1),
         values: mismatch,
     });
     // Every chunk carries the same wrong CRC.
@@ -110,6 +115,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v2-crc-mismatch",
         expected: "quarantine:crc_mismatch",
+        records: Some(1),
         values: wrong_crc,
     });
     // Every chunk claims one byte more than there is.
@@ -120,6 +126,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v2-length-mismatch",
         expected: "quarantine:length_mismatch",
+        records: Some(1),
         values: wrong_len,
     });
     // One chunk's Base64 is damaged.
@@ -128,14 +135,17 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v2-bad-base64",
         expected: "quarantine:bad_base64",
+        records: Some(1),
         values: bad64,
     });
-    // seq >= count.
+    // seq >= count. A header that does not parse is never attributed to a picture: it is one
+    // record, and the rest of the picture, which lacks seq 0, expires as another.
     let mut bad_seq = v2.clone();
     bad_seq[0] = reheader(&v2[0], &|p| p[2] = n.to_string());
     cases.push(MalformedCase {
         name: "v2-seq-out-of-range",
         expected: "quarantine:bad_header",
+        records: Some(2),
         values: bad_seq,
     });
     // The same seq twice with different data.
@@ -147,6 +157,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v2-chunk-conflict",
         expected: "quarantine:chunk_conflict",
+        records: Some(1),
         values: conflict,
     });
     // A non-last piece that is not a multiple of 3 bytes.
@@ -155,6 +166,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v2-bad-boundary",
         expected: "quarantine:bad_boundary",
+        records: Some(1),
         values: boundary,
     });
     // One chunk never arrives.
@@ -163,17 +175,102 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v2-missing-chunk",
         expected: "quarantine:expired",
+        records: Some(1),
         values: missing,
+    });
+    // Size and CRC right, but no JPEG markers (the first byte is not FF).
+    let mut unmarked = tiny.to_vec();
+    if let Some(b) = unmarked.first_mut() {
+        *b = 0;
+    }
+    cases.push(MalformedCase {
+        name: "v2-not-jpeg-markers",
+        expected: "quarantine:invalid_jpeg",
+        records: Some(1),
+        values: wire::encode_v2(&unmarked, 9, 48)?,
+    });
+    // Size, CRC and markers right, but the first segment's length is off by one.
+    let mut misframed = tiny.to_vec();
+    if let Some(b) = misframed.get_mut(5) {
+        *b ^= 1;
+    }
+    cases.push(MalformedCase {
+        name: "v2-not-jpeg-structure",
+        expected: "quarantine:invalid_jpeg",
+        records: Some(1),
+        values: wire::encode_v2(&misframed, 9, 48)?,
+    });
+    // The first chunk's data is empty: bad_base64 (the header parsed), and the rest of the
+    // picture comes after that record.
+    let mut empty = v2.clone();
+    empty[0] = reheader(&v2[0], &|p| p[6].clear());
+    cases.push(MalformedCase {
+        name: "v2-empty-data",
+        expected: "quarantine:bad_base64",
+        records: Some(1),
+        values: empty,
+    });
+    // The second chunk's data is 3 characters: bad_base64, with the open picture.
+    let mut short = v2.clone();
+    short[1] = reheader(&v2[1], &|p| p[6] = "AAA".to_string());
+    cases.push(MalformedCase {
+        name: "v2-short-data",
+        expected: "quarantine:bad_base64",
+        records: Some(1),
+        values: short,
+    });
+    // Every chunk claims 96 bytes: the third 48-byte piece overflows, chunks still missing.
+    let overflow: Vec<String> = v2
+        .iter()
+        .map(|v| reheader(v, &|p| p[4] = "96".to_string()))
+        .collect();
+    cases.push(MalformedCase {
+        name: "v2-length-overflow",
+        expected: "quarantine:length_mismatch",
+        records: Some(1),
+        values: overflow,
+    });
+    // Every chunk claims the largest size the grammar allows: one too_large record.
+    let huge: Vec<String> = v2
+        .iter()
+        .map(|v| reheader(v, &|p| p[4] = "999999999".to_string()))
+        .collect();
+    cases.push(MalformedCase {
+        name: "v2-too-large",
+        expected: "quarantine:too_large",
+        records: Some(1),
+        values: huge,
+    });
+    // Version edge cases: a leading zero or no digits is a broken header, not a version.
+    cases.push(MalformedCase {
+        name: "v02-leading-zero-version",
+        expected: "quarantine:bad_header",
+        records: Some(1),
+        values: vec![format!("V02;{}", &v2[0][3..])],
+    });
+    cases.push(MalformedCase {
+        name: "v-no-version",
+        expected: "quarantine:bad_header",
+        records: Some(1),
+        values: vec![format!("V;{}", &v2[0][3..])],
+    });
+    cases.push(MalformedCase {
+        name: "v99999999999-unknown-version",
+        expected: "quarantine:unsupported_version",
+        records: Some(1),
+        values: vec![format!("V99999999999;{}", &v2[0][3..])],
     });
     cases.push(MalformedCase {
         name: "v3-unknown-version",
         expected: "quarantine:unsupported_version",
+        records: Some(1),
         values: vec![format!("V3;{}", &v2[0][3..])],
     });
     // v1 cases.
     cases.push(MalformedCase {
         name: "v1-ok",
         expected: "complete",
+        records: None,
         values: hex.clone(),
     });
     let mut v1_bad = hex.clone();
@@ -181,6 +278,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v1-bad-hex",
         expected: "quarantine:bad_hex",
+        records: None,
         values: v1_bad,
     });
     let mut v1_odd = hex.clone();
@@ -188,11 +286,13 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v1-odd-length",
         expected: "quarantine:odd_hex_length",
+        records: None,
         values: v1_odd,
     });
     cases.push(MalformedCase {
         name: "v1-empty-end",
         expected: "quarantine:empty_end",
+        records: None,
         values: vec!["END".to_string()],
     });
     let mut v1_cut = hex.clone();
@@ -200,6 +300,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v1-not-jpeg",
         expected: "quarantine:invalid_jpeg",
+        records: None,
         values: v1_cut,
     });
     Ok(cases)
@@ -231,11 +332,16 @@ pub fn render(image: &dyn Fn(&str) -> Option<Vec<u8>>) -> Result<Vec<(String, St
     }
     files.push(("index.tsv".to_string(), index));
     let tiny = image("tiny.jpg").ok_or("missing image tiny.jpg")?;
-    let mut mal =
-        String::from("# Receiver cases: see docs/protocol.md section 4.\n# name\texpected\tfile\n");
+    let mut mal = String::from(
+        "# Receiver cases: see docs/protocol.md section 4.\n# name\texpected\tfile\trecords\n",
+    );
     for case in malformed(&tiny).map_err(|e| e.to_string())? {
         let file = format!("malformed/{}.txt", case.name);
-        mal.push_str(&format!("{}\t{}\t{file}\n", case.name, case.expected));
+        let records = case.records.map_or("-".to_string(), |n| n.to_string());
+        mal.push_str(&format!(
+            "{}\t{}\t{file}\t{records}\n",
+            case.name, case.expected
+        ));
         let mut body = case.values.join("\n");
         body.push('\n');
         files.push((file, body));

@@ -149,6 +149,8 @@ pub struct Metrics {
     skipped: [AtomicU64; SkipReason::ALL.len()],
     /// Duplicate chunks dropped by the assembler (same seq, same data).
     pub duplicate_chunks: AtomicU64,
+    /// v2 chunks dropped because their picture was already quarantined.
+    pub chunks_after_quarantine: AtomicU64,
     /// Images written, v1.
     pub images_v1: AtomicU64,
     /// Images written, v2.
@@ -328,11 +330,17 @@ impl Metrics {
                 let _ = writeln!(s, "receiver_quarantined_total{{reason=\"{r}\"}} {n}");
             }
         }
-        let plain: [(&str, &str, &AtomicU64, &str); 11] = [
+        let plain: [(&str, &str, &AtomicU64, &str); 12] = [
             (
                 "receiver_duplicate_chunks_total",
                 "Duplicate chunks dropped.",
                 &self.duplicate_chunks,
+                "counter",
+            ),
+            (
+                "receiver_chunks_after_quarantine_total",
+                "v2 chunks dropped because their picture was already quarantined.",
+                &self.chunks_after_quarantine,
                 "counter",
             ),
             (

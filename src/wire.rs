@@ -14,7 +14,9 @@ pub const MAX_V2_CHUNKS: u32 = 1000;
 pub const DEFAULT_V2_PIECE: usize = 7_200;
 /// Hex characters per message in the original firmware.
 pub const V1_HEX_CHARS: usize = 800;
-/// Longest possible v2 header, `V2;` through the `;` before the data.
+/// Header budget of the v2 encoders (this one and the firmware's `UC_V2_MAX_HEADER`): a safe
+/// upper bound, not the exact figure. The grammar's longest header, `V2;` through the `;` before
+/// the data, is 43 characters (42 for one that parses: `seq` < `count` <= 1000 has 3 digits).
 pub const MAX_V2_HEADER: usize = 48;
 
 /// What is wrong with one `img` value. Every variant maps to a quarantine reason.
@@ -81,6 +83,11 @@ pub enum ImgValue<'a> {
 }
 
 /// Parses one `img` value, detecting the format by its first character.
+///
+/// A framed value is `V`, a version (one or more digits, no leading zero) and `;`; anything else
+/// starting with `V` is [`WireError::BadHeader`], a well-formed version other than 2 is
+/// [`WireError::UnsupportedVersion`]. For v2 only the header is checked: the data (everything
+/// after the sixth `;`) is returned as is and checked by [`decode_base64`].
 pub fn parse_value(value: &str) -> Result<ImgValue<'_>, WireError> {
     let bytes = value.as_bytes();
     match bytes.first() {
@@ -109,8 +116,13 @@ fn parse_framed(value: &str) -> Result<ImgValue<'_>, WireError> {
     let (version, rest) = rest
         .split_once(';')
         .ok_or(WireError::BadHeader("no ';' after the version"))?;
-    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(WireError::BadHeader("version is not a number"));
+    let canonical = !version.is_empty()
+        && version.bytes().all(|b| b.is_ascii_digit())
+        && !(version.len() > 1 && version.starts_with('0'));
+    if !canonical {
+        return Err(WireError::BadHeader(
+            "version is not a decimal without leading zeros",
+        ));
     }
     if version != "2" {
         let shown: String = version.chars().take(12).collect();
@@ -143,9 +155,6 @@ fn parse_framed(value: &str) -> Result<ImgValue<'_>, WireError> {
         return Err(WireError::BadHeader("crc is not 8 upper-case hex digits"));
     }
     let crc = u32::from_str_radix(crc, 16).map_err(|_| WireError::BadHeader("crc"))?;
-    if data.len() < 4 || data.len() % 4 != 0 {
-        return Err(WireError::BadBase64);
-    }
     Ok(ImgValue::V2 {
         header: V2Header {
             pid,
@@ -218,8 +227,12 @@ const HEX_VALUE: [u8; 256] = {
     t
 };
 
-/// Decodes v2 Base64 data.
+/// Decodes v2 Base64 data: padded, canonical RFC 4648 section 4, at least 4 characters (an empty
+/// or 1-3 character data field is [`WireError::BadBase64`], like any other undecodable data).
 pub fn decode_base64(data: &str) -> Result<Vec<u8>, WireError> {
+    if data.len() < 4 {
+        return Err(WireError::BadBase64);
+    }
     B64.decode(data).map_err(|_| WireError::BadBase64)
 }
 
@@ -273,8 +286,8 @@ pub enum EncodeError {
     /// Empty image.
     #[error("the image is empty")]
     EmptyImage,
-    /// The piece size is zero, not a multiple of 3, or makes a value over 10 240 characters.
-    #[error("piece size {0} must be a positive multiple of 3 of at most 7 647 bytes")]
+    /// The piece size is zero, not a multiple of 3, or over [`MAX_V2_PIECE`].
+    #[error("piece size {0} must be a positive multiple of 3 of at most {max} bytes", max = MAX_V2_PIECE)]
     BadPiece(usize),
     /// The v1 chunk size is zero or odd.
     #[error("v1 chunk size {0} must be a positive even number of hex characters")]
@@ -287,7 +300,8 @@ pub enum EncodeError {
     TooLarge(usize),
 }
 
-/// The largest v2 piece (bytes) whose value stays within 10 240 characters with the longest header.
+/// The largest v2 piece (bytes) whose value stays within 10 240 characters with the header budget
+/// [`MAX_V2_HEADER`] (7 644; the exact longest header would allow 7 647).
 pub const MAX_V2_PIECE: usize = (MAX_VALUE_CHARS - MAX_V2_HEADER) / 4 * 3;
 
 /// Encodes a whole picture as v2 `img` values, in sending order.
@@ -492,9 +506,102 @@ mod tests {
         for b in bad {
             assert_eq!(parse_value(b).unwrap_err().reason(), "bad_header", "{b}");
         }
+    }
+
+    /// `V`, 1+ digits without a leading zero, `;` is a version (2 is ours, any other is
+    /// `unsupported_version`); anything else starting with `V` is `bad_header`.
+    #[test]
+    fn version_edge_cases() {
+        for (value, want) in [
+            ("V", "bad_header"),
+            ("V;", "bad_header"),
+            ("V;AAAA", "bad_header"),
+            ("V2", "bad_header"),
+            ("V3", "bad_header"),
+            ("V02;1;0;1;5;0000000A;AAAA", "bad_header"),
+            ("V00;", "bad_header"),
+            ("V2x;1;0;1;5;0000000A;AAAA", "bad_header"),
+            ("V+2;1;0;1;5;0000000A;AAAA", "bad_header"),
+            ("V 2;1;0;1;5;0000000A;AAAA", "bad_header"),
+            ("V0;", "unsupported_version"),
+            ("V3;", "unsupported_version"),
+            ("V3;1;0;1;5;0000000A;AAAA", "unsupported_version"),
+            ("V20;1;0;1;5;0000000A;AAAA", "unsupported_version"),
+            ("V99999999999;", "unsupported_version"),
+        ] {
+            assert_eq!(parse_value(value).unwrap_err().reason(), want, "{value:?}");
+        }
         assert_eq!(
-            parse_value("V2;1;0;1;5;0000000A;AAA").unwrap_err().reason(),
-            "bad_base64"
+            parse_value("V99999999999999999;x").unwrap_err(),
+            WireError::UnsupportedVersion("999999999999".into()),
+            "the version is quoted, cut to 12 characters"
+        );
+        assert!(matches!(
+            parse_value("V2;1;0;1;5;0000000A;AAAA"),
+            Ok(ImgValue::V2 { .. })
+        ));
+    }
+
+    /// The data field is everything after the sixth `;`. The header parses whatever it holds;
+    /// empty, 1-3 characters or otherwise undecodable data is `bad_base64` from the decoder.
+    #[test]
+    fn data_is_checked_by_the_decoder_not_the_header_parser() {
+        for data in ["", "A", "AA", "AAA", "AAAAA", "AA=A", "!!!!", "AAA;"] {
+            let value = format!("V2;1;0;1;5;0000000A;{data}");
+            match parse_value(&value) {
+                Ok(ImgValue::V2 { header, data: d }) => {
+                    assert_eq!((header.pid, header.size, header.crc), (1, 5, 10));
+                    assert_eq!(d, data);
+                }
+                other => panic!("{value:?}: {other:?}"),
+            }
+            assert_eq!(decode_base64(data), Err(WireError::BadBase64), "{data:?}");
+        }
+        assert_eq!(decode_base64("AA=="), Ok(vec![0]));
+        assert_eq!(decode_base64("AAAA"), Ok(vec![0, 0, 0]));
+        // Without the sixth `;` there is no data field: the header is incomplete.
+        assert_eq!(
+            parse_value("V2;1;0;1;5;0000000A").unwrap_err().reason(),
+            "bad_header"
+        );
+    }
+
+    /// The longest header the grammar allows is 43 characters; one that parses, 42; the encoders
+    /// budget `MAX_V2_HEADER` (48) and the longest value they make fits 10 240 characters.
+    #[test]
+    fn header_lengths() {
+        let grammar_max = "V2;4294967295;9999;1000;999999999;FFFFFFFF;";
+        assert_eq!(grammar_max.len(), 43);
+        assert_eq!(
+            parse_value(&format!("{grammar_max}AAAA"))
+                .unwrap_err()
+                .reason(),
+            "bad_header",
+            "a 4-digit seq is never below count"
+        );
+        let valid_max = "V2;4294967295;999;1000;999999999;FFFFFFFF;";
+        assert_eq!(valid_max.len(), 42);
+        assert!(parse_value(&format!("{valid_max}AAAA")).is_ok());
+        assert!(MAX_V2_HEADER >= grammar_max.len());
+        assert_eq!(MAX_V2_PIECE, 7_644);
+        assert_eq!(valid_max.len() + MAX_V2_PIECE / 3 * 4, 10_234);
+        // The encoder's longest header for a real picture (1000 chunks of the largest piece).
+        let img = jpeg(1000 * MAX_V2_PIECE);
+        let values = encode_v2(&img, u32::MAX, MAX_V2_PIECE).unwrap();
+        assert_eq!(values.len(), 1000);
+        let last = &values[999];
+        let header_len = last.rfind(';').unwrap() + 1;
+        assert_eq!(
+            &last[..header_len],
+            format!("V2;4294967295;999;1000;7644000;{:08X};", crc32(&img))
+        );
+        assert!(header_len <= MAX_V2_HEADER);
+        assert!(values.iter().all(|v| v.len() <= MAX_VALUE_CHARS));
+        assert_eq!(
+            encode_v2(&img, 1, MAX_V2_PIECE + 3)
+                .unwrap_err()
+                .to_string(),
+            "piece size 7647 must be a positive multiple of 3 of at most 7644 bytes"
         );
     }
 

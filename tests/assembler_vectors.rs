@@ -101,7 +101,9 @@ impl Run {
                     .any(|a| matches!(a, Action::Quarantine(q) if q.tags.contains(&tag))),
                 "Quarantined without a Quarantine carrying the tag"
             ),
-            Disposition::Duplicate { attached: false } => self.done_now.push(tag),
+            Disposition::Duplicate { attached: false } | Disposition::AfterQuarantine => {
+                self.done_now.push(tag)
+            }
             Disposition::Stored | Disposition::Duplicate { attached: true } => {}
         }
         d
@@ -163,6 +165,7 @@ fn malformed_cases_reach_their_verdicts() {
     for decode_check in [false, true] {
         for case in &cases {
             let (name, expected, file) = (&case[0], &case[1], &case[2]);
+            let records = case.get(3).map(String::as_str).unwrap_or("-");
             let limits = Limits {
                 decode_check,
                 ..Limits::default()
@@ -188,6 +191,12 @@ fn malformed_cases_reach_their_verdicts() {
                     reasons.contains(&want),
                     "{name}: want {want}, got {reasons:?}"
                 );
+            }
+            if records != "-" {
+                let n: usize = records
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}: records {records:?}"));
+                assert_eq!(reasons.len(), n, "{name}: {reasons:?}");
             }
         }
     }

@@ -74,11 +74,13 @@
 //!
 //! * Keyed by `(productKey, deviceName, pid)`; pieces are stored decoded, by `seq`. A picture
 //!   completes when all `count` pieces are present, their total is `size`, the CRC-32 matches and
-//!   the bytes carry the JPEG markers (`invalid_jpeg` otherwise).
+//!   the bytes are a well-formed JPEG stream (markers and [`crate::jpeg`] structure, as v1 without
+//!   `decode_check`; `invalid_jpeg` otherwise).
 //! * Same `seq`, same data: `Duplicate` (tag attached). Different data: `chunk_conflict`.
 //!   `count`/`size`/`crc` unlike the picture's first chunk: `header_mismatch` (both in the
 //!   detail). Pieces whose total already exceeds `size`: `length_mismatch` at once (bounds memory);
-//!   all present but short: `length_mismatch`; wrong CRC: `crc_mismatch`.
+//!   all present but short: `length_mismatch`; wrong CRC: `crc_mismatch`. No other early
+//!   inference (e.g. from the least size of the missing pieces).
 //! * `bad_header`, `bad_base64`, `bad_boundary` (a piece other than the last whose length is not a
 //!   multiple of 3; the last piece may have any length, its correctness is covered by `size` and
 //!   the CRC), `unsupported_version`: the chunk is quarantined, together with its picture when
@@ -87,10 +89,13 @@
 //!   before anything is decoded or buffered. The picture's chunks are then absorbed without their
 //!   bytes and settled in **one** quarantine as soon as every `seq` was seen (or at the timeout).
 //! * Expiry: `expired`, with the missing sequence numbers in `missing` and in the detail.
-//! * A settled picture (written, or `too_large`) is remembered with its `size`/`crc`: a later
-//!   chunk with the same pid, size and CRC is a `Duplicate { attached: false }`; a different
-//!   size/CRC is a new picture (the camera's counter was reset). Pictures quarantined for other
-//!   reasons are *not* remembered, so a camera that resends the picture can still deliver it.
+//! * A settled picture is remembered with its `size`/`crc`: a later chunk with the same pid, size
+//!   and CRC is a `Duplicate { attached: false }` when the picture was written, and
+//!   `AfterQuarantine` (no second record) when it was quarantined for what it holds (every reason
+//!   but `expired`/`evicted`, including a lone bad-data chunk whose header parsed); a different
+//!   size/CRC is a new picture (the camera's counter was reset). Expired and evicted pictures
+//!   are *not* remembered: they were incomplete, not wrong, so late chunks or a resend can still
+//!   deliver them. A chunk whose header does not parse is never attributed to a settled picture.
 //!
 //! # Bounds
 //!
@@ -249,6 +254,9 @@ pub enum Disposition {
     },
     /// The message itself was bad and went to quarantine (its tag is in a `Quarantine` action).
     Quarantined,
+    /// v2: a chunk of a picture already settled in quarantine (same device, pid, size and CRC,
+    /// still remembered): nothing stored and no second record; its tag is done now.
+    AfterQuarantine,
 }
 
 /// Quarantine reasons this module emits beyond the wire errors ([`WireError::reason`]).
@@ -556,7 +564,7 @@ impl Assembler {
                     None
                 };
                 if framed_v2 {
-                    self.v2_bad(msg, pid, e.reason(), detail, tag, now_ms, out)
+                    self.v2_bad(msg, pid, None, e.reason(), detail, tag, now_ms, out)
                 } else {
                     out.push(lone(msg, tag, None, None, e.reason(), detail, now_ms));
                     Disposition::Quarantined

@@ -196,7 +196,10 @@ impl H {
                     .any(|a| matches!(a, Action::Quarantine(q) if q.tags.contains(&tag))),
                 "Quarantined, but no new Quarantine holds tag {tag}: {new:?}"
             ),
-            Disposition::Duplicate { attached: false } => self.done_now.push(tag),
+            Disposition::Duplicate { attached: false } | Disposition::AfterQuarantine => {
+                assert!(new.iter().all(|a| !a.tags().contains(&tag)));
+                self.done_now.push(tag)
+            }
             Disposition::Stored | Disposition::Duplicate { attached: true } => {}
         }
         assert!(self.asm.open_count() <= self.asm.limits().max_open.max(1));
@@ -451,11 +454,8 @@ fn v2_too_large_is_settled_once_without_buffering() {
     assert_eq!(h.push(&d, &values[n - 1], T0), Disposition::Quarantined);
     assert_eq!(h.reasons(), vec!["too_large"]);
     assert_eq!(h.quarantines()[0].tags.len(), n + 1);
-    // A late chunk of it: a duplicate, not a new picture.
-    assert_eq!(
-        h.push(&d, &values[2], T0),
-        Disposition::Duplicate { attached: false }
-    );
+    // A late chunk of it: dropped after the quarantine, not a new picture.
+    assert_eq!(h.push(&d, &values[2], T0), Disposition::AfterQuarantine);
     assert_eq!(h.asm.open_count(), 0);
     h.finish();
     assert_eq!(h.reasons(), vec!["too_large"]);
@@ -500,32 +500,314 @@ fn v2_bad_chunk_takes_its_open_picture_along() {
     let q = h.quarantines()[0].clone();
     assert_eq!((q.reason, q.tags.len(), q.pid), ("bad_base64", 3, Some(8)));
     assert_eq!(q.missing.len(), values.len() - 2);
-    // A header that does not parse (seq >= count), but whose pid still reads as 8.
-    h.push(&d, &values[3], T0);
-    let bad = with_field(&values[4], 2, "999");
+    // The rest of pid 8 comes after its quarantine: no second record.
+    assert_eq!(h.push(&d, &values[3], T0), Disposition::AfterQuarantine);
+    assert_eq!(h.quarantines().len(), 1);
+    // A header that does not parse (seq >= count), but whose pid still reads as 9: it takes
+    // pid 9's open picture along.
+    let other = v2(&img, 9, 30);
+    h.push(&d, &other[0], T0);
+    let bad = with_field(&other[1], 2, "999");
     assert_eq!(h.push(&d, &bad, T0), Disposition::Quarantined);
     let q = h.quarantines()[1].clone();
-    assert_eq!((q.reason, q.tags.len()), ("bad_header", 2));
+    assert_eq!((q.reason, q.tags.len(), q.pid), ("bad_header", 2, Some(9)));
+    // A broken header is never attributed to a settled picture: alone, even under pid 8.
+    let bad = with_field(&values[4], 2, "999");
+    assert_eq!(h.push(&d, &bad, T0), Disposition::Quarantined);
+    assert_eq!(h.quarantines()[2].reason, "bad_header");
+    assert_eq!(h.quarantines()[2].tags.len(), 1);
     // Unreadable pid: alone.
     assert_eq!(
         h.push(&d, "V2;x;0;1;4;00000000;AAAA", T0),
         Disposition::Quarantined
     );
-    assert_eq!(h.quarantines()[2].tags.len(), 1);
+    assert_eq!(h.quarantines()[3].tags.len(), 1);
     h.finish();
+    assert_eq!(h.quarantines().len(), 4);
 }
 
 #[test]
 fn v2_size_and_crc_right_but_not_a_jpeg() {
-    let img = b"not a jpeg at all".to_vec();
     let d = dev("cam");
     let mut h = H::default();
+    // No JPEG markers.
+    let img = b"not a jpeg at all".to_vec();
     for v in v2(&img, 1, 6) {
         h.push(&d, &v, T0);
     }
     assert_eq!(h.reasons(), vec!["invalid_jpeg"]);
-    assert_eq!(h.quarantines()[0].bytes, img);
+    let q = h.quarantines()[0].clone();
+    assert_eq!((q.bytes, q.pid), (img, Some(1)));
+    assert!(
+        q.detail
+            .contains("match size and CRC but do not start FF D8 and end FF D9"),
+        "{}",
+        q.detail
+    );
+    // The markers are right but the stream is not well-formed (the frame header's length is
+    // one too many): the same check as v1 (without decode_check), the same reason.
+    let mut bad = jpeg(100, 14);
+    bad[5] += 1;
+    assert!(wire::has_jpeg_markers(&bad));
+    assert!(crate::jpeg::structure_ok(&bad).is_err());
+    let values = v2(&bad, 2, 30);
+    for v in &values[..values.len() - 1] {
+        assert_eq!(h.push(&d, v, T0), Disposition::Stored);
+    }
+    assert_eq!(
+        h.push(&d, &values[values.len() - 1], T0),
+        Disposition::Quarantined
+    );
+    let q = h.quarantines()[1].clone();
+    assert_eq!((q.reason, &q.bytes, q.pid), ("invalid_jpeg", &bad, Some(2)));
+    assert!(q.missing.is_empty());
+    assert!(
+        q.detail
+            .contains("match size and CRC but are not a well-formed JPEG stream: "),
+        "{}",
+        q.detail
+    );
+    // A late copy of one of its chunks: no second record.
+    assert_eq!(h.push(&d, &values[0], T0), Disposition::AfterQuarantine);
     h.finish();
+    assert_eq!(h.reasons(), vec!["invalid_jpeg", "invalid_jpeg"]);
+}
+
+/// One record per picture: once a picture is quarantined for what it holds, its later chunks
+/// (same pid, size and CRC) are `AfterQuarantine`, whatever the reason, whether the bad chunk
+/// came first (a lone record) or joined an open picture.
+#[test]
+fn v2_later_chunks_of_a_quarantined_picture_give_no_second_record() {
+    let img = jpeg(300, 15);
+    let values = v2(&img, 8, 30);
+    let n = values.len();
+    assert!(n >= 6);
+    let field = |i: usize, f: usize, new: &str| with_field(&values[i], f, new);
+    let size = img.len();
+    let mut cases: Vec<(&str, Vec<String>, usize)> = Vec::new();
+    // (reason, arrivals, index of the arrival that emits the record)
+    let mut with = |reason, i: usize, bad: String, at_front: bool| {
+        let mut a = values.clone();
+        if at_front {
+            a.remove(i);
+            a.insert(0, bad);
+            cases.push((reason, a, 0));
+        } else {
+            a[i] = bad;
+            cases.push((reason, a, i));
+        }
+    };
+    with("bad_base64", 0, field(0, 6, "!!!!"), true);
+    with("bad_base64", 3, field(3, 6, "!!!!"), false);
+    with("bad_base64", 2, field(2, 6, ""), true);
+    with("bad_base64", 2, field(2, 6, "AAA"), false);
+    with("bad_boundary", 1, field(1, 6, "AAAAAA=="), false);
+    with("bad_boundary", 1, field(1, 6, "AAAAAA=="), true);
+    with(
+        "header_mismatch",
+        2,
+        field(2, 4, &(size + 3).to_string()),
+        false,
+    );
+    // The odd header first (opens the picture), the record at the next chunk: the rest, with
+    // the other header, belongs to the record too.
+    let mut odd_first = values.clone();
+    odd_first.remove(2);
+    odd_first.insert(0, field(2, 4, &(size + 3).to_string()));
+    cases.push(("header_mismatch", odd_first, 1));
+    let mut conflict = values.clone();
+    conflict.insert(2, field(1, 6, &"AAAA".repeat(10)));
+    cases.push(("chunk_conflict", conflict, 2));
+    let small: Vec<String> = (0..n).map(|i| field(i, 4, "40")).collect();
+    cases.push(("length_mismatch", small, 1));
+    let wrong: Vec<String> = (0..n).map(|i| field(i, 5, "DEADBEEF")).collect();
+    let mut wrong_then_dup = wrong.clone();
+    wrong_then_dup.push(wrong[0].clone());
+    cases.push(("crc_mismatch", wrong_then_dup, n - 1));
+    for (want, arrivals, at) in cases {
+        let d = dev("cam");
+        let mut h = H::default();
+        let disp: Vec<Disposition> = arrivals.iter().map(|v| h.push(&d, v, T0)).collect();
+        assert_eq!(disp[at], Disposition::Quarantined, "{want}: {disp:?}");
+        assert!(
+            disp[at + 1..]
+                .iter()
+                .all(|d| *d == Disposition::AfterQuarantine),
+            "{want}: {disp:?}"
+        );
+        assert_eq!(h.asm.open_count(), 0, "{want}");
+        h.finish();
+        assert_eq!(h.reasons(), vec![want], "{want}");
+        assert_eq!(h.quarantines()[0].pid, Some(8), "{want}");
+        assert!(h.writes().is_empty());
+    }
+}
+
+/// The memory of a quarantined picture lasts at least the timeout; afterwards a resend of the
+/// picture (same pid, size and CRC) is assembled again and can be written.
+#[test]
+fn v2_quarantine_memory_lapses_after_the_timeout_and_a_resend_delivers() {
+    let img = jpeg(300, 16);
+    let values = v2(&img, 4, 30);
+    let d = dev("cam");
+    let mut h = H::new(Limits {
+        timeout_ms: 1000,
+        ..Limits::default()
+    });
+    let bad = with_field(&values[0], 6, "!!!!");
+    assert_eq!(h.push(&d, &bad, T0), Disposition::Quarantined);
+    assert_eq!(h.push(&d, &values[1], T0), Disposition::AfterQuarantine);
+    assert_eq!(h.asm.remembered_count(), 1);
+    // Still remembered when the timeout has passed since the record.
+    h.now += 998;
+    assert_eq!(h.push(&d, &values[2], T0), Disposition::AfterQuarantine);
+    h.now += 1001;
+    h.expire(h.now);
+    assert_eq!(h.asm.remembered_count(), 0);
+    for v in &values {
+        h.push(&d, v, T0);
+    }
+    h.finish();
+    assert_eq!(h.reasons(), vec!["bad_base64"]);
+    assert_eq!(h.writes().len(), 1);
+    assert_eq!(h.writes()[0].bytes, img);
+}
+
+/// An expired picture was incomplete, not wrong: it is not remembered, so its late chunks and a
+/// resend open a new assembly that can still deliver the picture.
+#[test]
+fn v2_expired_picture_is_not_remembered() {
+    let img = jpeg(300, 17);
+    let values = v2(&img, 5, 30);
+    let n = values.len();
+    let d = dev("cam");
+    let mut h = H::default();
+    for v in &values[..n - 1] {
+        h.push(&d, v, T0);
+    }
+    h.expire_all();
+    assert_eq!(h.reasons(), vec!["expired"]);
+    assert_eq!(h.push(&d, &values[n - 1], T0), Disposition::Stored);
+    for v in &values[..n - 2] {
+        assert_eq!(h.push(&d, v, T0), Disposition::Stored);
+    }
+    assert_eq!(h.push(&d, &values[n - 2], T0), Disposition::Completed);
+    h.finish();
+    assert_eq!(h.reasons(), vec!["expired"]);
+    assert_eq!(h.writes()[0].bytes, img);
+}
+
+/// `length_mismatch` is reported at exactly two moments: when a new piece would bring the
+/// stored bytes over `size` (at once, chunks may still be missing), or when the last missing
+/// piece arrives and the total is short. Nothing is inferred from the least size the missing
+/// pieces could have.
+#[test]
+fn v2_length_mismatch_moments() {
+    let d = dev("cam");
+    let mut h = H::default();
+    // count 3, size 7: piece 0 has 6 bytes and piece 2 has 1, so piece 1 (at least 3 bytes)
+    // cannot fit; no record yet.
+    let v = |seq: u32, data: &str| format!("V2;5;{seq};3;7;0000ABCD;{data}");
+    assert_eq!(h.push(&d, &v(0, "AAAAAAAA"), T0), Disposition::Stored);
+    assert_eq!(h.push(&d, &v(2, "AA=="), T0), Disposition::Stored);
+    assert!(h.quarantines().is_empty());
+    assert_eq!(h.asm.buffered_bytes(), 7);
+    // Piece 1 overflows: the record holds the stored pieces, not the overflowing one.
+    assert_eq!(h.push(&d, &v(1, "AAAA"), T0), Disposition::Quarantined);
+    let q = h.quarantines()[0].clone();
+    assert_eq!(q.reason, "length_mismatch");
+    assert_eq!(q.bytes.len(), 7);
+    assert_eq!(q.tags, vec![1, 2, 3]);
+    assert_eq!(q.missing, vec![1]);
+    assert!(
+        q.detail
+            .contains("seq 1 adds 3 byte(s) to 7 already present"),
+        "{}",
+        q.detail
+    );
+    // Over size while chunks are missing: at once.
+    let img = jpeg(100, 9);
+    let values = v2(&img, 6, 30);
+    let claim40: Vec<String> = values.iter().map(|v| with_field(v, 4, "40")).collect();
+    assert_eq!(h.push(&d, &claim40[2], T0), Disposition::Stored);
+    assert_eq!(h.push(&d, &claim40[0], T0), Disposition::Quarantined);
+    let q = h.quarantines()[1].clone();
+    assert_eq!(
+        (q.reason, q.missing.len()),
+        ("length_mismatch", values.len() - 1)
+    );
+    // Short: only when the last piece arrives.
+    let claim_more: Vec<String> = values
+        .iter()
+        .map(|v| with_field(v, 4, &(img.len() + 1).to_string()))
+        .collect();
+    let m = claim_more.len();
+    for v in &claim_more[..m - 1] {
+        assert_eq!(h.push(&d, v, T0), Disposition::Stored);
+    }
+    assert_eq!(h.quarantines().len(), 2);
+    assert_eq!(h.push(&d, &claim_more[m - 1], T0), Disposition::Quarantined);
+    let q = h.quarantines()[2].clone();
+    assert_eq!(q.reason, "length_mismatch");
+    assert!(q.detail.contains("all "), "{}", q.detail);
+    h.finish();
+    assert_eq!(h.quarantines().len(), 3);
+}
+
+/// A too-large picture gives one record however its chunks arrive, also when some never come
+/// (at the timeout); its later chunks come after the quarantine.
+#[test]
+fn v2_too_large_gives_one_record_per_picture() {
+    let img = jpeg(2000, 18);
+    let values = v2(&img, 5, 300);
+    let n = values.len();
+    let d = dev("cam");
+    let mut h = H::new(Limits {
+        max_image_bytes: 1000,
+        ..Limits::default()
+    });
+    for v in values[..n - 2].iter().rev() {
+        assert_eq!(h.push(&d, v, T0), Disposition::Stored);
+    }
+    h.expire_all();
+    assert_eq!(h.reasons(), vec!["too_large"]);
+    let q = h.quarantines()[0].clone();
+    assert_eq!(q.tags.len(), n - 2);
+    assert_eq!(q.missing, vec![n as u32 - 2, n as u32 - 1]);
+    assert!(q.bytes.is_empty());
+    for v in &values {
+        assert_eq!(h.push(&d, v, T0), Disposition::AfterQuarantine);
+    }
+    h.finish();
+    assert_eq!(h.reasons(), vec!["too_large"]);
+}
+
+/// `V02;`, `V;`, `V2` are broken headers (alone, no pid); `V3;` is an unknown version.
+#[test]
+fn v2_version_edge_cases_are_lone_records() {
+    let d = dev("cam");
+    let mut h = H::default();
+    let ok = v2(&jpeg(100, 19), 7, 30);
+    h.push(&d, &ok[0], T0);
+    let rest = &ok[0][2..];
+    for (value, want) in [
+        (format!("V02{rest}"), "bad_header"),
+        (format!("V{rest}"), "bad_header"),
+        ("V2".to_string(), "bad_header"),
+        (format!("V3{rest}"), "unsupported_version"),
+        (format!("V99999999999{rest}"), "unsupported_version"),
+    ] {
+        assert_eq!(h.push(&d, &value, T0), Disposition::Quarantined, "{value}");
+        let q = h.quarantines().last().cloned().unwrap();
+        assert_eq!((q.reason, q.pid, q.tags.len()), (want, None, 1), "{value}");
+    }
+    // The open picture of pid 7 was not touched.
+    assert_eq!(h.asm.open_count(), 1);
+    for v in &ok[1..] {
+        h.push(&d, v, T0);
+    }
+    h.finish();
+    assert_eq!(h.writes().len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -315,21 +315,41 @@ impl Held for V2State {
     }
 }
 
-/// A settled v2 picture: a later chunk with this size and CRC is one of its duplicates.
+/// A settled v2 picture: a later chunk with this size and CRC is one of its duplicates (written)
+/// or comes after its quarantine record (quarantined).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct V2Done {
     pub(super) size: u32,
     pub(super) crc: u32,
+    /// Settled in quarantine rather than written.
+    pub(super) quarantined: bool,
+    /// `header_mismatch`: the other header's size and CRC (its chunks belong to the record too).
+    pub(super) other: Option<(u32, u32)>,
 }
 
-/// What to remember when this open state is settled (too-large discards only: pictures
-/// quarantined for other reasons may be resent).
+impl V2Done {
+    fn quarantined(h: &V2Header) -> Self {
+        V2Done {
+            size: h.size,
+            crc: h.crc,
+            quarantined: true,
+            other: None,
+        }
+    }
+
+    /// Whether a chunk with header `h` belongs to this settled picture.
+    fn matches(&self, h: &V2Header) -> bool {
+        let key = (h.size, h.crc);
+        key == (self.size, self.crc) || self.other == Some(key)
+    }
+}
+
+/// What to remember when this open state times out or is evicted: too-large discards only. A
+/// picture that expired (or was evicted) was incomplete, not wrong: its late chunks, or the
+/// camera resending it, open a new assembly that can still deliver it.
 pub(super) fn settled_as(state: &V2State) -> Option<V2Done> {
     match state {
-        V2State::Discard(d) => Some(V2Done {
-            size: d.first.size,
-            crc: d.first.crc,
-        }),
+        V2State::Discard(d) => Some(V2Done::quarantined(&d.first)),
         V2State::Pic(_) => None,
     }
 }
@@ -399,12 +419,12 @@ impl Assembler {
         out: &mut Vec<Action>,
     ) -> Disposition {
         let device = &msg.device;
-        if self
-            .recent
-            .v2(device, h.pid)
-            .is_some_and(|d| (d.size, d.crc) == (h.size, h.crc))
-        {
-            return Disposition::Duplicate { attached: false };
+        if let Some(done) = self.recent.v2(device, h.pid).filter(|d| d.matches(&h)) {
+            return if done.quarantined {
+                Disposition::AfterQuarantine
+            } else {
+                Disposition::Duplicate { attached: false }
+            };
         }
         let k = (device.clone(), h.pid);
         if h.size as usize > self.limits.max_image_bytes {
@@ -414,7 +434,7 @@ impl Assembler {
             Ok(p) => p,
             Err(e) => {
                 let detail = format!("{e} (seq {})", h.seq);
-                return self.v2_bad(msg, Some(h.pid), e.reason(), detail, tag, now, out);
+                return self.v2_bad(msg, Some(h.pid), Some(h), e.reason(), detail, tag, now, out);
             }
         };
         if h.seq.saturating_add(1) < h.count && piece.len() % 3 != 0 {
@@ -427,6 +447,7 @@ impl Assembler {
             return self.v2_bad(
                 msg,
                 Some(h.pid),
+                Some(h),
                 reason::BAD_BOUNDARY,
                 detail,
                 tag,
@@ -462,6 +483,7 @@ impl Assembler {
                 h.seq,
                 header_text(&h)
             );
+            let first = pic.first;
             let q = pic.quarantine(
                 &mut self.cold,
                 device.clone(),
@@ -472,6 +494,11 @@ impl Assembler {
                 None,
             );
             out.push(Action::Quarantine(q));
+            let done = V2Done {
+                other: Some((h.size, h.crc)),
+                ..V2Done::quarantined(&first)
+            };
+            self.v2_remember(device, &first, done, now);
             return Disposition::Quarantined;
         }
         let piece_len = piece.len();
@@ -503,6 +530,7 @@ impl Assembler {
                     h.seq,
                     pic.progress()
                 );
+                let first = pic.first;
                 let q = pic.quarantine(
                     &mut self.cold,
                     device.clone(),
@@ -513,6 +541,7 @@ impl Assembler {
                     None,
                 );
                 out.push(Action::Quarantine(q));
+                self.v2_remember(device, &first, V2Done::quarantined(&first), now);
                 Disposition::Quarantined
             }
             (Added::Overflow, m) => {
@@ -520,9 +549,14 @@ impl Assembler {
                     self.index.close(m);
                 }
                 let detail = format!(
-                    "seq {} adds {piece_len} byte(s) to {} already present, over the header's size {}",
-                    h.seq, pic.bytes, h.size
+                    "seq {} adds {piece_len} byte(s) to {} already present, over the header's size {} \
+                     (reported at once; this chunk's bytes are not kept); {}",
+                    h.seq,
+                    pic.bytes,
+                    h.size,
+                    pic.progress()
                 );
+                let first = pic.first;
                 let q = pic.quarantine(
                     &mut self.cold,
                     device.clone(),
@@ -533,6 +567,7 @@ impl Assembler {
                     None,
                 );
                 out.push(Action::Quarantine(q));
+                self.v2_remember(device, &first, V2Done::quarantined(&first), now);
                 Disposition::Quarantined
             }
         }
@@ -563,6 +598,7 @@ impl Assembler {
                 None,
             );
             out.push(Action::Quarantine(q));
+            self.v2_remember(device, &first, V2Done::quarantined(&first), now);
             return Disposition::Quarantined;
         }
         let bytes = pic.concat(&mut self.cold);
@@ -592,6 +628,14 @@ impl Assembler {
                     bytes.len()
                 ),
             ))
+        } else if let Err(e) = wire::jpeg_structure_ok(&bytes) {
+            Some((
+                reason::INVALID_JPEG,
+                format!(
+                    "the {} byte(s) match size and CRC but are not a well-formed JPEG stream: {e}",
+                    bytes.len()
+                ),
+            ))
         } else {
             None
         };
@@ -606,6 +650,7 @@ impl Assembler {
                 Some(bytes),
             );
             out.push(Action::Quarantine(q));
+            self.v2_remember(device, &first, V2Done::quarantined(&first), now);
             return Disposition::Quarantined;
         }
         out.push(Action::Write(Finished {
@@ -621,10 +666,17 @@ impl Assembler {
         let done = V2Done {
             size: first.size,
             crc: first.crc,
+            quarantined: false,
+            other: None,
         };
-        self.recent.insert_v2(device.clone(), first.pid, done, now);
-        self.prune_recent(now);
+        self.v2_remember(device, &first, done, now);
         Disposition::Completed
+    }
+
+    /// Remembers a settled picture under `(device, pid)` (see the module docs, *Memory*).
+    fn v2_remember(&mut self, device: &DeviceId, h: &V2Header, done: V2Done, now: u64) {
+        self.recent.insert_v2(device.clone(), h.pid, done, now);
+        self.prune_recent(now);
     }
 
     /// A chunk whose header's `size` is over the limit (nothing is decoded or buffered).
@@ -672,6 +724,7 @@ impl Assembler {
                     self.limits.max_image_bytes,
                     header_text(&p.first)
                 );
+                let first = p.first;
                 let q = p.quarantine(
                     &mut self.cold,
                     device.clone(),
@@ -682,6 +735,7 @@ impl Assembler {
                     None,
                 );
                 out.push(Action::Quarantine(q));
+                self.v2_remember(device, &first, V2Done::quarantined(&first), now);
                 return Disposition::Quarantined;
             }
             Some(Slot {
@@ -716,26 +770,25 @@ impl Assembler {
         now: u64,
         out: &mut Vec<Action>,
     ) {
-        let done = V2Done {
-            size: d.first.size,
-            crc: d.first.crc,
-        };
-        let pid = d.first.pid;
+        let first = d.first;
         out.push(Action::Quarantine(d.quarantine(
             device.clone(),
             opened_ms,
             "",
         )));
-        self.recent.insert_v2(device.clone(), pid, done, now);
-        self.prune_recent(now);
+        self.v2_remember(device, &first, V2Done::quarantined(&first), now);
     }
 
-    /// A v2 chunk that is bad in itself: quarantined alone, or with its open picture.
+    /// A v2 chunk that is bad in itself: quarantined alone, or with its open picture. `header`
+    /// is the chunk's header when it parsed (bad data): the picture quarantined with it (the
+    /// open one, else the one that header names) is remembered, so its later chunks are
+    /// [`Disposition::AfterQuarantine`] instead of a second, misleading record.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn v2_bad(
         &mut self,
         msg: &ImgMessage,
         pid: Option<u32>,
+        header: Option<V2Header>,
         why: &'static str,
         detail: String,
         tag: Tag,
@@ -752,6 +805,7 @@ impl Assembler {
                 }) => {
                     self.index.close(&meta);
                     let detail = format!("{detail}; with the open picture: {}", p.progress());
+                    let first = p.first;
                     let q = p.quarantine(
                         &mut self.cold,
                         device.clone(),
@@ -762,17 +816,32 @@ impl Assembler {
                         None,
                     );
                     out.push(Action::Quarantine(q));
+                    self.v2_remember(device, &first, V2Done::quarantined(&first), now);
                     return Disposition::Quarantined;
                 }
                 Some(slot) => {
                     // A too-large picture's entry stays; the bad chunk goes alone.
                     let Slot { meta, state } = slot;
                     self.v2_attach(k, meta, state, now, false);
+                    out.push(lone(
+                        msg,
+                        tag,
+                        Some(Format::V2),
+                        Some(pid),
+                        why,
+                        detail,
+                        now,
+                    ));
+                    return Disposition::Quarantined;
                 }
                 None => {}
             }
         }
         out.push(lone(msg, tag, Some(Format::V2), pid, why, detail, now));
+        if let Some(h) = header {
+            // Nothing was open: the chunk's own picture ends here.
+            self.v2_remember(device, &h, V2Done::quarantined(&h), now);
+        }
         Disposition::Quarantined
     }
 }

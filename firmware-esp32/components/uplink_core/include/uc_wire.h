@@ -22,7 +22,9 @@ extern "C" {
 
 #define UC_MAX_VALUE_CHARS 10240u /* thing-model text property limit */
 #define UC_MAX_CHUNKS 1000u       /* messages per picture (keeps the alink id unique) */
-#define UC_V2_MAX_HEADER 48u      /* "V2;" .. the ';' before the data, longest case */
+/* Header budget, "V2;" .. the ';' before the data: a safe upper bound (the grammar's
+ * longest header is 43 characters, docs/protocol.md 3.1); it sets UC_V2_MAX_PIECE. */
+#define UC_V2_MAX_HEADER 48u
 #define UC_V2_MAX_PIECE ((UC_MAX_VALUE_CHARS - UC_V2_MAX_HEADER) / 4u * 3u) /* 7644 */
 #define UC_V2_DEFAULT_PIECE 7200u
 #define UC_V2_MAX_SIZE 999999999u /* size field is at most 9 digits */
