@@ -1182,6 +1182,24 @@ fn v1_too_large_discards_the_rest_until_end_in_one_record() {
 }
 
 #[test]
+fn v1_bad_last_chunk_gives_one_record_and_its_end_none() {
+    let img = jpeg(400, 30);
+    let mut values = v1(&img, 100);
+    let last = values.len() - 2;
+    values[last] = "ZZ".repeat(50);
+    let d = dev("cam");
+    let mut h = H::default();
+    let mut disps = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        disps.push(h.push(&d, v, T0 + i as i64));
+    }
+    assert_eq!(h.reasons(), vec!["bad_hex"], "no second, empty record");
+    assert_eq!(h.quarantines()[0].tags.len(), values.len() - 1);
+    assert_eq!(disps.last(), Some(&Disposition::AfterQuarantine));
+    h.finish();
+}
+
+#[test]
 fn v1_bad_hex_takes_the_open_picture_and_discards_the_rest() {
     let img = jpeg(400, 29);
     let mut values = v1(&img, 100);

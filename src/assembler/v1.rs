@@ -1473,14 +1473,22 @@ impl Assembler {
                     return self.v1_bare_end(device, (e, rid), tag, now);
                 }
                 let lo = d.absorbed.iter().map(|a| a.time).fold(d.start, i64::min);
-                let q = d.flush(
-                    device.clone(),
-                    meta.opened_ms,
-                    Some(e),
-                    Some(tag),
-                    " (up to its END)",
-                );
-                out.push(Action::Quarantine(q));
+                // The END of the spoiled picture: with no chunk discarded since, its record says
+                // all there is; the END alone makes no second one.
+                let nothing_since = d.absorbed.iter().all(|a| a.time > e);
+                let disposition = if nothing_since {
+                    Disposition::AfterQuarantine
+                } else {
+                    let q = d.flush(
+                        device.clone(),
+                        meta.opened_ms,
+                        Some(e),
+                        Some(tag),
+                        " (up to its END)",
+                    );
+                    out.push(Action::Quarantine(q));
+                    Disposition::Quarantined
+                };
                 match d.absorbed.iter().map(|a| a.time).min() {
                     Some(rest) => {
                         d.start = rest;
@@ -1491,7 +1499,7 @@ impl Assembler {
                 }
                 self.v1_remember(device, (lo.min(e), e), Box::default(), now);
                 self.v1_boundary(device, Bound::end(e), now);
-                return Disposition::Quarantined;
+                return disposition;
             }
             V1State::Pic(pic) => pic,
         };
