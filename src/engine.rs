@@ -573,7 +573,7 @@ impl Engine {
             .enumerate()
             .filter_map(|(i, a)| match a {
                 Action::Write(img) => Some((i, img)),
-                Action::Quarantine(_) => None,
+                Action::Quarantine(_) | Action::Retract(_) => None,
             })
             .collect();
         if jobs.len() <= 1 {
@@ -656,6 +656,11 @@ impl Engine {
     ) -> Result<bool, ()> {
         match result {
             Ok(w) => {
+                if let Some(why) = img.structure_only {
+                    self.metrics.v1_structure_only.fetch_add(1, Relaxed);
+                    tracing::warn!(device = %img.device, reason = why, path = %w.path.display(),
+                        "v1 picture checked for structure only: the exact entropy check does not support it");
+                }
                 if !w.already_present {
                     match img.format {
                         Format::V1 => self.metrics.images_v1.fetch_add(1, Relaxed),
@@ -718,6 +723,26 @@ impl Engine {
                     self.metrics.io_errors.fetch_add(1, Relaxed);
                     tracing::error!(device = %q.device, reason = q.reason, error = %e,
                         disk_full = e.is_disk_full(), "cannot write quarantine record; retrying");
+                    Err(())
+                }
+            },
+            Action::Retract(r) => match self.sink.retract(r) {
+                Ok(moved) => {
+                    self.metrics.images_retracted.fetch_add(1, Relaxed);
+                    self.metrics.quarantined(crate::assembler::reason::RETRACTED);
+                    tracing::error!(
+                        device = %r.device,
+                        detail = %r.detail,
+                        from = ?moved.as_ref().map(|(from, _)| from.display().to_string()),
+                        to = ?moved.as_ref().map(|(_, to)| to.display().to_string()),
+                        "written v1 picture was wrong; moved to quarantine"
+                    );
+                    Ok(false)
+                }
+                Err(e) => {
+                    self.metrics.io_errors.fetch_add(1, Relaxed);
+                    tracing::error!(device = %r.device, error = %e,
+                        disk_full = e.is_disk_full(), "cannot move a wrong picture to quarantine; retrying");
                     Err(())
                 }
             },
@@ -926,10 +951,7 @@ impl Engine {
 }
 
 fn action_tags(action: &Action) -> &[Tag] {
-    match action {
-        Action::Write(f) => &f.tags,
-        Action::Quarantine(q) => &q.tags,
-    }
+    action.tags()
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

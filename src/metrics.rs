@@ -151,6 +151,11 @@ pub struct Metrics {
     pub duplicate_chunks: AtomicU64,
     /// v2 chunks dropped because their picture was already quarantined.
     pub chunks_after_quarantine: AtomicU64,
+    /// v1 pictures written on the structural check alone: the exact entropy check does not
+    /// support their coding (progressive, arithmetic, ...).
+    pub v1_structure_only: AtomicU64,
+    /// Written v1 pictures later moved to quarantine ([`crate::assembler::Retraction`]).
+    pub images_retracted: AtomicU64,
     /// Images written, v1.
     pub images_v1: AtomicU64,
     /// Images written, v2.
@@ -330,7 +335,19 @@ impl Metrics {
                 let _ = writeln!(s, "receiver_quarantined_total{{reason=\"{r}\"}} {n}");
             }
         }
-        let plain: [(&str, &str, &AtomicU64, &str); 12] = [
+        let plain: [(&str, &str, &AtomicU64, &str); 14] = [
+            (
+                "receiver_images_retracted_total",
+                "Written v1 pictures moved to quarantine because a chunk they lacked arrived later.",
+                &self.images_retracted,
+                "counter",
+            ),
+            (
+                "receiver_v1_structure_only_total",
+                "v1 pictures written on the structural check alone (coding the exact check does not support).",
+                &self.v1_structure_only,
+                "counter",
+            ),
             (
                 "receiver_duplicate_chunks_total",
                 "Duplicate chunks dropped.",

@@ -36,7 +36,7 @@
 //!
 //! All methods do blocking file I/O: call them from `spawn_blocking` or a dedicated thread.
 
-use crate::assembler::{Finished, Quarantined};
+use crate::assembler::{Finished, Quarantined, Retraction};
 use crate::message::DeviceId;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -303,6 +303,42 @@ impl Sink {
             path: dir.join(suffixed(&stem, 0, "bin")),
             tried: MAX_SUFFIX,
         })
+    }
+
+    /// Moves the written image that `r` names (same name time, size and CRC-32) to quarantine
+    /// (reason `retracted`, `r.detail` in the sidecar), then removes it from the output.
+    /// `Ok(None)` when no such file is there any more (retention, an operator).
+    pub fn retract(&self, r: &Retraction) -> Result<Option<(PathBuf, PathBuf)>, SinkError> {
+        let dir = self.device_dir(&r.device);
+        let stem = file_time(r.name_time_ms);
+        for n in 0..=MAX_SUFFIX {
+            let path = dir.join(suffixed(&stem, n, "jpg"));
+            confined(&self.output_dir, &path, 3)?;
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err("read", &path)(e)),
+            };
+            if bytes.len() as u64 != r.size || crate::wire::crc32(&bytes) != r.crc {
+                continue;
+            }
+            let q = Quarantined {
+                device: r.device.clone(),
+                format: Some(crate::wire::Format::V1),
+                pid: None,
+                reason: crate::assembler::reason::RETRACTED,
+                detail: format!("{}; was {}", r.detail, path.display()),
+                bytes,
+                name_time_ms: r.name_time_ms,
+                missing: Vec::new(),
+                tags: Vec::new(),
+            };
+            let to = self.quarantine(&q)?.path;
+            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            sync_dir(&dir)?;
+            return Ok(Some((path, to)));
+        }
+        Ok(None)
     }
 
     /// Removes `.*.tmp` files a crash left in device folders (output and quarantine). Returns

@@ -28,6 +28,7 @@ fn finished(dn: &str, bytes: Vec<u8>) -> Finished {
         chunks: 3,
         tags: vec![1, 2, 3, 4],
         opened_ms: 0,
+        structure_only: None,
     }
 }
 
@@ -345,4 +346,30 @@ proptest! {
         prop_assert_eq!(parts.len(), 2);
         prop_assert!(parts.iter().all(|c| matches!(c, Component::Normal(_))));
     }
+}
+
+#[test]
+fn retract_moves_the_matching_written_image_to_quarantine() {
+    let root = tempfile::tempdir().unwrap();
+    let sink = Sink::new(&root.path().join("out"), &root.path().join("state")).unwrap();
+    let (a, b) = (jpeg(1, 300), jpeg(2, 300));
+    let wa = sink.write_image(&finished("cam", a.clone())).unwrap();
+    // Same name time, other content: `-1`; only the matching one is taken back.
+    let wb = sink.write_image(&finished("cam", b.clone())).unwrap();
+    assert_ne!(wa.path, wb.path);
+    let r = receiver::assembler::Retraction {
+        device: DeviceId::new("a1B2c3D4e5F", "cam"),
+        name_time_ms: T,
+        size: b.len() as u64,
+        crc: receiver::wire::crc32(&b),
+        detail: "test".into(),
+    };
+    let (from, to) = sink.retract(&r).unwrap().expect("found");
+    assert_eq!(from, wb.path);
+    assert!(!wb.path.exists() && wa.path.exists());
+    assert_eq!(std::fs::read(&to).unwrap(), b);
+    let sidecar = std::fs::read_to_string(to.with_extension("json")).unwrap();
+    assert!(sidecar.contains("retracted"), "{sidecar}");
+    // Gone already: nothing to do, no error.
+    assert_eq!(sink.retract(&r).unwrap(), None);
 }

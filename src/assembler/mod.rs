@@ -195,6 +195,10 @@ pub struct Finished {
     pub tags: Vec<Tag>,
     /// When its first chunk arrived (`now_ms` of that push).
     pub opened_ms: u64,
+    /// v1: why the exact entropy check could not judge it (progressive, arithmetic-coded, ...),
+    /// so that only the structural check passed it; `None` when the exact check passed it (and
+    /// for v2, whose size and CRC-32 are exact).
+    pub structure_only: Option<&'static str>,
 }
 
 /// A picture, or a lone chunk, that goes to quarantine.
@@ -220,6 +224,23 @@ pub struct Quarantined {
     pub tags: Vec<Tag>,
 }
 
+/// A v1 picture already written that turned out to be wrong: a chunk that is not one of its
+/// own arrived inside its time span. The exact check makes this all but impossible; if it ever
+/// happens, the file is moved from the output to quarantine (reason `retracted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retraction {
+    /// The camera.
+    pub device: DeviceId,
+    /// The written picture's [`Finished::name_time_ms`].
+    pub name_time_ms: i64,
+    /// Its length and CRC-32, to find the very file among same-named ones.
+    pub size: u64,
+    /// CRC-32 of its bytes.
+    pub crc: u32,
+    /// Why.
+    pub detail: String,
+}
+
 /// What the engine must do after a push or an expiry sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -227,6 +248,8 @@ pub enum Action {
     Write(Finished),
     /// Quarantine this.
     Quarantine(Quarantined),
+    /// Move a written image to quarantine.
+    Retract(Retraction),
 }
 
 impl Action {
@@ -235,6 +258,7 @@ impl Action {
         match self {
             Action::Write(f) => &f.tags,
             Action::Quarantine(q) => &q.tags,
+            Action::Retract(_) => &[],
         }
     }
 }
@@ -283,6 +307,9 @@ pub mod reason {
     pub const EXPIRED: &str = "expired";
     /// Pushed out by `max_open`.
     pub const EVICTED: &str = "evicted";
+    /// v1: a picture already written, moved to quarantine because a chunk of its time span
+    /// that it lacked arrived later ([`super::Retraction`]).
+    pub const RETRACTED: &str = "retracted";
 }
 
 /// Most duplicate tags kept with one open picture.

@@ -1198,6 +1198,41 @@ fn v1_too_large_discards_the_rest_until_end_in_one_record() {
 }
 
 #[test]
+fn v1_chunk_inside_a_written_picture_retracts_it_once() {
+    let img = jpeg(900, 57);
+    let d = dev("cam");
+    let mut h = H::default();
+    for (i, v) in v1(&img, 400).iter().enumerate() {
+        h.push(&d, v, T0 + 10 * i as i64);
+    }
+    assert_eq!(h.writes().len(), 1);
+    // A chunk the written picture did not have, timed inside it: the file was wrong.
+    let stray = "AB".repeat(200);
+    assert_eq!(h.push(&d, &stray, T0 + 5), Disposition::Quarantined);
+    assert_eq!(h.push(&d, &"CD".repeat(200), T0 + 15), Disposition::Quarantined);
+    let retractions: Vec<&Retraction> = h
+        .out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Retract(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retractions.len(), 1, "retracted once, not per stray chunk");
+    let r = retractions[0];
+    assert_eq!((r.device.clone(), r.name_time_ms), (d.clone(), T0));
+    assert_eq!((r.size, r.crc), (img.len() as u64, wire::crc32(&img)));
+    assert!(r.detail.contains("not one of its chunks"), "{}", r.detail);
+    assert_eq!(h.reasons(), vec!["late_chunk", "late_chunk"]);
+    // A redelivered copy of one of its own chunks is still a plain duplicate.
+    assert_eq!(
+        h.push(&d, &v1(&img, 400)[1], T0 + 10),
+        Disposition::Duplicate { attached: false }
+    );
+    h.finish();
+}
+
+#[test]
 fn v1_bad_last_chunk_gives_one_record_and_its_end_none() {
     let img = jpeg(400, 30);
     let mut values = v1(&img, 100);

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use super::cold::{Cold, PicBuf};
 use super::{
     chunk_time, decodes_as_jpeg, excerpt, lone, ms_i64, reason, Action, Assembler, Disposition,
-    Finished, Held, Key, Meta, Quarantined, Slot, Tag, MAX_ATTACHED_DUPLICATES, MAX_DISCARD_TAGS,
+    Finished, Held, Key, Meta, Quarantined, Retraction, Slot, Tag, MAX_ATTACHED_DUPLICATES, MAX_DISCARD_TAGS,
 };
 use crate::jpeg::Walker;
 use crate::message::{DeviceId, ImgMessage};
@@ -637,6 +637,8 @@ struct V1Done {
     first: i64,
     /// Sorted fingerprints of its chunks (none for a discarded picture).
     prints: Box<[u64]>,
+    /// A written picture's name time, size and CRC-32 (to retract it, see [`super::Retraction`]).
+    written: Option<(i64, u64, u32)>,
 }
 
 /// A segment map entry. `Open` is boxed: settled boundaries (thousands, kept for the timeout)
@@ -821,12 +823,28 @@ impl Assembler {
         prints: Box<[u64]>,
         now: u64,
     ) {
+        self.v1_remember_written(device, (first, last), prints, None, now);
+    }
+
+    /// [`Assembler::v1_remember`] for a written picture (`written`: its name time, size, CRC).
+    fn v1_remember_written(
+        &mut self,
+        device: &DeviceId,
+        (first, last): (i64, i64),
+        prints: Box<[u64]>,
+        written: Option<(i64, u64, u32)>,
+        now: u64,
+    ) {
         let generation = self.recent.next_generation();
         self.recent.v1 += 1;
         self.recent.prints += prints.len();
         let dev = self.open1.entry(device.clone()).or_default();
-        dev.done
-            .insert((last, generation), V1Done { first, prints });
+        let done = V1Done {
+            first,
+            prints,
+            written,
+        };
+        dev.done.insert((last, generation), done);
         self.recent
             .ring
             .push_back((Key::V1Span(device.clone(), last), generation, now));
@@ -1051,6 +1069,7 @@ impl Assembler {
             Some(b) => b,
             None => pic.into_bytes(&mut self.cold),
         };
+        let written = (name_time_ms, bytes.len() as u64, wire::crc32(&bytes));
         out.push(Action::Write(Finished {
             device: device.clone(),
             format: Format::V1,
@@ -1060,9 +1079,10 @@ impl Assembler {
             chunks,
             tags,
             opened_ms,
+            structure_only: None,
         }));
         if let Some(span) = span {
-            self.v1_remember(device, span, prints, now);
+            self.v1_remember_written(device, span, prints, Some(written), now);
         }
         self.v1_boundary(device, b, now);
     }
@@ -1349,6 +1369,21 @@ impl Assembler {
         let detail = format!(
             "chunk at time {t} lies within the already settled picture {first}..={last} but is not one of its chunks"
         );
+        // A written picture lacked it: the file is wrong, take it back (once).
+        let written = self
+            .open1
+            .get_mut(&msg.device)
+            .and_then(|d| d.done.get_mut(&(last, generation)))
+            .and_then(|d| d.written.take());
+        if let Some((name_time_ms, size, crc)) = written {
+            out.push(Action::Retract(Retraction {
+                device: msg.device.clone(),
+                name_time_ms,
+                size,
+                crc,
+                detail: format!("written, then a {detail}"),
+            }));
+        }
         out.push(lone(
             msg,
             tag,

@@ -662,6 +662,7 @@ impl Assembler {
             chunks: pic.pieces.len(),
             tags: pic.tags,
             opened_ms,
+            structure_only: None,
         }));
         let done = V2Done {
             size: first.size,
