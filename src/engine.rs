@@ -729,7 +729,8 @@ impl Engine {
             Action::Retract(r) => match self.sink.retract(r) {
                 Ok(moved) => {
                     self.metrics.images_retracted.fetch_add(1, Relaxed);
-                    self.metrics.quarantined(crate::assembler::reason::RETRACTED);
+                    self.metrics
+                        .quarantined(crate::assembler::reason::RETRACTED);
                     tracing::error!(
                         device = %r.device,
                         detail = %r.detail,

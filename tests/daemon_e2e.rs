@@ -973,9 +973,8 @@ async fn original_firmware_round(
     let ids = h.publish_all(&stream);
     for (i, &k) in cuts.enumerate() {
         let want = cuts_before + i as u64 + 1;
-        let cut_or_done = || {
-            h.fake.counters().cuts >= want || (h.fake.queued() == 0 && h.fake.in_flight() == 0)
-        };
+        let cut_or_done =
+            || h.fake.counters().cuts >= want || (h.fake.queued() == 0 && h.fake.in_flight() == 0);
         h.wait_metrics("the previous cut", WAIT, |_| cut_or_done())
             .await;
         if h.fake.counters().cuts < want {

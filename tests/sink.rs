@@ -351,7 +351,7 @@ proptest! {
 #[test]
 fn retract_moves_the_matching_written_image_to_quarantine() {
     let root = tempfile::tempdir().unwrap();
-    let sink = Sink::new(&root.path().join("out"), &root.path().join("state")).unwrap();
+    let sink = Sink::new(root.path().join("out"), root.path().join("state")).unwrap();
     let (a, b) = (jpeg(1, 300), jpeg(2, 300));
     let wa = sink.write_image(&finished("cam", a.clone())).unwrap();
     // Same name time, other content: `-1`; only the matching one is taken back.

@@ -35,9 +35,8 @@ fn jpeg_from(data: impl IntoIterator<Item = u8>) -> Vec<u8> {
         0xFF, 0xD8, // SOI
         0xFF, 0xC0, 0, 11, 8, 0, 8, wh, wl, 1, 1, 0x11, 0, // SOF0: 8 high, 1 component
         0xFF, 0xC4, 0, 38, // DHT: DC 0 (one 1-bit code: category 6), AC 0 (one: EOB)
-        0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6,
-        0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00,
-        0xFF, 0xDA, 0, 8, 1, 1, 0x00, 0, 63, 0, // SOS
+        0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0x00, 0xFF, 0xDA, 0, 8, 1, 1, 0x00, 0, 63, 0, // SOS
     ];
     debug_assert_eq!(v.len(), JPEG_HEAD_LEN);
     v.extend(scan);
@@ -1209,7 +1208,10 @@ fn v1_chunk_inside_a_written_picture_retracts_it_once() {
     // A chunk the written picture did not have, timed inside it: the file was wrong.
     let stray = "AB".repeat(200);
     assert_eq!(h.push(&d, &stray, T0 + 5), Disposition::Quarantined);
-    assert_eq!(h.push(&d, &"CD".repeat(200), T0 + 15), Disposition::Quarantined);
+    assert_eq!(
+        h.push(&d, &"CD".repeat(200), T0 + 15),
+        Disposition::Quarantined
+    );
     let retractions: Vec<&Retraction> = h
         .out
         .iter()
@@ -1387,7 +1389,10 @@ fn v1_picture_straddling_a_loss_waits_for_the_redelivery() {
         .map(|w| (w.chunks, w.bytes == a || w.bytes == b))
         .collect();
     got.sort_unstable();
-    assert_eq!(got, vec![((na - 1) as usize, true), ((nb - 1) as usize, true)]);
+    assert_eq!(
+        got,
+        vec![((na - 1) as usize, true), ((nb - 1) as usize, true)]
+    );
     assert_ne!(h.writes()[0].bytes, h.writes()[1].bytes);
     h.finish();
     assert!(h.quarantines().is_empty(), "{:?}", h.reasons());
@@ -1402,14 +1407,22 @@ fn v1_pictures_after_a_loss_are_not_delayed() {
     for (i, v) in va.iter().enumerate() {
         h.push(&d, v, T0 + i as i64);
     }
-    assert_eq!(h.writes().len(), 1, "a picture before any loss is written at once");
+    assert_eq!(
+        h.writes().len(),
+        1,
+        "a picture before any loss is written at once"
+    );
     h.lost();
     let vb = v1(&b, 400);
     let last = vb.len() - 1;
     for (i, v) in vb.iter().enumerate() {
         let disp = h.push(&d, v, T0 + 100 + i as i64);
         if i == last {
-            assert_eq!(disp, Disposition::Completed, "opened after the loss: not held");
+            assert_eq!(
+                disp,
+                Disposition::Completed,
+                "opened after the loss: not held"
+            );
         }
     }
     h.finish();

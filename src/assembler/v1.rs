@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use super::cold::{Cold, PicBuf};
 use super::{
     chunk_time, decodes_as_jpeg, excerpt, lone, ms_i64, reason, Action, Assembler, Disposition,
-    Finished, Held, Key, Meta, Quarantined, Retraction, Slot, Tag, MAX_ATTACHED_DUPLICATES, MAX_DISCARD_TAGS,
+    Finished, Held, Key, Meta, Quarantined, Retraction, Slot, Tag, MAX_ATTACHED_DUPLICATES,
+    MAX_DISCARD_TAGS,
 };
 use crate::jpeg::Walker;
 use crate::message::{DeviceId, ImgMessage};
