@@ -180,6 +180,9 @@ pub struct Engine {
     connections: Option<Arc<Vec<Arc<ConnState>>>>,
     /// The latest connection loss passed on to the assembler, ms.
     seen_loss: u64,
+    /// When the engine restarted from a spool that held pictures (a loss of everything the
+    /// previous process had in flight), until the first link is up.
+    startup_loss: Option<u64>,
 }
 
 impl Engine {
@@ -216,6 +219,7 @@ impl Engine {
             trimmed: (0, 0),
             connections: None,
             seen_loss: 0,
+            startup_loss: None,
         };
         if let Some(spool_opts) = spool {
             let (spool, recovery) = Spool::open(spool_opts)?;
@@ -229,6 +233,7 @@ impl Engine {
             // Whatever the previous process had in flight comes back later: the pictures rebuilt
             // from the spool wait for it like those that straddle a lost connection.
             engine.assembler.connection_lost(now_ms);
+            engine.startup_loss = Some(now_ms);
             let mut done_tags = Vec::new();
             for (tag, record) in recovery.records {
                 match record {
@@ -276,14 +281,33 @@ impl Engine {
         self.connections = Some(connections);
     }
 
-    /// Passes a connection loss reported since the last call on to the assembler.
-    fn note_losses(&mut self) {
-        let latest = self.connections.as_ref().map_or(0, |c| {
-            c.iter()
-                .map(|s| s.lost_at_ms.load(std::sync::atomic::Ordering::Acquire))
-                .max()
-                .unwrap_or(0)
-        });
+    /// Passes connection losses on to the assembler. A loss lasts while its connection is down
+    /// (what it had in flight can only come back once a link is up again), but counts at most
+    /// one grace beyond the moment it happened: a connection that stays down for long does not
+    /// hold pictures for ever (other connections, if any, get the redeliveries). After a restart
+    /// from the spool, the restart is such a loss until the first link is up.
+    fn note_losses(&mut self, now_ms: u64) {
+        use std::sync::atomic::Ordering::Acquire;
+        let grace = self.opts.limits.redelivery_grace_ms;
+        let ongoing = |lost: u64, up: bool| if up { lost } else { now_ms.min(lost + grace) };
+        let mut latest = 0;
+        let mut any_up = false;
+        if let Some(conns) = &self.connections {
+            for c in conns.iter() {
+                let up = c.link_attached.load(Acquire);
+                any_up |= up;
+                let lost = c.lost_at_ms.load(Acquire);
+                if lost > 0 {
+                    latest = latest.max(ongoing(lost, up));
+                }
+            }
+            if let Some(start) = self.startup_loss {
+                latest = latest.max(ongoing(start, any_up));
+                if any_up {
+                    self.startup_loss = None;
+                }
+            }
+        }
         if latest > self.seen_loss {
             self.seen_loss = latest;
             self.assembler.connection_lost(latest);
@@ -318,7 +342,7 @@ impl Engine {
         if batch.is_empty() {
             return;
         }
-        self.note_losses();
+        self.note_losses(now_ms);
         if self.degraded.is_some() {
             for inbound in batch {
                 self.settle(
@@ -441,7 +465,7 @@ impl Engine {
 
     /// Expires idle pictures and retries pending writes after an I/O error.
     pub fn tick(&mut self, now_ms: u64) {
-        self.note_losses();
+        self.note_losses(now_ms);
         if let Some(d) = &self.degraded {
             if now_ms >= d.next_retry_ms {
                 self.retry(now_ms);

@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PK: &str = "a1CrashPK01";
+/// The Alink id the original tutorial firmware sends with every message.
+const ORIGINAL_FIRMWARE_ID: u32 = 1_189_401_707;
 
 struct Picture {
     device: DeviceId,
@@ -47,9 +49,17 @@ fn publish_round(fake: &FakeAliyun, round: u32, devices: u32, pictures: u32) -> 
                 Format::V1 => (wire::encode_v1(&jpeg, 800).expect("v1"), 0),
             };
             let _ = chunk;
+            // Half of the v1 cameras run the original tutorial firmware: one Alink id for every
+            // message, so only the JPEG itself tells pictures apart.
+            let original = format == Format::V1 && d % 4 == 1;
             for (seq, v) in values.iter().enumerate() {
                 t += 7;
-                payloads.push(alink_timed(wire::alink_id(1000 + p, seq as u32), v, t));
+                let id = if original {
+                    ORIGINAL_FIRMWARE_ID
+                } else {
+                    wire::alink_id(1000 + p, seq as u32)
+                };
+                payloads.push(alink_timed(id, v, t));
             }
             expected.push(Picture {
                 device: device.clone(),
@@ -95,6 +105,8 @@ dir = "{state}"
 
 [assembly]
 timeout = "10m"
+# The fake redelivers at once, not after Aliyun's 30 s ACK timeout.
+redelivery_grace = "1s"
 
 [spool]
 batch_max = 8
@@ -259,6 +271,12 @@ async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
     while starts(&log) == before && Instant::now() < up_by {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Pictures rebuilt from the spool wait out the redelivery grace before they are written.
+    let out = dir.path().join("out");
+    let all_by = Instant::now() + Duration::from_secs(20);
+    while files_under(&out).len() < expected.len() && Instant::now() < all_by {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -283,7 +301,6 @@ async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
     }
 
     // Every image exactly once, byte-identical; nothing quarantined; no temp files.
-    let out = dir.path().join("out");
     let mut found: HashMap<PathBuf, Vec<Vec<u8>>> = HashMap::new();
     for f in files_under(&out) {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
