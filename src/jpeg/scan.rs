@@ -516,12 +516,16 @@ fn scan_header(
 }
 
 /// Bits of a code looked up at once.
-const FAST: u32 = 9;
+const FAST: u32 = 10;
 
 /// A Huffman decoding table (T.81 C and F.2.2.3) with a lookup table for short codes.
 struct Table {
     /// By the next `FAST` bits: `length << 8 | symbol`, or 0 for a longer (or invalid) code.
     fast: [u16; 1 << FAST],
+    /// For an AC table, by the next `FAST` bits when they hold a whole code and its value bits:
+    /// the bits to consume (bits 0..5) and how far the coefficient index moves (bits 5..10:
+    /// run + 1 for a coefficient, 16 for ZRL, 0 for EOB); 0 when they do not.
+    ac_fast: [u16; 1 << FAST],
     /// By length 1..=16: the largest code of that length, -1 when none.
     maxcode: [i32; 17],
     /// By length: index in `symbols` of the first code of that length minus that code.
@@ -532,6 +536,7 @@ struct Table {
 impl Table {
     const EMPTY: Table = Table {
         fast: [0; 1 << FAST],
+        ac_fast: [0; 1 << FAST],
         maxcode: [-1; 17],
         delta: [0; 17],
         symbols: [0; 256],
@@ -567,6 +572,17 @@ impl Table {
                 self.maxcode[len as usize] = code as i32 - 1;
             }
             code <<= 1;
+        }
+        for (fused, &e) in self.ac_fast.iter_mut().zip(self.fast.iter()) {
+            let (len, r, size) = (e >> 8, (e >> 4) & 15, e & 15);
+            *fused = match (r, size) {
+                _ if e == 0 => 0,
+                (0, 0) => len,
+                (15, 0) => len | 16 << 5,
+                (_, 0) => 0, // not a symbol of a valid table (dht_ok)
+                _ if size <= 10 && u32::from(len + size) <= FAST => (len + size) | (r + 1) << 5,
+                _ => 0,
+            };
         }
         true
     }
@@ -718,6 +734,13 @@ impl<'a> Bits<'a> {
             self.consume(u32::from(e >> 8));
             return Some(e as u8);
         }
+        self.decode_long(t)
+    }
+
+    /// [`Bits::decode`] for a code longer than `FAST` bits (or an invalid one).
+    #[cold]
+    #[inline(never)]
+    fn decode_long(&mut self, t: &Table) -> Option<u8> {
         let bits = (self.buf >> 48) as i32;
         for len in FAST + 1..=16 {
             let code = bits >> (16 - len);
@@ -898,6 +921,20 @@ impl Scan<'_, '_> {
         while k < 64 {
             if b.nbits < 32 {
                 b.refill();
+            }
+            let e = ac.ac_fast[(b.buf >> (64 - FAST)) as usize];
+            if e != 0 {
+                b.consume(u32::from(e & 31));
+                let adv = u32::from(e >> 5);
+                if adv == 0 {
+                    return Ok(diff); // EOB
+                }
+                // A run of zeros and a coefficient, or 16 zeros (ZRL).
+                k += adv;
+                if k > 64 {
+                    return Err(ScanErrorKind::CoefficientOverrun);
+                }
+                continue;
             }
             let rs = b
                 .decode(ac)
