@@ -52,8 +52,11 @@
 //! crate writes 4:1:1 (`F_4_1`) and `*_4` samplings and any frame with optimised Huffman tables
 //! (libjpeg writes its 4:1:1 interleaved, which is checked).
 //!
-//! Cost: one pass over the bytes with a 9-bit lookup table per Huffman table (a slow path for
-//! longer codes); a few KB of tables on the stack, no allocation per MCU.
+//! Cost: one pass over the bytes with a 10-bit lookup table per Huffman table (for AC tables a
+//! second one that also takes the value bits; a slow path for longer codes); a few KB of tables
+//! on the stack, no allocation per MCU. `receiver bench --parts jpeg` measures it: on sample
+//! frames (4:4:4, 10-20 KB) about a quarter of a full decode by the `image` crate (zune-jpeg,
+//! SIMD IDCT), i.e. about 3 µs per 400-byte chunk; the structural check is about a tenth of it.
 
 use super::{dht_ok, dqt_ok, is_sof, sof_ok};
 use std::fmt;
