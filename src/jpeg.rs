@@ -22,6 +22,9 @@
 
 use std::fmt;
 
+mod scan;
+pub use scan::{entropy_check, EntropyVerdict, ScanError, ScanErrorKind};
+
 /// Where and why a stream is not a well-formed JPEG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JpegError {

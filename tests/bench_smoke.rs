@@ -46,6 +46,15 @@ fn bench_quick_produces_figures() {
         assert!(n("latency_count") > 0.0, "{s:#}");
         assert!(r["latency_p99_ms"].as_f64().is_some(), "{s:#}");
     }
+    // The JPEG checks' CPU per picture: QVGA and VGA, three figures each.
+    let jpeg = report["jpeg_check"].as_array().expect("jpeg_check");
+    assert_eq!(jpeg.len(), 2, "{report:#}");
+    for row in jpeg {
+        for k in ["exact_us", "structure_us", "decode_us"] {
+            assert!(row[k].as_f64().unwrap_or(0.0) > 0.0, "{row:#}");
+        }
+    }
+    assert!(stdout.contains("jpeg check  QVGA"), "{stdout}");
     let baseline = &report["baseline"];
     if baseline["skipped"].is_null() {
         assert!(!baseline["seed"].as_array().expect("seed").is_empty());

@@ -19,6 +19,7 @@
 
 pub mod child;
 pub mod floor;
+pub mod jpegcheck;
 pub mod seed;
 pub mod stream;
 
@@ -58,6 +59,8 @@ pub enum Part {
     Latency,
     /// The seed's Node.js receiver and this one on a third-party server.
     Baseline,
+    /// CPU per picture of the JPEG checks (exact, structural) beside a full decode, in process.
+    Jpeg,
 }
 
 /// `receiver bench` options.
@@ -67,7 +70,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Parts to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["throughput", "latency", "baseline"])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["throughput", "latency", "baseline", "jpeg"])]
     pub parts: Vec<Part>,
     /// Storage modes.
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["memory", "durable"])]
@@ -289,6 +292,8 @@ pub struct BenchReport {
     pub scenarios: Vec<ScenarioResult>,
     /// The baseline.
     pub baseline: Option<BaselineResult>,
+    /// The JPEG checks' CPU per picture (empty when that part was not run).
+    pub jpeg_check: Vec<jpegcheck::JpegCheckRow>,
     /// Load average (1, 5, 15 min) at the start and the end.
     pub load: [[f64; 3]; 2],
     /// Wall time of the whole bench, seconds.
@@ -480,6 +485,11 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write) -> Result<BenchReport, Be
         min as f64 / 1e3,
         max as f64 / 1e3
     );
+    let mut jpeg_check = Vec::new();
+    if args.parts.contains(&Part::Jpeg) {
+        jpeg_check = jpegcheck::measure(args.quick)?;
+        let _ = write!(out, "\n{}", jpegcheck::render(&jpeg_check));
+    }
     let result = run_parts(&args, &settings, &bin, &work, &pool, out).await;
     if remove_work {
         let _ = std::fs::remove_dir_all(&work);
@@ -490,6 +500,7 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write) -> Result<BenchReport, Be
         machine,
         scenarios,
         baseline,
+        jpeg_check,
         load: [load0, load1],
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -1061,6 +1072,13 @@ pub fn render(r: &BenchReport) -> String {
             }
         }
     }
+    if !r.jpeg_check.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n== JPEG checks: CPU per picture (this process, sample frames)"
+        );
+        s.push_str(&jpegcheck::render(&r.jpeg_check));
+    }
     let _ = writeln!(
         s,
         "\nload average: start {:.2} {:.2} {:.2}, end {:.2} {:.2} {:.2}; bench took {:.0} s",
@@ -1090,6 +1108,7 @@ mod tests {
                 floor,
                 skipped: None,
             }),
+            jpeg_check: Vec::new(),
             load: [[1.0; 3]; 2],
             seconds: 1.0,
         }
