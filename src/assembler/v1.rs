@@ -21,7 +21,7 @@ use super::{
     Finished, Held, Key, Meta, Quarantined, Retraction, Slot, Tag, MAX_ATTACHED_DUPLICATES,
     MAX_DISCARD_TAGS,
 };
-use crate::jpeg::Walker;
+use crate::jpeg::{entropy_check, EntropyVerdict, Walker};
 use crate::message::{DeviceId, ImgMessage};
 use crate::wire::{self, Format, WireError};
 
@@ -78,6 +78,10 @@ struct Chunk {
     /// Whether `time` is an `items.img.time` (names the file).
     item_time: bool,
 }
+
+/// Bytes past a scan error's offset that the exact check may have looked at (a Huffman code
+/// and its magnitude bits, with stuffing, fit in 8).
+const SCAN_LOOKAHEAD: u64 = 8;
 
 /// [`Chunk::rid`] of a chunk without a numeric Alink id.
 const NO_RID: u64 = u64::MAX;
@@ -136,6 +140,9 @@ pub(super) struct V1Pic {
     /// It validated, but is held until this time for the redelivery grace (see
     /// [`Assembler::connection_lost`]).
     grace: Option<u64>,
+    /// The last validation passed on the structural check alone: the exact check does not
+    /// support this coding (the reason).
+    structure_only: Option<&'static str>,
 }
 
 /// Result of adding a chunk.
@@ -158,6 +165,7 @@ impl V1Pic {
             held: false,
             fail_at: None,
             grace: None,
+            structure_only: None,
         }
     }
 
@@ -423,15 +431,51 @@ impl V1Pic {
             self.fail_at = at;
             return Err(why);
         }
+        // The exact check: the scan must decode to exactly the frame's MCUs.
+        let copy = (!self.in_order).then(|| self.concat());
+        let whole = match &copy {
+            Some(c) => c.as_slice(),
+            None => self.buf.get(0, self.buf.len()).unwrap_or_default(),
+        };
+        self.structure_only = None;
+        match entropy_check(whole) {
+            Ok(EntropyVerdict::Exact { .. }) => {}
+            Ok(EntropyVerdict::Unsupported(why)) => self.structure_only = Some(why),
+            Err(e) => {
+                // The verdict rests on the bytes up to the error and a few after it (the bit
+                // reader's look-ahead): a chunk filed after those cannot change it.
+                let upto = e.offset.saturating_add(SCAN_LOOKAHEAD);
+                self.fail_at = self.time_at(upto);
+                return Err(size(&format!("fail the exact check of the scan data: {e}")));
+            }
+        }
         if !decode {
             return Ok(None);
         }
-        let bytes = self.concat();
+        let bytes = match copy {
+            Some(c) => c,
+            None => self.concat(),
+        };
         if decodes_as_jpeg(&bytes) {
             Ok(Some(bytes))
         } else {
             Err(size("are a well-formed JPEG stream but do not decode"))
         }
+    }
+
+    /// The time of the data chunk holding byte `offset` of the picture (the last chunk's when
+    /// `offset` is past the end).
+    fn time_at(&self, offset: u64) -> Option<i64> {
+        let mut end = 0u64;
+        let mut last = None;
+        for (time, s) in self.slices() {
+            end += s.len() as u64;
+            last = Some(time);
+            if offset < end {
+                break;
+            }
+        }
+        last
     }
 
     /// Why the Alink ids say the picture is not whole yet, if they do. They have a say only when
@@ -1066,6 +1110,7 @@ impl Assembler {
         let name_time_ms = pic.name_time().unwrap_or_else(|| ms_i64(opened_ms));
         let chunks = pic.data_chunks;
         let tags = pic.tags();
+        let structure_only = pic.structure_only;
         let bytes = match copy {
             Some(b) => b,
             None => pic.into_bytes(&mut self.cold),
@@ -1080,7 +1125,7 @@ impl Assembler {
             chunks,
             tags,
             opened_ms,
-            structure_only: None,
+            structure_only,
         }));
         if let Some(span) = span {
             self.v1_remember_written(device, span, prints, Some(written), now);
