@@ -1160,6 +1160,66 @@ mod tests {
         assert_eq!(files, vec![img]);
     }
 
+    /// A v1 picture with a chunk before a connection loss is held while that connection is
+    /// down and for the grace after (at most one grace beyond the loss); one that starts after
+    /// the loss is written at once.
+    #[test]
+    fn a_lost_connection_holds_straddling_v1_pictures_for_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(dir.path());
+        let conn = ConnState::new();
+        conn.link_attached.store(true, Relaxed);
+        h.engine.watch_connections(Arc::new(vec![conn.clone()]));
+        let grace = h.engine.opts.limits.redelivery_grace_ms;
+        let img = jpeg();
+        let values = wire::encode_v1(&img, 200).unwrap();
+        let first = h.inbound("cam-03", &values[0], "s0");
+        h.engine.process(vec![first], 2_000);
+        // The link drops at 3 000 and is down until 50 000.
+        conn.link_attached.store(false, Relaxed);
+        conn.lost_at_ms.store(3_000, Relaxed);
+        let rest: Vec<_> = values[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| h.inbound("cam-03", v, &format!("s{}", i + 1)))
+            .collect();
+        h.engine.process(rest, 4_000);
+        assert!(
+            h.outcomes().iter().all(|(_, o)| *o == Outcome::Accept),
+            "held, yet every chunk accepted"
+        );
+        assert_eq!(h.metrics.images_v1.load(Relaxed), 0, "held");
+        assert_eq!(h.engine.next_wakeup(), Some(4_000 + grace));
+        // Still down when the grace is over: the loss goes on (what was in flight cannot come
+        // back yet), but counts at most one grace beyond the moment it happened.
+        h.engine.tick(50_000);
+        h.engine.tick(4_000 + grace);
+        assert_eq!(h.metrics.images_v1.load(Relaxed), 0, "still down: held");
+        let until = 3_000 + 2 * grace;
+        assert_eq!(h.engine.next_wakeup(), Some(until));
+        conn.link_attached.store(true, Relaxed);
+        h.engine.tick(5_000 + grace);
+        assert_eq!(h.engine.next_wakeup(), Some(until));
+        h.engine.tick(until - 1);
+        assert_eq!(h.metrics.images_v1.load(Relaxed), 0);
+        h.engine.tick(until);
+        assert_eq!(
+            h.metrics.images_v1.load(Relaxed),
+            1,
+            "written after the grace"
+        );
+        // A picture that starts after the loss is not held.
+        let img2 = crate::sample::scene_jpeg(32, 24, 9, "T", 70).unwrap();
+        let batch: Vec<_> = wire::encode_v1(&img2, 200)
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| h.inbound("cam-04", v, &format!("t{i}")))
+            .collect();
+        h.engine.process(batch, until + 1);
+        assert_eq!(h.metrics.images_v1.load(Relaxed), 2);
+    }
+
     #[test]
     fn a_failed_write_releases_the_last_chunk_pauses_and_recovers() {
         let dir = tempfile::tempdir().unwrap();
