@@ -497,15 +497,13 @@ pub enum ConfigError {
         problem: String,
     },
     /// A secret (or CA) file named by the config could not be used.
-    #[error("{}: [{table}] {key} = {}: {message}", at(path, *line), file.display())]
+    #[error("{}: {} = {}: {message}", at(path, *line), dotted_key(key), file.display())]
     File {
         /// Config file.
         path: PathBuf,
         /// 1-based line of the key.
         line: Option<usize>,
-        /// The table of the key.
-        table: &'static str,
-        /// The key naming the file.
+        /// The key naming the file, as `table.key` (`aliyun.access_key_secret_file`).
         key: &'static str,
         /// The file.
         file: PathBuf,
@@ -584,6 +582,14 @@ fn at(path: &Path, line: Option<usize>) -> String {
     match line {
         Some(l) => format!("{}:{l}", path.display()),
         None => path.display().to_string(),
+    }
+}
+
+/// `table.key` as `[table] key`.
+fn dotted_key(key: &str) -> String {
+    match key.split_once('.') {
+        Some((table, key)) => key_name(table, key),
+        None => key.to_owned(),
     }
 }
 
@@ -1226,6 +1232,8 @@ struct SecretSpec {
     inline_key: &'static str,
     /// `[aliyun]` key naming a file holding it.
     file_key: &'static str,
+    /// The same as `table.key`.
+    file_key_dotted: &'static str,
     /// Environment variable holding it.
     env_var: &'static str,
     /// systemd credential name (a file in `$CREDENTIALS_DIRECTORY`), used when none of the
@@ -1251,12 +1259,8 @@ impl Ctx<'_> {
 
     /// Reads the secret in `file`, named by `[table] key`, under the rules of
     /// [`secret_file::read`] (every secret file goes through here).
-    fn secret_file(
-        &self,
-        table: &'static str,
-        key: &'static str,
-        file: &Path,
-    ) -> Result<String, ConfigError> {
+    fn secret_file(&self, dotted: &'static str, file: &Path) -> Result<String, ConfigError> {
+        let (table, key) = dotted.split_once('.').unwrap_or(("", dotted));
         match secret_file::read(file, secret_file::Permissions::Check) {
             Ok(s) => {
                 if let Some(w) = s.warning {
@@ -1275,8 +1279,7 @@ impl Ctx<'_> {
                 Err(ConfigError::File {
                     path: self.path.to_owned(),
                     line: self.index.line_of(table, key),
-                    table,
-                    key,
+                    key: dotted,
                     file: file.to_owned(),
                     message: e.to_string(),
                     source,
@@ -1407,6 +1410,7 @@ impl Ctx<'_> {
             file_key,
             env_var,
             credential,
+            ..
         } = *spec;
         // An empty variable counts as unset (systemd `Environment=VAR=` clears it that way).
         let env = (self.env)(env_var).filter(|v| !v.is_empty());
@@ -1445,7 +1449,7 @@ impl Ctx<'_> {
             Secret::with_source(v, SecretSource::Inline)
         } else if let Some(f) = file {
             let file = self.resolve(&f);
-            let value = self.secret_file(TABLE, file_key, &file)?;
+            let value = self.secret_file(spec.file_key_dotted, &file)?;
             Secret::with_source(value, SecretSource::File(file))
         } else if let Some(v) = env {
             Secret::with_source(v, SecretSource::Env(env_var.to_owned()))
@@ -1627,6 +1631,7 @@ impl Ctx<'_> {
                     what: "access key secret",
                     inline_key: "access_key_secret",
                     file_key: "access_key_secret_file",
+                    file_key_dotted: "aliyun.access_key_secret_file",
                     env_var: ENV_ACCESS_KEY_SECRET,
                     credential: CREDENTIAL_ACCESS_KEY_SECRET,
                 },
@@ -1742,6 +1747,7 @@ impl Ctx<'_> {
                             what: "security token",
                             inline_key: "security_token",
                             file_key: "security_token_file",
+                            file_key_dotted: "aliyun.security_token_file",
                             env_var: ENV_SECURITY_TOKEN,
                             credential: CREDENTIAL_SECURITY_TOKEN,
                         },
@@ -1872,8 +1878,7 @@ impl Ctx<'_> {
         let err = |message: String, source: Option<std::io::Error>| ConfigError::File {
             path: self.path.to_owned(),
             line: self.index.line_of("aliyun", "ca_file"),
-            table: "aliyun",
-            key: "ca_file",
+            key: "aliyun.ca_file",
             file: file.clone(),
             message,
             source,
