@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the firmware's host tests and config checks, then the Rust tests
 # (unit, integration against the fake Aliyun endpoint, interop against third-party AMQP and MQTT
-# implementations). Installs what it needs when it is missing (Debian packages need root).
+# implementations), then a bounded fuzzing run of the parsers (scripts/fuzz.sh). Installs what it
+# needs when it is missing (Debian packages need root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,3 +35,10 @@ fi
 
 echo "== Rust tests"
 cargo test --all-targets --locked --no-fail-fast "$@"
+
+# Coverage-guided fuzzing of the parsers of untrusted bytes (AFL++ via cargo-afl), a bounded time
+# per target (FUZZ_SECONDS, default 25); fails on a crash. SKIP_FUZZ=1 skips it locally.
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzzing"
+  bash scripts/fuzz.sh
+fi

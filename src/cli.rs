@@ -173,10 +173,18 @@ pub fn init_logging(global: &GlobalArgs, config: Option<&Config>) -> anyhow::Res
 /// SIGTERM/SIGINT.
 pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
     let path = config_path(global, "run the daemon")?;
-    let config = Config::load(path)?;
-    init_logging(global, Some(&config))?;
+    let loaded = Config::load_checked(path)?;
+    let config = loaded.config;
+    let log = crate::logging::init_reloadable(
+        global.log_format.or(config.log.format),
+        config.log.level.as_deref(),
+    )?;
+    for w in &loaded.warnings {
+        tracing::warn!(warning = %w, "configuration warning");
+    }
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+    spawn_signal_handler(shutdown.clone(), Some(control_tx))?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %path.display(),
@@ -185,51 +193,102 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<()> {
         "starting"
     );
     tracing::debug!(?config, "effective configuration");
-    crate::daemon::run(config, shutdown)
+    let control = crate::daemon::ControlChannel {
+        rx: control_rx,
+        config_path: path.to_owned(),
+        log: Some(log),
+        cli_format: global.log_format,
+    };
+    let shared = crate::daemon::Shared::new(config.aliyun.connections);
+    crate::daemon::run_with_control(config, shutdown, shared, Some(control))
         .await
         .context("daemon failed")?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Cancels `token` on the first SIGTERM or SIGINT; a second one exits at once (status 1:
-/// whatever was not yet acknowledged is redelivered by Aliyun).
-fn spawn_signal_handler(token: CancellationToken) -> anyhow::Result<()> {
+/// Installs the signal handlers, so that no signal a person or systemd may send kills the
+/// process by its default action without a word:
+///
+/// | signal | with `control` (the daemon) | without (other commands) |
+/// |---|---|---|
+/// | SIGTERM, SIGINT, SIGQUIT | clean stop: cancels `token`; a second one exits at once (status 1) | same |
+/// | SIGHUP | [`Control::Reload`](crate::reload::Control): reload the configuration | clean stop |
+/// | SIGUSR1 | [`Control::Status`](crate::reload::Control): log a status line | logged, ignored |
+/// | SIGUSR2 | logged, ignored | logged, ignored |
+fn spawn_signal_handler(
+    token: CancellationToken,
+    control: Option<tokio::sync::mpsc::Sender<crate::reload::Control>>,
+) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
+        use crate::reload::Control;
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term =
-            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-        let mut int =
-            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot install the {name} handler"))
+        };
+        let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+        let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+        let mut quit = install(SignalKind::quit(), "SIGQUIT")?;
+        let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
+        let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1")?;
+        let mut usr2 = install(SignalKind::user_defined2(), "SIGUSR2")?;
         tokio::spawn(async move {
-            let first = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            tracing::info!(
-                signal = first,
-                "shutting down; a second signal exits at once"
-            );
-            token.cancel();
-            let second = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            tracing::warn!(
-                signal = second,
-                "second signal: exiting without a clean stop"
-            );
-            std::process::exit(i32::from(EXIT_FAILURE));
+            let mut stopping = false;
+            loop {
+                let (name, stop) = tokio::select! {
+                    _ = term.recv() => ("SIGTERM", true),
+                    _ = int.recv() => ("SIGINT", true),
+                    _ = quit.recv() => ("SIGQUIT", true),
+                    _ = hup.recv() => ("SIGHUP", control.is_none()),
+                    _ = usr1.recv() => ("SIGUSR1", false),
+                    _ = usr2.recv() => ("SIGUSR2", false),
+                };
+                if stop {
+                    if stopping {
+                        tracing::warn!(
+                            signal = name,
+                            "second signal: exiting without a clean stop"
+                        );
+                        std::process::exit(i32::from(EXIT_FAILURE));
+                    }
+                    stopping = true;
+                    tracing::info!(
+                        signal = name,
+                        "shutting down; a second signal exits at once"
+                    );
+                    token.cancel();
+                    continue;
+                }
+                let request = match (name, &control) {
+                    ("SIGHUP", Some(tx)) => Some((tx, Control::Reload)),
+                    ("SIGUSR1", Some(tx)) => Some((tx, Control::Status)),
+                    _ => None,
+                };
+                match request {
+                    Some((tx, request)) => {
+                        if tx.try_send(request).is_err() {
+                            tracing::warn!(
+                                signal = name,
+                                "signal not handled: the previous ones are still being handled"
+                            );
+                        }
+                    }
+                    None => tracing::info!(signal = name, "signal has no action here; ignored"),
+                }
+            }
         });
     }
     #[cfg(not(unix))]
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!(signal = "ctrl-c", "shutting down");
-            token.cancel();
-        }
-    });
+    {
+        let _ = control;
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!(signal = "ctrl-c", "shutting down");
+                token.cancel();
+            }
+        });
+    }
     Ok(())
 }
 
@@ -263,7 +322,7 @@ pub async fn bench_floor(global: &GlobalArgs) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     init_logging(global, Some(&config))?;
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    spawn_signal_handler(shutdown.clone(), None)?;
     crate::bench::floor::run(config, shutdown)
         .await
         .context("transport floor failed")?;
@@ -277,7 +336,7 @@ pub async fn simulate_camera(
 ) -> anyhow::Result<()> {
     init_logging(global, None)?;
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    spawn_signal_handler(shutdown.clone(), None)?;
     let mut out = io::stdout();
     let report = crate::camera::simulate(args, &mut out, shutdown)
         .await
@@ -292,7 +351,7 @@ pub async fn tail(global: &GlobalArgs, args: crate::tail::TailArgs) -> anyhow::R
     let config = Config::load(path)?;
     init_logging(global, Some(&config))?;
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    spawn_signal_handler(shutdown.clone(), None)?;
     let mut out = io::stdout();
     crate::tail::run(config, args, &mut out, shutdown)
         .await
@@ -303,8 +362,24 @@ pub async fn tail(global: &GlobalArgs, args: crate::tail::TailArgs) -> anyhow::R
 /// `receiver check-config --config PATH`: validate and print the effective settings.
 pub fn check_config(global: &GlobalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let path = config_path(global, "check a config")?;
-    let config = Config::load(path)?;
-    writeln!(out, "# {}: OK", path.display())?;
+    let loaded = Config::load_checked(path)?;
+    let config = loaded.config;
+    for w in &loaded.warnings {
+        eprintln!("receiver: warning: {w}");
+    }
+    match loaded.warnings.len() {
+        0 => writeln!(out, "# {}: OK", path.display())?,
+        n => {
+            writeln!(
+                out,
+                "# {}: OK, with {n} warning(s) (also on stderr):",
+                path.display()
+            )?;
+            for w in &loaded.warnings {
+                writeln!(out, "# WARNING: {w}")?;
+            }
+        }
+    }
     writeln!(
         out,
         "# Effective settings: defaults applied (marked \"# default\"), secrets redacted.\n"

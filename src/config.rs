@@ -24,6 +24,7 @@ use crate::ops::retention::RawRetentionConfig;
 use crate::ops::{
     HealthConfig, HookConfig, OpsConfig, OpsConfigError, RawOpsConfig, RetentionConfig,
 };
+use crate::secret_file;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -383,6 +384,9 @@ pub struct LogConfig {
     /// Output format; `None` = text when stderr is a terminal, JSON otherwise. The command
     /// line's `--log-format` wins over this.
     pub format: Option<LogFormat>,
+    /// Verbosity, as `RUST_LOG` directives (`"receiver=debug"`); wins over `RUST_LOG`.
+    /// `None` = `RUST_LOG`, else `receiver=info`. Reloaded on SIGHUP.
+    pub level: Option<String>,
 }
 
 /// The whole validated configuration.
@@ -501,13 +505,13 @@ pub enum ConfigError {
         problem: String,
     },
     /// A secret (or CA) file named by the config could not be used.
-    #[error("{}: [aliyun] {key} = {}: {message}", at(path, *line), file.display())]
+    #[error("{}: {} = {}: {message}", at(path, *line), dotted_key(key), file.display())]
     File {
         /// Config file.
         path: PathBuf,
         /// 1-based line of the key.
         line: Option<usize>,
-        /// The `[aliyun]` key naming the file.
+        /// The key naming the file, as `table.key` (`aliyun.access_key_secret_file`).
         key: &'static str,
         /// The file.
         file: PathBuf,
@@ -545,10 +549,55 @@ impl ConfigError {
     }
 }
 
+/// A problem in a config that does not stop the start-up: logged at start and on reload,
+/// printed by `check-config`. `Display` reads like an error: `path:line: [table] key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Config file.
+    pub path: PathBuf,
+    /// 1-based line of the key, when it is in the file.
+    pub line: Option<usize>,
+    /// Its table.
+    pub table: String,
+    /// The key.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            at(&self.path, self.line),
+            key_name(&self.table, &self.key),
+            self.message
+        )
+    }
+}
+
+/// A validated configuration and its warnings.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Problems that do not stop the start-up.
+    pub warnings: Vec<ConfigWarning>,
+}
+
 fn at(path: &Path, line: Option<usize>) -> String {
     match line {
         Some(l) => format!("{}:{l}", path.display()),
         None => path.display().to_string(),
+    }
+}
+
+/// `table.key` as `[table] key`.
+fn dotted_key(key: &str) -> String {
+    match key.split_once('.') {
+        Some((table, key)) => key_name(table, key),
+        None => key.to_owned(),
     }
 }
 
@@ -574,12 +623,11 @@ fn table_name(table: Option<&str>) -> String {
 impl Config {
     /// Reads, parses and validates the config file at `path`, taking secrets from the process
     /// environment where the file says so.
+    ///
+    /// Includes the checks against this machine of [`Config::load_checked`]; its warnings are
+    /// dropped (use `load_checked` to show them).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::from_toml(&text, path, &|name| std::env::var(name).ok())
+        Config::load_checked(path).map(|l| l.config)
     }
 
     /// Parses and validates config `text` as if read from `path` (used in messages and to
@@ -590,6 +638,47 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Config::from_toml_with(text, path, env, None).map(|l| l.config)
+    }
+
+    /// Reads, parses and validates the config file at `path` like [`Config::load`], and also
+    /// checks it against this machine ([`HostChecks`]: the hook program exists and is
+    /// executable); returns the warnings too (group-readable secret file, inline secret in a
+    /// config file others can read, metrics listener on every interface). `check-config` and
+    /// start-up use this.
+    pub fn load_checked(path: &Path) -> Result<Loaded, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let read_err = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(read_err)?;
+        let mode = file.metadata().map_err(read_err)?.permissions().mode();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).map_err(read_err)?;
+        let host = HostChecks {
+            config_mode: Some(mode & 0o7777),
+            path_env: std::env::var_os("PATH"),
+        };
+        Config::from_toml_checked(&text, path, &|name| std::env::var(name).ok(), host)
+    }
+
+    /// [`Config::from_toml`] plus the [`HostChecks`]; returns the warnings too.
+    pub fn from_toml_checked(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        host: HostChecks,
+    ) -> Result<Loaded, ConfigError> {
+        Config::from_toml_with(text, path, env, Some(host))
+    }
+
+    fn from_toml_with(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        host: Option<HostChecks>,
+    ) -> Result<Loaded, ConfigError> {
         let index = Index::scan(text, path)?;
         index.check_known_keys(path)?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| index.serde_error(path, &e))?;
@@ -602,8 +691,14 @@ impl Config {
             index: &index,
             env,
             base: absolute(base),
+            host,
+            warnings: Default::default(),
         };
-        ctx.build(raw)
+        let config = ctx.build(raw)?;
+        Ok(Loaded {
+            config,
+            warnings: ctx.warnings.into_inner(),
+        })
     }
 }
 
@@ -1014,6 +1109,7 @@ struct RawSpool {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     format: Option<String>,
+    level: Option<String>,
 }
 
 /// A humantime duration string (`"60s"`, `"10m"`, `"1h 30m"`, `"5ms"`).
@@ -1119,6 +1215,21 @@ struct Ctx<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     /// The config file's folder, absolute: relative paths are resolved against it.
     base: PathBuf,
+    /// Checks against this machine beyond the files the config names (`None`: skipped).
+    host: Option<HostChecks>,
+    /// Problems worth telling that do not stop the start-up.
+    warnings: std::cell::RefCell<Vec<ConfigWarning>>,
+}
+
+/// Facts about the machine for [`Config::from_toml_checked`]: with them, loading also checks
+/// that the hook program can be run and warns about an inline secret in a config file others
+/// may read. `check-config` and start-up use them; [`Config::from_toml`] does not.
+#[derive(Debug, Clone, Default)]
+pub struct HostChecks {
+    /// Permission bits of the config file, when known.
+    pub config_mode: Option<u32>,
+    /// `PATH` to find a hook program named without a `/` in (the hook gets the same `PATH`).
+    pub path_env: Option<std::ffi::OsString>,
 }
 
 /// The ways one secret may be given.
@@ -1130,27 +1241,13 @@ struct SecretSpec {
     inline_key: &'static str,
     /// `[aliyun]` key naming a file holding it.
     file_key: &'static str,
+    /// The same as `table.key`.
+    file_key_dotted: &'static str,
     /// Environment variable holding it.
     env_var: &'static str,
     /// systemd credential name (a file in `$CREDENTIALS_DIRECTORY`), used when none of the
     /// others is given.
     credential: &'static str,
-}
-
-/// Reads a secret file: one trailing line break is removed, more lines are an error.
-fn read_secret_file(file: &Path) -> Result<String, (String, Option<std::io::Error>)> {
-    let text = std::fs::read_to_string(file).map_err(|e| (format!("cannot read: {e}"), Some(e)))?;
-    let value = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    if value.contains(['\n', '\r']) {
-        return Err((
-            "has more than one line; expected the secret alone on one line".into(),
-            None,
-        ));
-    }
-    Ok(value.to_owned())
 }
 
 /// Characters that would break the `clientId|k=v,k=v|` AMQP user name.
@@ -1159,6 +1256,65 @@ fn username_breaker(c: char) -> bool {
 }
 
 impl Ctx<'_> {
+    fn warn(&self, table: &str, key: &str, message: impl Into<String>) {
+        self.warnings.borrow_mut().push(ConfigWarning {
+            path: self.path.to_owned(),
+            line: self.index.line_of(table, key),
+            table: table.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// Reads the secret in `file`, named by `[table] key`, under the rules of
+    /// [`secret_file::read`] (every secret file goes through here).
+    fn secret_file(&self, dotted: &'static str, file: &Path) -> Result<String, ConfigError> {
+        let (table, key) = dotted.split_once('.').unwrap_or(("", dotted));
+        match secret_file::read(file, secret_file::Permissions::Check) {
+            Ok(s) => {
+                if let Some(w) = s.warning {
+                    self.warn(table, key, format!("{}: {w}", file.display()));
+                }
+                Ok(s.value)
+            }
+            Err(e) => {
+                let source = match e {
+                    secret_file::SecretFileError::Open(ref io)
+                    | secret_file::SecretFileError::Read(ref io) => {
+                        Some(std::io::Error::new(io.kind(), io.to_string()))
+                    }
+                    _ => None,
+                };
+                Err(ConfigError::File {
+                    path: self.path.to_owned(),
+                    line: self.index.line_of(table, key),
+                    key: dotted,
+                    file: file.to_owned(),
+                    message: e.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// An inline secret makes the config file itself secret: warn when others may read it.
+    fn warn_inline_secret(&self, table: &str, key: &str) {
+        let Some(mode) = self.host.as_ref().and_then(|h| h.config_mode) else {
+            return;
+        };
+        if mode & 0o004 != 0 {
+            self.warn(
+                table,
+                key,
+                format!(
+                    "the secret is inline and {} is readable by everyone (mode {mode:04o}); run                      `chmod 600 {}`, or move the secret to a file (`{key}_file`) or a systemd                      credential",
+                    self.path.display(),
+                    self.path.display()
+                ),
+            );
+        }
+    }
+
     fn invalid(&self, table: &str, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
@@ -1263,6 +1419,7 @@ impl Ctx<'_> {
             file_key,
             env_var,
             credential,
+            ..
         } = *spec;
         // An empty variable counts as unset (systemd `Environment=VAR=` clears it that way).
         let env = (self.env)(env_var).filter(|v| !v.is_empty());
@@ -1297,17 +1454,11 @@ impl Ctx<'_> {
         }
         let credentials_dir = (self.env)(ENV_CREDENTIALS_DIRECTORY).filter(|d| !d.is_empty());
         let secret = if let Some(v) = inline {
+            self.warn_inline_secret(TABLE, inline_key);
             Secret::with_source(v, SecretSource::Inline)
         } else if let Some(f) = file {
             let file = self.resolve(&f);
-            let value = read_secret_file(&file).map_err(|(message, source)| ConfigError::File {
-                path: self.path.to_owned(),
-                line: self.index.line_of(TABLE, file_key),
-                key: file_key,
-                file: file.clone(),
-                message,
-                source,
-            })?;
+            let value = self.secret_file(spec.file_key_dotted, &file)?;
             Secret::with_source(value, SecretSource::File(file))
         } else if let Some(v) = env {
             Secret::with_source(v, SecretSource::Env(env_var.to_owned()))
@@ -1317,13 +1468,15 @@ impl Ctx<'_> {
             // Present, or present but not inspectable (then reading it reports why).
             .filter(|f| !matches!(f.try_exists(), Ok(false)))
         {
-            let value = read_secret_file(&file).map_err(|(message, _)| {
-                err(format!(
-                    "systemd credential `{credential}` ({}, from ${ENV_CREDENTIALS_DIRECTORY}): \
-                     {message}",
-                    file.display()
-                ))
-            })?;
+            let value = secret_file::read(&file, secret_file::Permissions::Credential)
+                .map_err(|e| {
+                    err(format!(
+                        "systemd credential `{credential}` ({}, from ${ENV_CREDENTIALS_DIRECTORY}): \
+                         {e}",
+                        file.display()
+                    ))
+                })?
+                .value;
             Secret::with_source(value, SecretSource::File(file))
         } else if required_because.is_empty() {
             return Ok(None);
@@ -1366,14 +1519,35 @@ impl Ctx<'_> {
         let (output_dir, state_dir) = self.dirs(raw.output.dir, raw.state.dir)?;
         let assembly = self.assembly(raw.assembly)?;
         let spool = self.spool(raw.spool, &assembly)?;
+        let level = match raw.log.level {
+            None => None,
+            Some(l) => match crate::logging::parse_filter(&l) {
+                Ok(_) => Some(l.trim().to_owned()),
+                Err(e) => {
+                    return Err(self.invalid(
+                        "log",
+                        "level",
+                        format!(
+                            "{l:?} is not a log filter ({e}); expected RUST_LOG directives such \
+                             as \"receiver=info\" or \"receiver=debug,fe2o3_amqp=info\""
+                        ),
+                    ))
+                }
+            },
+        };
         let log = match raw.log.format {
-            None => LogConfig::default(),
+            None => LogConfig {
+                format: None,
+                level,
+            },
             Some(f) => match f.to_ascii_lowercase().as_str() {
                 "text" => LogConfig {
                     format: Some(LogFormat::Text),
+                    level,
                 },
                 "json" => LogConfig {
                     format: Some(LogFormat::Json),
+                    level,
                 },
                 _ => {
                     return Err(self.invalid(
@@ -1405,6 +1579,27 @@ impl Ctx<'_> {
     /// usual `path:line: [section] key: message` (the line of the section when the key is absent,
     /// e.g. a `[hook]` with settings but no `command`).
     fn ops(&self, raw: RawOpsConfig) -> Result<OpsConfig, ConfigError> {
+        let ops = self.ops_validate(raw)?;
+        if let Some(addr) = ops.metrics.listen.filter(|a| a.ip().is_unspecified()) {
+            self.warn(
+                "metrics",
+                "listen",
+                format!(
+                    "{addr} listens on every network interface and the listener has no \
+                     authentication; use a loopback or private address (e.g. \"127.0.0.1:{}\") \
+                     or firewall the port",
+                    addr.port()
+                ),
+            );
+        }
+        if let (Some(hook), Some(host)) = (&ops.hook, &self.host) {
+            crate::ops::hook::check_program(&hook.command[0], host.path_env.as_deref())
+                .map_err(|why| self.invalid("hook", "command", why))?;
+        }
+        Ok(ops)
+    }
+
+    fn ops_validate(&self, raw: RawOpsConfig) -> Result<OpsConfig, ConfigError> {
         raw.validate().map_err(|e| match e {
             OpsConfigError::Invalid { key, why } => {
                 let (table, key) = key.split_once('.').unwrap_or(("", key));
@@ -1445,6 +1640,7 @@ impl Ctx<'_> {
                     what: "access key secret",
                     inline_key: "access_key_secret",
                     file_key: "access_key_secret_file",
+                    file_key_dotted: "aliyun.access_key_secret_file",
                     env_var: ENV_ACCESS_KEY_SECRET,
                     credential: CREDENTIAL_ACCESS_KEY_SECRET,
                 },
@@ -1560,6 +1756,7 @@ impl Ctx<'_> {
                             what: "security token",
                             inline_key: "security_token",
                             file_key: "security_token_file",
+                            file_key_dotted: "aliyun.security_token_file",
                             env_var: ENV_SECURITY_TOKEN,
                             credential: CREDENTIAL_SECURITY_TOKEN,
                         },
@@ -1690,7 +1887,7 @@ impl Ctx<'_> {
         let err = |message: String, source: Option<std::io::Error>| ConfigError::File {
             path: self.path.to_owned(),
             line: self.index.line_of("aliyun", "ca_file"),
-            key: "ca_file",
+            key: "aliyun.ca_file",
             file: file.clone(),
             message,
             source,
@@ -1738,17 +1935,40 @@ impl Ctx<'_> {
         };
         let output_dir = pick("output", output, "images")?;
         let state_dir = pick("state", state, "state")?;
-        let same_or_nested = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
-        let mut clash = same_or_nested(&output_dir, &state_dir);
-        if let (Ok(a), Ok(b)) = (output_dir.canonicalize(), state_dir.canonicalize()) {
-            clash |= same_or_nested(&a, &b);
-        }
+        // Where each folder really is (symlinks followed as creating it would), before anything
+        // is created: a folder that is a file or a dangling symlink is named here, not met as
+        // "File exists" at run time.
+        let real = |table: &str, dir: &Path| {
+            crate::paths::resolve_dir(dir).map_err(|e| {
+                self.invalid(
+                    table,
+                    "dir",
+                    format!(
+                        "{}: {e}; expected a folder or a path where one can be created",
+                        dir.display()
+                    ),
+                )
+            })
+        };
+        let real_output = real("output", &output_dir)?;
+        let real_state = real("state", &state_dir)?;
+        let clash = crate::paths::nested(&output_dir, &state_dir)
+            || crate::paths::nested(&real_output, &real_state);
         if clash {
+            let via = if real_state != state_dir || real_output != output_dir {
+                format!(
+                    " (after following symlinks: {} and {})",
+                    real_state.display(),
+                    real_output.display()
+                )
+            } else {
+                String::new()
+            };
             return Err(self.invalid(
                 "state",
                 "dir",
                 format!(
-                    "{} and [output] dir {} are the same folder or one contains the other; \
+                    "{} and [output] dir {} are the same folder or one contains the other{via}; \
                      expected two separate folders (the output folder holds only finished images)",
                     state_dir.display(),
                     output_dir.display()
@@ -2117,6 +2337,14 @@ impl fmt::Display for Config {
                 "# format not set: text on a terminal, json otherwise (--log-format overrides)"
             )?,
         }
+        match &self.log.level {
+            Some(l) => line(f, "level", q(l), false)?,
+            None => writeln!(
+                f,
+                "# level not set: RUST_LOG, else \"{}\"",
+                crate::logging::DEFAULT_FILTER
+            )?,
+        }
 
         let ops = &self.ops;
         writeln!(f, "\n[metrics]")?;
@@ -2184,6 +2412,16 @@ impl fmt::Display for Config {
                     h.max_concurrent == d.max_concurrent,
                 )?;
                 line(f, "queue", h.queue.to_string(), h.queue == d.queue)?;
+                if h.env.is_empty() {
+                    writeln!(
+                        f,
+                        "# env not set (default): PATH, HOME, locale, TZ and the RECEIVER_* \
+                         image variables only"
+                    )?;
+                } else {
+                    let env: Vec<String> = h.env.iter().map(|e| q(&e.as_config())).collect();
+                    line(f, "env", format!("[{}]", env.join(", ")), false)?;
+                }
             }
         }
         Ok(())
@@ -2288,9 +2526,9 @@ dir = "/srv/rx/state"
     fn unknown_nested_tables_are_unknown_keys() {
         // Dotted keys and sub-tables inside a known table (no known key holds a table).
         let m = err(&format!(
-            "{MINIMAL}\n[hook]\ncommand = [\"x\"]\nenv.FOO = \"1\"\n"
+            "{MINIMAL}\n[hook]\ncommand = [\"x\"]\nvars.FOO = \"1\"\n"
         ));
-        assert!(m.contains(":17: unknown key `env` in [hook]"), "{m}");
+        assert!(m.contains(":17: unknown key `vars` in [hook]"), "{m}");
         let m = err(&MINIMAL.replace("[state]\n", "[state]\nsub.dir = \"x\"\n"));
         assert!(m.contains(":13: unknown key `sub` in [state]"), "{m}");
         let m = err(&format!("{MINIMAL}\n[retention.extra]\nx = 1\n"));
@@ -2518,6 +2756,11 @@ dir = "/srv/rx/state"
     fn secret_file_is_read_relative_to_config() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), "s3cr3t\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("secret"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let text = MINIMAL.replace(
             "access_key_secret = \"inline-secret-value\"",
             "access_key_secret_file = \"secret\"",

@@ -8,13 +8,16 @@
 use crate::amqp::client::{self, ConnState, ConnectLimiter};
 use crate::amqp::Inbound;
 use crate::assembler::Limits;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::engine::{self, Engine, EngineOptions, RecoveryReport};
+use crate::logging::LogHandle;
 use crate::metrics::Metrics;
 use crate::ops::notify::Notifier;
 use crate::ops::Ops;
+use crate::reload::{Control, Reloader};
 use crate::sink::Sink;
 use crate::spool::SpoolOptions;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +94,19 @@ pub fn spool_options(config: &Config) -> Option<SpoolOptions> {
     })
 }
 
+/// What the daemon needs to serve SIGHUP (reload) and SIGUSR1 (status); see [`crate::reload`].
+#[derive(Debug)]
+pub struct ControlChannel {
+    /// Requests from the signal handler.
+    pub rx: mpsc::Receiver<Control>,
+    /// The config file to reload.
+    pub config_path: PathBuf,
+    /// The logging to adjust (`None`: log settings are not reloaded).
+    pub log: Option<LogHandle>,
+    /// `--log-format`, which wins over `[log] format`.
+    pub cli_format: Option<LogFormat>,
+}
+
 /// Runs the daemon until `shutdown` is cancelled (SIGTERM/SIGINT) or a fatal error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let shared = Shared::new(config.aliyun.connections);
@@ -102,6 +118,17 @@ pub async fn run_with(
     config: Config,
     shutdown: CancellationToken,
     shared: Shared,
+) -> Result<(), DaemonError> {
+    run_with_control(config, shutdown, shared, None).await
+}
+
+/// [`run_with`], also serving reload and status requests from `control` (the `receiver run`
+/// command passes the signal handler's).
+pub async fn run_with_control(
+    config: Config,
+    shutdown: CancellationToken,
+    shared: Shared,
+    control: Option<ControlChannel>,
 ) -> Result<(), DaemonError> {
     let metrics = shared.metrics.clone();
     let (engine, report) = {
@@ -149,6 +176,22 @@ pub async fn run_with(
     let mut engine = engine;
     engine.set_hook(ops.hook());
     engine.watch_connections(shared.connections.clone());
+    let control_task = control.map(|c| {
+        let reloader = Reloader::new(
+            c.config_path,
+            config.clone(),
+            c.log,
+            c.cli_format,
+            ops.hook(),
+            ops.retention_settings(),
+        );
+        tokio::spawn(crate::reload::serve(
+            reloader,
+            c.rx,
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let connections = config.aliyun.connections.max(1);
     let credit = config.aliyun.credit.max(1) as usize;
     let (tx, rx) = mpsc::channel::<Inbound>(connections * credit * 2);
@@ -197,6 +240,9 @@ pub async fn run_with(
         failure.get_or_insert(DaemonError::Task("the engine thread panicked".into()));
     }
     sync.abort();
+    if let Some(t) = control_task {
+        t.abort();
+    }
     ops.stop(Duration::from_secs(10)).await;
     tracing::info!(
         images = metrics.images_written(),

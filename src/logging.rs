@@ -4,15 +4,20 @@
 //!   object per line, event fields flattened to the top level beside `timestamp`, `level`,
 //!   `target` and the current span). Chosen by `--log-format`, else `[log] format`, else text
 //!   when stderr is a terminal and JSON otherwise ([`resolve_format`]).
-//! - Verbosity: `RUST_LOG` (an [`EnvFilter`] directive such as `receiver=debug,fe2o3_amqp=info`),
-//!   default [`DEFAULT_FILTER`]. An invalid `RUST_LOG` is reported and the default used, so a
+//! - Verbosity: `[log] level` (daemon only), else `RUST_LOG` (an [`EnvFilter`] directive such as
+//!   `receiver=debug,fe2o3_amqp=info`), default [`DEFAULT_FILTER`]. An invalid `RUST_LOG` is reported and the default used, so a
 //!   typo cannot stop the daemon.
 //! - Logs go to stderr; stdout is kept for command output (`check-config`, ...).
+//! - The daemon's subscriber ([`init_reloadable`]) can change filter and format at run time
+//!   through a [`LogHandle`] (SIGHUP reload).
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 use tracing::Subscriber;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +39,13 @@ pub fn resolve_format(explicit: Option<LogFormat>, stderr_is_terminal: bool) -> 
     } else {
         LogFormat::Json
     })
+}
+
+/// Parses `RUST_LOG`-style directives (`[log] level`).
+pub fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
+    EnvFilter::builder()
+        .parse(directives.trim())
+        .map_err(|e| e.to_string())
 }
 
 /// The filter from `rust_log` (the `RUST_LOG` value), or [`DEFAULT_FILTER`]. The second value
@@ -108,6 +120,162 @@ pub fn init_with_default(
         );
     }
     Ok(format)
+}
+
+type Base = tracing_subscriber::Registry;
+type Filtered = tracing_subscriber::layer::Layered<reload::Layer<EnvFilter, Base>, Base>;
+type FmtLayer = Box<dyn Layer<Filtered> + Send + Sync>;
+
+/// Handle to the daemon's logging, to change verbosity and format at run time (SIGHUP).
+#[derive(Clone)]
+pub struct LogHandle {
+    filter: reload::Handle<EnvFilter, Base>,
+    fmt: reload::Handle<FmtLayer, Filtered>,
+    terminal: bool,
+    state: Arc<Mutex<LogState>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LogState {
+    format: LogFormat,
+    filter: String,
+}
+
+impl std::fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogHandle")
+            .field("state", &self.state.lock().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the log settings could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogReloadError {
+    /// The filter does not parse.
+    #[error("invalid log filter {directives:?}: {message}")]
+    Filter {
+        /// What was given.
+        directives: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// The subscriber is gone.
+    #[error("cannot change the log settings: {0}")]
+    Reload(#[from] reload::Error),
+}
+
+fn fmt_layer(format: LogFormat, ansi: bool) -> FmtLayer {
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => Box::new(layer.with_ansi(ansi)),
+        LogFormat::Json => Box::new(
+            layer
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false),
+        ),
+    }
+}
+
+/// The filter directives in force for `level` (`[log] level`, wins), else `rust_log`, else
+/// [`DEFAULT_FILTER`]; with the parse error of an invalid `RUST_LOG`.
+pub fn effective_filter(level: Option<&str>, rust_log: Option<&str>) -> (String, Option<String>) {
+    if let Some(l) = level {
+        return (l.trim().to_owned(), None);
+    }
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (DEFAULT_FILTER.to_owned(), None),
+        Some(d) => match parse_filter(d) {
+            Ok(_) => (d.to_owned(), None),
+            Err(e) => (DEFAULT_FILTER.to_owned(), Some(e)),
+        },
+    }
+}
+
+/// Installs the daemon's global subscriber, changeable later through the returned handle:
+/// format `explicit` (else by terminal), filter `level` (`[log] level`), else `RUST_LOG`, else
+/// [`DEFAULT_FILTER`]; output to stderr.
+pub fn init_reloadable(
+    explicit: Option<LogFormat>,
+    level: Option<&str>,
+) -> Result<LogHandle, LoggingError> {
+    let terminal = std::io::stderr().is_terminal();
+    let format = resolve_format(explicit, terminal);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (directives, bad) = effective_filter(level, rust_log.as_deref());
+    let filter = parse_filter(&directives).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let (filter_layer, filter_handle) = reload::Layer::new(filter);
+    let (fmt, fmt_handle) = reload::Layer::new(fmt_layer(format, terminal));
+    tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(fmt)
+        .try_init()?;
+    if let Some(error) = bad {
+        tracing::warn!(
+            rust_log = rust_log.as_deref().unwrap_or_default(),
+            error,
+            default = DEFAULT_FILTER,
+            "invalid RUST_LOG; using the default filter"
+        );
+    }
+    if level.is_some() && rust_log.as_deref().is_some_and(|r| !r.trim().is_empty()) {
+        tracing::info!(
+            level = directives.as_str(),
+            "[log] level is set; RUST_LOG is ignored"
+        );
+    }
+    Ok(LogHandle {
+        filter: filter_handle,
+        fmt: fmt_handle,
+        terminal,
+        state: Arc::new(Mutex::new(LogState {
+            format,
+            filter: directives,
+        })),
+    })
+}
+
+impl LogHandle {
+    /// The format in use.
+    pub fn format(&self) -> Option<LogFormat> {
+        self.state.lock().ok().map(|s| s.format)
+    }
+
+    /// The filter directives in use.
+    pub fn filter(&self) -> Option<String> {
+        self.state.lock().ok().map(|s| s.filter.clone())
+    }
+
+    /// Switches to `directives`. Returns whether anything changed.
+    pub fn set_filter(&self, directives: &str) -> Result<bool, LogReloadError> {
+        if self.filter().as_deref() == Some(directives) {
+            return Ok(false);
+        }
+        let f = parse_filter(directives).map_err(|message| LogReloadError::Filter {
+            directives: directives.to_owned(),
+            message,
+        })?;
+        self.filter.reload(f)?;
+        if let Ok(mut s) = self.state.lock() {
+            s.filter = directives.to_owned();
+        }
+        Ok(true)
+    }
+
+    /// Switches to `format` (`None`: by terminal). Returns whether anything changed.
+    pub fn set_format(&self, format: Option<LogFormat>) -> Result<bool, LogReloadError> {
+        let format = resolve_format(format, self.terminal);
+        if self.format() == Some(format) {
+            return Ok(false);
+        }
+        self.fmt.reload(fmt_layer(format, self.terminal))?;
+        if let Ok(mut s) = self.state.lock() {
+            s.format = format;
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

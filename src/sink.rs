@@ -186,13 +186,14 @@ impl Sink {
         state_dir: impl Into<PathBuf>,
     ) -> Result<Sink, SinkError> {
         let (output_dir, state_dir) = (output_dir.into(), state_dir.into());
-        for dir in [&output_dir, &state_dir] {
-            fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
-        }
-        let overlap = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
-        let clash = overlap(&output_dir, &state_dir)
-            || match (output_dir.canonicalize(), state_dir.canonicalize()) {
-                (Ok(a), Ok(b)) => overlap(&a, &b),
+        // Checked before anything is created (symlinks followed as creating would), so a
+        // refused pair leaves no stray folder behind.
+        let clash = crate::paths::nested(&output_dir, &state_dir)
+            || match (
+                crate::paths::resolve_dir(&output_dir),
+                crate::paths::resolve_dir(&state_dir),
+            ) {
+                (Ok(a), Ok(b)) => crate::paths::nested(&a, &b),
                 _ => false,
             };
         if clash {
@@ -200,6 +201,9 @@ impl Sink {
                 output: output_dir,
                 state: state_dir,
             });
+        }
+        for dir in [&output_dir, &state_dir] {
+            fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
         }
         Ok(Sink {
             output_dir,

@@ -124,6 +124,12 @@ fn load_reports_the_path() {
 fn secret_file_source_is_remembered_not_shown() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ak"), format!("{SECRET}\r\n")).unwrap();
+    // Secret files must not be readable by others (issue 16).
+    std::fs::set_permissions(
+        dir.path().join("ak"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let text = EXAMPLE_TOML.replace(
         "#access_key_secret_file = \"/etc/receiver/secret\"",
         "access_key_secret_file = \"ak\"",

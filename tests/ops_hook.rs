@@ -270,3 +270,127 @@ async fn failures_are_counted() {
     let text = metrics.render_prometheus();
     assert!(text.contains("receiver_hook_jobs_total{result=\"timeout\"} 1"));
 }
+
+/// True while `pid` is a live process (a zombie, dead but not yet reaped by its new parent,
+/// counts as gone).
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+    }
+}
+
+#[tokio::test]
+async fn nothing_a_hook_started_outlives_it() {
+    // Issue 16: a hook that starts children in the background and exits used to leave them
+    // running. The whole process group is killed once the hook exits.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let cfg = HookConfig::new(script(
+        dir.path(),
+        "spawner.sh",
+        &format!(
+            "i=0\nwhile [ $i -lt 20 ]; do sleep 300 & echo $! >> '{d}/pids'; i=$((i+1)); done\nexit 0"
+        ),
+    ));
+    let outcome = run(&cfg, &job("/x.jpg", "pk", "dn")).await;
+    assert_eq!(outcome, HookOutcome::Ok);
+    let pids: Vec<u32> = fs::read_to_string(dir.path().join("pids"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 20);
+    // SIGKILL is delivered at once; reaping by the new parent may take a moment.
+    wait_for(
+        || pids.iter().all(|p| !alive(*p)),
+        "the hook's children to die",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hook_environment_is_an_allow_list() {
+    // Issue 16: the hook inherited the daemon's environment, secret included. Only PATH, HOME,
+    // locale, TZ (and the like), the picture variables and `[hook] env` reach it.
+    // SAFETY (edition 2021: safe): std serialises set_var against Command's environment capture.
+    std::env::set_var("RECEIVER_ACCESS_KEY_SECRET", "leaked-secret-0042");
+    std::env::set_var("HOOK_TEST_PASSED", "passed-value");
+    std::env::set_var("HOOK_TEST_NOT_LISTED", "not-listed");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let mut cfg = HookConfig::new(script(dir.path(), "env.sh", &format!("env > '{d}/env'")));
+    let raw: receiver::ops::hook::RawHookConfig = toml::from_str(
+        "command = [\"x\"]\nenv = [\"HOOK_TEST_PASSED\", \"BUCKET=cams=1\", \"HOOK_TEST_UNSET\"]",
+    )
+    .unwrap();
+    cfg.env = raw.validate().unwrap().unwrap().env;
+    assert_eq!(run(&cfg, &job("/x.jpg", "pk", "dn")).await, HookOutcome::Ok);
+    let env = fs::read_to_string(dir.path().join("env")).unwrap();
+    assert!(!env.contains("leaked-secret-0042"), "{env}");
+    assert!(!env.contains("HOOK_TEST_NOT_LISTED"), "{env}");
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    for want in [
+        "PATH",
+        "RECEIVER_IMAGE_PATH",
+        "RECEIVER_DEVICE_NAME",
+        "RECEIVER_FORMAT",
+    ] {
+        assert!(names.contains(&want), "{want} missing: {env}");
+    }
+    assert!(env.contains("HOOK_TEST_PASSED=passed-value\n"), "{env}");
+    assert!(env.contains("BUCKET=cams=1\n"), "{env}");
+    assert!(!names.contains(&"HOOK_TEST_UNSET"), "{env}");
+    for name in &names {
+        let allowed = receiver::ops::hook::PASSED_ENV.contains(name)
+            || name.starts_with("LC_")
+            || name.starts_with("RECEIVER_")
+            || ["HOOK_TEST_PASSED", "BUCKET", "PWD", "SHLVL", "_"].contains(name);
+        assert!(allowed, "{name} should not reach the hook: {env}");
+    }
+    // The secrets cannot be passed even on purpose.
+    for bad in [
+        "RECEIVER_ACCESS_KEY_SECRET",
+        "RECEIVER_SECURITY_TOKEN=x",
+        "NOTIFY_SOCKET",
+    ] {
+        let raw: receiver::ops::hook::RawHookConfig =
+            toml::from_str(&format!("command = [\"x\"]\nenv = [{bad:?}]")).unwrap();
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(e.starts_with("hook.env: "), "{e}");
+    }
+}
+
+#[test]
+fn missing_or_non_executable_programs_are_named() {
+    use receiver::ops::hook::check_program;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let e = check_program("/nonexistent/hook", None).unwrap_err();
+    assert!(
+        e.contains("/nonexistent/hook") && e.contains("No such file"),
+        "{e}"
+    );
+    let plain = dir.path().join("plain.sh");
+    fs::write(&plain, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&plain, fs::Permissions::from_mode(0o644)).unwrap();
+    let e = check_program(plain.to_str().unwrap(), None).unwrap_err();
+    assert!(
+        e.contains("not executable") && e.contains("chmod +x"),
+        "{e}"
+    );
+    let e = check_program(dir.path().to_str().unwrap(), None).unwrap_err();
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = check_program("no-such-program-xyz", Some("/usr/bin:/bin".as_ref())).unwrap_err();
+    assert!(e.contains("not found in PATH (/usr/bin:/bin)"), "{e}");
+    assert_eq!(
+        check_program("sh", Some("/nonexistent:/bin".as_ref())).unwrap(),
+        Path::new("/bin/sh")
+    );
+}

@@ -43,6 +43,10 @@ fn unit_has_the_required_settings() {
             "access_key_secret:/etc/receiver/access_key_secret",
         ),
         ("WantedBy", "multi-user.target"),
+        // SIGHUP reloads (issue 16); without ExecReload, `systemctl reload` is refused.
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        // Nothing a hook left behind survives a stop: SIGKILL to the whole cgroup at the end.
+        ("KillMode", "mixed"),
     ] {
         assert_eq!(value(key), vec![want.to_string()], "{key}");
     }

@@ -16,7 +16,17 @@
 //! - Exit codes, signals, time-outs and spawn errors are logged with the device and path, and
 //!   counted in `receiver_hook_jobs_total{result}`.
 //! - stdin is `/dev/null`; stdout and stderr are inherited (under systemd: the journal, attributed
-//!   to the unit). `NOTIFY_SOCKET` and `WATCHDOG_*` are removed from its environment.
+//!   to the unit).
+//! - **Environment**: cleared, then only [`PASSED_ENV`] (`PATH`, `HOME`, locale, `TZ`, ...) from
+//!   the daemon's environment, the `RECEIVER_*` picture variables, and what `[hook] env` asks for
+//!   (`"NAME"`: passed through from the daemon's environment; `"NAME=value"`: set). The daemon's
+//!   secrets (`RECEIVER_ACCESS_KEY_SECRET`, ...), `NOTIFY_SOCKET`, `WATCHDOG_*` and
+//!   `CREDENTIALS_DIRECTORY` never reach the hook unless listed, and the secret variables cannot
+//!   be listed.
+//! - **Process group**: each run is the leader of a new process group. When the command exits
+//!   (or times out, or the daemon stops) the whole group is killed with `SIGKILL`, so nothing a
+//!   hook started outlives it. A hook must not daemonize (`setsid`, double fork): what leaves
+//!   the group is only stopped with the service.
 
 use crate::message::DeviceId;
 use crate::metrics::Metrics;
@@ -35,11 +45,67 @@ use tokio_util::sync::CancellationToken;
 /// Minimum time between two "queue full" warnings.
 const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// Variables the hook gets from the daemon's environment when they are set (besides the
+/// `RECEIVER_*` picture variables and `[hook] env`). Plus every `LC_*`.
+pub const PASSED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+];
+
+/// `PATH` given to the hook when the daemon has none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The variables the daemon sets for each picture; `[hook] env` may not name them.
+pub const PICTURE_ENV: &[&str] = &[
+    "RECEIVER_IMAGE_PATH",
+    "RECEIVER_PRODUCT_KEY",
+    "RECEIVER_DEVICE_NAME",
+    "RECEIVER_IMAGE_BYTES",
+    "RECEIVER_FORMAT",
+];
+
+/// Variables `[hook] env` may not pass: the daemon's secrets and systemd's channels to the
+/// daemon itself.
+pub const REFUSED_ENV: &[&str] = &[
+    crate::config::ENV_ACCESS_KEY_SECRET,
+    crate::config::ENV_SECURITY_TOKEN,
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
+/// One `[hook] env` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookEnv {
+    /// `"NAME"`: the daemon's value, when it has one.
+    Pass(String),
+    /// `"NAME=value"`: this value.
+    Set(String, String),
+}
+
+impl HookEnv {
+    /// The variable's name.
+    pub fn name(&self) -> &str {
+        match self {
+            HookEnv::Pass(n) | HookEnv::Set(n, _) => n,
+        }
+    }
+
+    /// As written in the config.
+    pub fn as_config(&self) -> String {
+        match self {
+            HookEnv::Pass(n) => n.clone(),
+            HookEnv::Set(n, v) => format!("{n}={v}"),
+        }
+    }
+}
+
 /// `[hook]`: the command and its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookConfig {
     /// Program and leading arguments (non-empty).
     pub command: Vec<String>,
+    /// Extra environment (`[hook] env`).
+    pub env: Vec<HookEnv>,
     /// Longest run; the command's process group is killed after it.
     pub timeout: Duration,
     /// Commands running at once.
@@ -53,6 +119,7 @@ impl HookConfig {
     pub fn new(command: Vec<String>) -> HookConfig {
         HookConfig {
             command,
+            env: Vec::new(),
             timeout: Duration::from_secs(30),
             max_concurrent: 4,
             queue: 256,
@@ -72,6 +139,8 @@ pub struct RawHookConfig {
     pub max_concurrent: Option<usize>,
     /// Default 256.
     pub queue: Option<usize>,
+    /// Extra variables: `"NAME"` (passed through) or `"NAME=value"`.
+    pub env: Option<Vec<String>>,
 }
 
 impl RawHookConfig {
@@ -82,7 +151,11 @@ impl RawHookConfig {
             why: why.to_string(),
         };
         let Some(command) = self.command.clone().filter(|c| !c.is_empty()) else {
-            if self.timeout.is_some() || self.max_concurrent.is_some() || self.queue.is_some() {
+            if self.timeout.is_some()
+                || self.max_concurrent.is_some()
+                || self.queue.is_some()
+                || self.env.is_some()
+            {
                 return Err(invalid(
                     "hook.command",
                     "is required when [hook] has settings",
@@ -97,6 +170,16 @@ impl RawHookConfig {
             return Err(invalid("hook.command", "contains a NUL character"));
         }
         let mut cfg = HookConfig::new(command);
+        for entry in self.env.iter().flatten() {
+            let e = parse_env_entry(entry).map_err(|why| invalid("hook.env", &why))?;
+            if cfg.env.iter().any(|o| o.name() == e.name()) {
+                return Err(invalid(
+                    "hook.env",
+                    &format!("{:?} is listed twice", e.name()),
+                ));
+            }
+            cfg.env.push(e);
+        }
         if let Some(t) = super::opt_duration("hook.timeout", &self.timeout)? {
             if t.is_zero() {
                 return Err(invalid("hook.timeout", "must be greater than zero"));
@@ -117,6 +200,136 @@ impl RawHookConfig {
         }
         Ok(Some(cfg))
     }
+}
+
+/// Parses one `[hook] env` entry.
+fn parse_env_entry(entry: &str) -> Result<HookEnv, String> {
+    let (name, value) = match entry.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (entry, None),
+    };
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "{entry:?} is not a variable; expected \"NAME\" (passed from the daemon's \
+             environment) or \"NAME=value\", NAME of letters, digits and '_'"
+        ));
+    }
+    if REFUSED_ENV.contains(&name) {
+        return Err(format!(
+            "{name} may not be given to the hook (a secret of the daemon or systemd's channel \
+             to it)"
+        ));
+    }
+    if PICTURE_ENV.contains(&name) {
+        return Err(format!("{name} is set by the daemon for each image"));
+    }
+    if value.is_some_and(|v| v.contains('\0')) {
+        return Err(format!("{name}: the value contains a NUL character"));
+    }
+    Ok(match value {
+        Some(v) => HookEnv::Set(name.to_owned(), v.to_owned()),
+        None => HookEnv::Pass(name.to_owned()),
+    })
+}
+
+/// The environment of a run: [`PASSED_ENV`] and `LC_*` from `daemon_env`, the `[hook] env`
+/// entries, the picture variables; nothing else.
+pub fn hook_env(
+    cfg: &HookConfig,
+    job: &HookJob,
+    daemon_env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    use std::ffi::OsString;
+    let daemon: Vec<(OsString, OsString)> = daemon_env.into_iter().collect();
+    let mut out: Vec<(OsString, OsString)> = daemon
+        .iter()
+        .filter(|(k, _)| {
+            k.to_str()
+                .is_some_and(|k| PASSED_ENV.contains(&k) || k.starts_with("LC_"))
+        })
+        .cloned()
+        .collect();
+    if !out.iter().any(|(k, _)| k == "PATH") {
+        out.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    for e in &cfg.env {
+        out.retain(|(k, _)| k != e.name());
+        match e {
+            HookEnv::Pass(n) => {
+                if let Some((k, v)) = daemon.iter().find(|(k, _)| k == n.as_str()) {
+                    out.push((k.clone(), v.clone()));
+                }
+            }
+            HookEnv::Set(n, v) => out.push((n.into(), v.into())),
+        }
+    }
+    out.push(("RECEIVER_IMAGE_PATH".into(), job.path.clone().into()));
+    out.push((
+        "RECEIVER_PRODUCT_KEY".into(),
+        (*job.device.product_key).into(),
+    ));
+    out.push((
+        "RECEIVER_DEVICE_NAME".into(),
+        (*job.device.device_name).into(),
+    ));
+    out.push(("RECEIVER_IMAGE_BYTES".into(), job.bytes.to_string().into()));
+    out.push(("RECEIVER_FORMAT".into(), job.format.as_str().into()));
+    out
+}
+
+/// Checks that the hook program can be run: a path (with a `/`) must be an executable regular
+/// file; a bare name must be found in `path_env` (the `PATH` the hook gets). Returns the file,
+/// or why not (for `check-config` and start-up).
+pub fn check_program(program: &str, path_env: Option<&std::ffi::OsStr>) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let check = |file: &std::path::Path| -> Result<(), String> {
+        let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a regular file", file.display()));
+        }
+        let mode = meta.permissions().mode();
+        let c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("{}: contains a NUL character", file.display()))?;
+        // SAFETY: `c` is a valid NUL-terminated path; access(2) only reads it.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+            return Err(format!(
+                "{} is not executable by this user (mode {:04o}); run `chmod +x {}`",
+                file.display(),
+                mode & 0o7777,
+                file.display()
+            ));
+        }
+        Ok(())
+    };
+    if program.contains('/') {
+        let file = PathBuf::from(program);
+        check(&file)?;
+        return Ok(file);
+    }
+    let path = path_env
+        .map(|p| p.to_os_string())
+        .unwrap_or_else(|| DEFAULT_PATH.into());
+    let mut last = None;
+    for dir in std::env::split_paths(&path) {
+        let file = dir.join(program);
+        if file.exists() {
+            match check(&file) {
+                Ok(()) => return Ok(file),
+                Err(e) => last = Some(e),
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        format!(
+            "{program:?} is not found in PATH ({}); give the full path of the program",
+            path.to_string_lossy()
+        )
+    }))
 }
 
 /// One finished image for the hook.
@@ -149,6 +362,7 @@ pub enum HookOutcome {
 
 struct Inner {
     tx: mpsc::Sender<HookJob>,
+    config: tokio::sync::watch::Sender<Arc<HookConfig>>,
     metrics: Arc<Metrics>,
     closing: CancellationToken,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
@@ -173,10 +387,12 @@ impl Hook {
     pub fn new(cfg: HookConfig, metrics: Arc<Metrics>, rt: &tokio::runtime::Handle) -> Hook {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let closing = CancellationToken::new();
-        let dispatcher = rt.spawn(dispatch(cfg, rx, metrics.clone(), closing.clone()));
+        let (config, config_rx) = tokio::sync::watch::channel(Arc::new(cfg));
+        let dispatcher = rt.spawn(dispatch(config_rx, rx, metrics.clone(), closing.clone()));
         Hook {
             inner: Arc::new(Inner {
                 tx,
+                config,
                 metrics,
                 closing,
                 dispatcher: Mutex::new(Some(dispatcher)),
@@ -184,6 +400,17 @@ impl Hook {
                 last_warn: Mutex::new(None),
             }),
         }
+    }
+
+    /// The configuration runs start with now.
+    pub fn config(&self) -> Arc<HookConfig> {
+        self.inner.config.borrow().clone()
+    }
+
+    /// Uses `cfg`'s command, arguments, time-out and environment for the runs that start from
+    /// now on (a configuration reload). `max_concurrent` and `queue` are fixed at start.
+    pub fn reconfigure(&self, cfg: HookConfig) {
+        self.inner.config.send_replace(Arc::new(cfg));
     }
 
     /// Queues `job` without blocking. `false` (and a counted, rate-limited warning) when the queue
@@ -241,13 +468,13 @@ impl Hook {
 }
 
 async fn dispatch(
-    cfg: HookConfig,
+    config: tokio::sync::watch::Receiver<Arc<HookConfig>>,
     mut rx: mpsc::Receiver<HookJob>,
     metrics: Arc<Metrics>,
     closing: CancellationToken,
 ) {
-    let cfg = Arc::new(cfg);
-    let slots = Arc::new(Semaphore::new(cfg.max_concurrent.max(1)));
+    let max_concurrent = config.borrow().max_concurrent.max(1);
+    let slots = Arc::new(Semaphore::new(max_concurrent));
     let mut running = JoinSet::new();
     let mut closed = false;
     loop {
@@ -265,7 +492,7 @@ async fn dispatch(
             break;
         };
         while running.try_join_next().is_some() {}
-        let (cfg, metrics) = (cfg.clone(), metrics.clone());
+        let (cfg, metrics) = (config.borrow().clone(), metrics.clone());
         running.spawn(async move {
             let outcome = run(&cfg, &job).await;
             report(&metrics, &job, &outcome);
@@ -302,14 +529,16 @@ fn report(metrics: &Metrics, job: &HookJob, outcome: &HookOutcome) {
     }
 }
 
-/// Kills a process group when dropped while armed (time-out, or the run task aborted).
+/// Kills a process group when dropped while armed (the run task aborted), or on [`GroupKill::kill`]
+/// (the leader exited or timed out, and is not reaped yet).
 struct GroupKill(Option<i32>);
 
 impl GroupKill {
     fn kill(&mut self) {
         if let Some(pgid) = self.0.take() {
             // SAFETY: kill(2) has no memory-safety preconditions. The group is ours: the child
-            // was started as its leader and has not been reaped yet, so its id is not reused.
+            // was started as its leader and has not been reaped yet (or, when this runs on drop
+            // after tokio reaped it, the group's id stays reserved while any member lives).
             unsafe {
                 libc::kill(-pgid, libc::SIGKILL);
             }
@@ -323,7 +552,32 @@ impl Drop for GroupKill {
     }
 }
 
-/// Runs the hook once for `job` (never through a shell).
+/// Waits, on a blocking thread, until process `pid` has exited, without reaping it: while it is
+/// a zombie its id (and so its process group's id) cannot be reused, so the group can still be
+/// killed safely.
+async fn exited_unreaped(pid: i32) {
+    let waited = tokio::task::spawn_blocking(move || loop {
+        // SAFETY: `siginfo_t` is a plain C struct (all-zero is valid) that waitid(2) fills
+        // through a pointer to it; WNOWAIT leaves the child waitable, so tokio's `Child::wait`
+        // still reaps it afterwards.
+        let r = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    });
+    let _ = waited.await;
+}
+
+/// Runs the hook once for `job` (never through a shell), with the environment of [`hook_env`],
+/// in its own process group, which is killed when the command exits or times out.
 pub async fn run(cfg: &HookConfig, job: &HookJob) -> HookOutcome {
     let Some((program, args)) = cfg.command.split_first() else {
         return HookOutcome::Spawn("empty command".into());
@@ -333,14 +587,8 @@ pub async fn run(cfg: &HookConfig, job: &HookJob) -> HookOutcome {
         .arg(&job.path)
         .arg(&*job.device.product_key)
         .arg(&*job.device.device_name)
-        .env("RECEIVER_IMAGE_PATH", &job.path)
-        .env("RECEIVER_PRODUCT_KEY", &*job.device.product_key)
-        .env("RECEIVER_DEVICE_NAME", &*job.device.device_name)
-        .env("RECEIVER_IMAGE_BYTES", job.bytes.to_string())
-        .env("RECEIVER_FORMAT", job.format.as_str())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
+        .env_clear()
+        .envs(hook_env(cfg, job, std::env::vars_os()))
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
@@ -348,17 +596,20 @@ pub async fn run(cfg: &HookConfig, job: &HookJob) -> HookOutcome {
         Ok(c) => c,
         Err(e) => return HookOutcome::Spawn(format!("{program}: {e}")),
     };
-    let mut guard = GroupKill(child.id().and_then(|id| i32::try_from(id).ok()));
-    let status = match tokio::time::timeout(cfg.timeout, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            guard.kill();
-            let _ = child.wait().await;
-            return HookOutcome::Timeout;
-        }
+    let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
+        return HookOutcome::Spawn(format!("{program}: no process id"));
     };
-    // Reaped: the id may be reused from now on, so never signal the group again.
-    guard.0 = None;
+    // Armed until the leader is reaped: a time-out, an abort (shutdown) or its exit kills the
+    // whole group, so nothing the hook started outlives it.
+    let mut guard = GroupKill(Some(pid));
+    let timed_out = tokio::time::timeout(cfg.timeout, exited_unreaped(pid))
+        .await
+        .is_err();
+    guard.kill();
+    let status = child.wait().await;
+    if timed_out {
+        return HookOutcome::Timeout;
+    }
     match status {
         Ok(s) if s.success() => HookOutcome::Ok,
         Ok(s) => match (s.code(), s.signal()) {

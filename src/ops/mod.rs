@@ -117,6 +117,7 @@ pub enum OpsError {
 pub struct Ops {
     notifier: Notifier,
     hook: Option<Hook>,
+    retention: tokio::sync::watch::Sender<RetentionConfig>,
     http_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -165,13 +166,15 @@ impl Ops {
                 interval_s = cfg.retention.interval.as_secs(),
                 "retention enabled"
             );
-            tasks.push(retention::spawn(
-                cfg.retention,
-                output_dir.to_path_buf(),
-                metrics.clone(),
-                shutdown.clone(),
-            ));
         }
+        // Always running (idle without limits), so a reload can turn retention on.
+        let (retention, settings) = tokio::sync::watch::channel(cfg.retention);
+        tasks.push(retention::spawn_watched(
+            settings,
+            output_dir.to_path_buf(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
         let hook = cfg.hook.as_ref().map(|h| {
             tracing::info!(command = ?h.command, timeout_ms = h.timeout.as_millis() as u64,
                 max_concurrent = h.max_concurrent, queue = h.queue, "on-image hook enabled");
@@ -201,6 +204,7 @@ impl Ops {
         Ok(Ops {
             notifier,
             hook,
+            retention,
             http_addr,
             tasks,
         })
@@ -214,6 +218,16 @@ impl Ops {
     /// The hook runner, when configured: the engine calls [`Hook::submit`] for each new image.
     pub fn hook(&self) -> Option<Hook> {
         self.hook.clone()
+    }
+
+    /// Applies new retention settings (a configuration reload): the next sweep runs now.
+    pub fn set_retention(&self, cfg: RetentionConfig) {
+        self.retention.send_replace(cfg);
+    }
+
+    /// A handle that applies new retention settings, for the reload task.
+    pub fn retention_settings(&self) -> tokio::sync::watch::Sender<RetentionConfig> {
+        self.retention.clone()
     }
 
     /// Where the metrics listener is bound (useful with port 0).

@@ -587,8 +587,36 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    let (tx, rx) = tokio::sync::watch::channel(cfg);
+    let task = spawn_watched(rx, output_dir, metrics, shutdown);
+    // Nothing will change the settings: the task ignores a closed channel.
+    drop(tx);
+    task
+}
+
+/// [`spawn`] with settings that may change while it runs (a configuration reload): a change
+/// sweeps at once with the new limits and interval; with no limit set the task only waits for a
+/// change.
+pub fn spawn_watched(
+    mut settings: tokio::sync::watch::Receiver<RetentionConfig>,
+    output_dir: PathBuf,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            let cfg = *settings.borrow_and_update();
+            if !cfg.limits.any() {
+                let changed = async {
+                    if settings.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = changed => continue,
+                }
+            }
             let root = output_dir.clone();
             let token = shutdown.clone();
             let started = Instant::now();
@@ -631,9 +659,15 @@ pub fn spawn(
                     tracing::error!(error = %e, "retention sweep panicked");
                 }
             }
+            let changed = async {
+                if settings.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(cfg.interval) => {}
+                _ = changed => {}
             }
         }
     })

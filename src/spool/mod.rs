@@ -150,6 +150,21 @@ use std::time::{Duration, Instant};
 
 pub use format::MAX_BODY_LEN;
 
+/// Decodes the bytes of a segment file exactly as recovery does (header check, then every frame
+/// up to the end, resynchronising after damage), without files. The entry point of the spool
+/// fuzz target (`fuzz/`); returns the number of records decoded and of damaged stretches.
+#[doc(hidden)]
+pub fn decode_segment_bytes(data: &[u8]) -> (usize, usize) {
+    let _ = format::check_segment_header(data, 0);
+    let mut interner = format::Interner::default();
+    let scan = format::scan(
+        data,
+        format::SEGMENT_HEADER_LEN.min(data.len()),
+        &mut interner,
+    );
+    (scan.items.len(), scan.damage.len())
+}
+
 /// Name of the lock file in the spool directory.
 pub const LOCK_FILE: &str = "LOCK";
 /// Smallest accepted `segment_bytes` (smaller values are raised to it).
