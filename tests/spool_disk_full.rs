@@ -10,7 +10,7 @@
 mod spool_util;
 
 use receiver::assembler::Tag;
-use receiver::spool::{Record, Spool, SpoolOptions};
+use receiver::spool::{Record, Spool, SpoolError, SpoolOptions};
 use spool_util::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -173,7 +173,17 @@ fn scenario(mount: &Mount, what: &str) {
     assert!(resumed > 0, "{what}: never resumed after releases");
     drop(spool);
 
-    let (_, rec) = Spool::open(options).unwrap();
+    // The other test of this binary forks `mount`/`mkfs` meanwhile: a child between fork and
+    // exec holds a copy of the lock's descriptor for a moment, so the lock may still be taken.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (_, rec) = loop {
+        match Spool::open(options.clone()) {
+            Err(SpoolError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.unwrap(),
+        }
+    };
     assert!(rec.corrupt.is_empty(), "{what}: {:?}", rec.corrupt);
     assert_eq!(
         rec.records, committed,

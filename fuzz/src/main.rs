@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `message` | the network: an AMQP delivery's body | `message::classify` (then `wire::parse_value` on an `img` value, as the engine does) |
 //! | `wire` | the network: an `img` value | `wire::parse_value`, `wire::decode_base64`, `wire::decode_hex_into` |
-//! | `jpeg` | the network: an assembled v1 picture | `jpeg::structure_ok`, and `jpeg::Walker` fed in two pieces, which must agree |
+//! | `jpeg` | the network: an assembled v1 picture | `jpeg::structure_ok`, and `jpeg::Walker` fed in two pieces, which must agree; `jpeg::entropy_check`, which must not pass what they reject |
 //! | `spool` | disk: a spool segment file | `spool::decode_segment_bytes` (what recovery runs on each segment) |
 //! | `config` | disk: `receiver.toml` | `config::Config::from_toml` |
 //!
@@ -62,8 +62,13 @@ fn fuzz_jpeg(data: &[u8]) {
         fed.is_ok(),
         "structure_ok and the walker disagree: {whole:?} vs {fed:?}"
     );
-    // Room for the entropy-coded data check being written in parallel:
-    // let _ = jpeg::entropy_check(data);
+    // The exact check of the scan: whatever it passes as exact is also well-formed.
+    if let Ok(jpeg::EntropyVerdict::Exact { .. }) = jpeg::entropy_check(data) {
+        assert!(
+            whole.is_ok(),
+            "entropy_check passed what structure_ok rejects: {whole:?}"
+        );
+    }
 }
 
 fn fuzz_spool(data: &[u8]) {
