@@ -3,11 +3,12 @@
 //! Uploads go in the way a camera's do (device payload -> Aliyun's forwarded body -> AMQP), and
 //! the checks look at the files on disk, the fake's settlement records and the metrics.
 //!
-//! About v1: it has no sequence numbers, so an `END` that overtakes a *middle* chunk writes a
-//! picture without it (docs/protocol.md section 2, "known limit"). With several connections the
-//! engine may see a device's messages in another order than they were published, so these tests
-//! give v1 chunks explicit item times (which order them) and publish a v1 `END` only after the
-//! picture's data chunks were accepted, the order a camera's messages keep in practice.
+//! About v1: it has no sequence numbers. With several connections the engine may see a device's
+//! messages in another order than they were published, so most tests give v1 chunks explicit item
+//! times (which order them) and publish a v1 `END` only after the picture's data chunks were
+//! accepted. The original-firmware tests (section 14) publish in camera order and cut the
+//! connection at every position instead: the exact scan check and the redelivery grace must keep
+//! every picture whole (docs/protocol.md section 2).
 
 mod common;
 

@@ -29,10 +29,21 @@
 //!   when the picture is written.
 //! * A segment whose `END` is known is checked whenever its data changes: start `FF D8`, end
 //!   `FF D9`, a well-formed JPEG stream ([`crate::jpeg`]: segment lengths, entropy-coded data,
-//!   one EOI at the end) and, with [`Limits::decode_check`], a full decode. The first passing
-//!   check writes it. One that fails stays open for late chunks until the timeout, then goes to
-//!   quarantine (`invalid_jpeg`); a check that failed inside the bytes is not repeated for a
-//!   chunk added after that point (the verdict cannot change), which keeps late chunks cheap.
+//!   one EOI at the end), then the exact check of the scan ([`crate::jpeg::entropy_check`]:
+//!   exactly the frame's MCUs, every code valid; a coding it does not support falls back to the
+//!   structure and is flagged in [`Finished::structure_only`]) and, with
+//!   [`Limits::decode_check`], a full decode. The first passing check writes it. One that fails
+//!   stays open for late chunks until the timeout, then goes to quarantine (`invalid_jpeg`); a
+//!   check that failed inside the bytes is not repeated for a chunk added after that point (the
+//!   verdict cannot change), which keeps late chunks cheap.
+//! * **Redelivery grace.** [`Assembler::connection_lost`] reports that deliveries may have been
+//!   lost in flight (they come back later, after newer ones). A segment that passes but was
+//!   opened at or before the latest loss is *held* (its completing chunk is `Stored`) until
+//!   [`Limits::redelivery_grace_ms`] after the loss, so that late chunks and `END`s can still
+//!   slot in and re-cut it; [`Assembler::expire`] then checks it again and writes it.
+//! * **Retraction.** A chunk that is not one of a *written* picture's but is timed inside its
+//!   span proves the file wrong: [`Action::Retract`] (once per picture) besides the chunk's own
+//!   `late_chunk` record.
 //! * **Alink ids.** When every data chunk and the `END` carry a numeric `requestId` and the data
 //!   chunks' ids are distinct (our firmware: `pid * 1000 + seq`; not the original firmware,
 //!   which repeats one id), the ids must also be consecutive in time order and end just before
@@ -66,9 +77,9 @@
 //! * At most 32 (`v1::MAX_V1_SEGMENTS`) open segments per device: one more quarantines the device's
 //!   oldest (`evicted`; a settled `END` stays a boundary). A segment with no `END` that times out
 //!   is `expired`; an `END` that never got data is `empty_end`.
-//! * Known limit without usable ids: a lost *middle* chunk whose absence leaves a well-formed
-//!   JPEG stream (typically a run of entropy-coded data) is not noticed, the picture is written
-//!   without it and the chunk arrives as a `late_chunk`; [`Limits::decode_check`] may notice.
+//! * What remains without usable ids (the original firmware): a join of two pictures whose bit
+//!   streams fall back into step on exactly the right MCU passes the exact check; it can only
+//!   form from chunks lost in flight, which the redelivery grace covers (docs/protocol.md 2).
 //!
 //! # v2 (`docs/protocol.md` 3.2)
 //!
