@@ -34,7 +34,9 @@ if [ -f firmware-esp32/ci.sh ]; then
 fi
 
 echo "== Rust tests"
-cargo test --all-targets --locked --no-fail-fast "$@"
+rust_log=$(mktemp)
+trap 'rm -f "$rust_log"' EXIT
+cargo test --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$rust_log"
 
 # Coverage-guided fuzzing of the parsers of untrusted bytes (AFL++ via cargo-afl), a bounded time
 # per target (FUZZ_SECONDS, default 25); fails on a crash. SKIP_FUZZ=1 skips it locally.
@@ -42,3 +44,7 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   echo "== fuzzing"
   bash scripts/fuzz.sh
 fi
+
+# One closing line for the whole run (cargo's last binary is an example with no tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$rust_log"
