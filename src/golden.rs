@@ -71,7 +71,7 @@ pub struct MalformedCase {
     /// `complete` or `quarantine:<reason>`.
     pub expected: &'static str,
     /// How many quarantine records the case gives once everything has settled (v2: one per
-    /// picture); `None` where not pinned (the v1 cases).
+    /// picture; v1: the picture and the discarded rest of a bad one); `None` where not pinned.
     pub records: Option<usize>,
     /// `img` values in arrival order, all from [`DEVICE_NAME`].
     pub values: Vec<String>,
@@ -270,7 +270,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v1-ok",
         expected: "complete",
-        records: None,
+        records: Some(0),
         values: hex.clone(),
     });
     let mut v1_bad = hex.clone();
@@ -278,7 +278,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v1-bad-hex",
         expected: "quarantine:bad_hex",
-        records: None,
+        records: Some(2),
         values: v1_bad,
     });
     let mut v1_odd = hex.clone();
@@ -286,13 +286,13 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v1-odd-length",
         expected: "quarantine:odd_hex_length",
-        records: None,
+        records: Some(2),
         values: v1_odd,
     });
     cases.push(MalformedCase {
         name: "v1-empty-end",
         expected: "quarantine:empty_end",
-        records: None,
+        records: Some(1),
         values: vec!["END".to_string()],
     });
     let mut v1_cut = hex.clone();
@@ -300,7 +300,7 @@ pub fn malformed(tiny: &[u8]) -> Result<Vec<MalformedCase>, wire::EncodeError> {
     cases.push(MalformedCase {
         name: "v1-not-jpeg",
         expected: "quarantine:invalid_jpeg",
-        records: None,
+        records: Some(1),
         values: v1_cut,
     });
     Ok(cases)
