@@ -38,20 +38,29 @@ pub enum DirProblem {
     },
 }
 
-fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+/// What kind of file `ft` is, for messages ("a FIFO (named pipe)", ...); `None` for a kind
+/// without a name here.
+pub(crate) fn file_kind(ft: &std::fs::FileType) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt;
-    let ft = meta.file_type();
-    if ft.is_file() {
+    Some(if ft.is_file() {
         "a regular file"
+    } else if ft.is_dir() {
+        "a folder"
     } else if ft.is_fifo() {
-        "a FIFO"
+        "a FIFO (named pipe)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
     } else if ft.is_socket() {
         "a socket"
-    } else if ft.is_char_device() || ft.is_block_device() {
-        "a device"
     } else {
-        "not a folder"
-    }
+        return None;
+    })
+}
+
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    file_kind(&meta.file_type()).unwrap_or("not a folder")
 }
 
 /// The real location of folder `dir` (absolute, `.`/`..` already removed): its longest existing

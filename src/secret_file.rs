@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Longest secret file accepted, in bytes (secrets are tens of bytes; an STS token ~1-2 KiB).
@@ -83,19 +83,7 @@ pub struct SecretFile {
 }
 
 fn kind(ft: &std::fs::FileType) -> &'static str {
-    if ft.is_dir() {
-        "a folder"
-    } else if ft.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
+    crate::paths::file_kind(ft).unwrap_or("not a regular file")
 }
 
 /// Reads the secret in `file` under the rules of this module.
