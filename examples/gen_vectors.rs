@@ -10,16 +10,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let images = root.join("images");
     std::fs::create_dir_all(&images)?;
     let rerender = std::env::args().any(|a| a == "--images");
-    for &(name, w, h, frame, q) in receiver::golden::IMAGES {
+    for &(name, w, h, frame, q) in receiver_testkit::golden::IMAGES {
         let path = images.join(name);
         if rerender || !path.exists() {
             std::fs::write(
                 &path,
-                receiver::sample::scene_jpeg(w, h, frame, "GOLDEN", q)?,
+                receiver_testkit::sample::scene_jpeg(w, h, frame, "GOLDEN", q)?,
             )?;
         }
     }
-    let files = receiver::golden::render(&|name| std::fs::read(images.join(name)).ok())?;
+    let files = receiver_testkit::golden::render(&|name| std::fs::read(images.join(name)).ok())?;
     for (rel, body) in files {
         let path = root.join(&rel);
         if let Some(dir) = path.parent() {

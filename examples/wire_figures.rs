@@ -4,7 +4,7 @@
 //!
 //! `cargo run --example wire_figures`
 
-use receiver::wire::{encode_payloads, Format};
+use receiver_protocol::wire::{encode_payloads, Format};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| frame | JPEG bytes | format | messages | payload bytes / image byte | at QoS1 10 msg/s | at QoS0 30 msg/s |");

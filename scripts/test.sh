@@ -36,7 +36,8 @@ fi
 echo "== Rust tests"
 rust_log=$(mktemp)
 trap 'rm -f "$rust_log"' EXIT
-cargo test --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$rust_log"
+# Every crate of the workspace; `failpoints` arms the crash test's kill points (tests only).
+cargo test --workspace --all-targets --features failpoints --locked --no-fail-fast "$@" 2>&1 | tee "$rust_log"
 
 # Coverage-guided fuzzing of the parsers of untrusted bytes (AFL++ via cargo-afl), a bounded time
 # per target (FUZZ_SECONDS, default 25); fails on a crash. SKIP_FUZZ=1 skips it locally.

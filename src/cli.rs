@@ -71,15 +71,19 @@ pub enum Command {
     CheckConfig,
     /// Print a commented example config file.
     PrintDefaultConfig,
+    #[cfg(feature = "tools")]
     /// Run the whole pipeline locally: fake Aliyun endpoint, simulated cameras, the real daemon.
-    Demo(Box<crate::demo::DemoArgs>),
+    Demo(Box<crate::tools::demo::DemoArgs>),
+    #[cfg(feature = "tools")]
     /// Publish JPEGs to a real Aliyun product over MQTT as a camera would (or print with --dry-run).
-    SimulateCamera(Box<crate::camera::SimulateArgs>),
+    SimulateCamera(Box<receiver_testkit::camera::SimulateArgs>),
     /// Print every message of the subscription, decoded, one line each (use another consumer group).
     Tail(crate::tail::TailArgs),
+    #[cfg(feature = "tools")]
     /// Measure throughput, latency, memory and CPU against the fake endpoint, and the seed's
     /// Node.js receiver side by side (see BENCHMARKS.md). Build with --release.
-    Bench(Box<crate::bench::BenchArgs>),
+    Bench(Box<crate::tools::bench::BenchArgs>),
+    #[cfg(feature = "tools")]
     /// Bench helper (the baseline's "transport floor"): connect exactly like the daemon and
     /// accept every delivery unread, until SIGTERM/SIGINT.
     #[command(hide = true)]
@@ -98,10 +102,14 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Run => run(&global).await,
         Command::CheckConfig => check_config(&global, &mut io::stdout().lock()),
         Command::PrintDefaultConfig => print_default_config(&mut io::stdout().lock()),
+        #[cfg(feature = "tools")]
         Command::Demo(args) => demo(&global, *args).await,
+        #[cfg(feature = "tools")]
         Command::SimulateCamera(args) => simulate_camera(&global, *args).await,
         Command::Tail(args) => tail(&global, args).await,
+        #[cfg(feature = "tools")]
         Command::Bench(args) => bench(&global, *args).await,
+        #[cfg(feature = "tools")]
         Command::BenchFloor => bench_floor(&global).await,
     };
     match result {
@@ -292,29 +300,35 @@ fn spawn_signal_handler(
     Ok(())
 }
 
+#[cfg(feature = "tools")]
 /// `receiver demo`: the whole pipeline on loopback; fails (status 1) unless every image comes out
 /// byte-identical.
-pub async fn demo(global: &GlobalArgs, args: crate::demo::DemoArgs) -> anyhow::Result<()> {
+pub async fn demo(global: &GlobalArgs, args: crate::tools::demo::DemoArgs) -> anyhow::Result<()> {
     let explicit = global.log_format;
     crate::logging::init_with_default(explicit, "receiver=warn")?;
     let tty = std::io::IsTerminal::is_terminal(&io::stdout());
     let mut out = io::stdout();
-    crate::demo::run(args, &mut out, tty)
+    crate::tools::demo::run(args, &mut out, tty)
         .await
         .context("demo failed")?;
     Ok(())
 }
 
+#[cfg(feature = "tools")]
 /// `receiver bench`: the benchmark (the receiver under test runs as a child process).
-pub async fn bench(global: &GlobalArgs, args: crate::bench::BenchArgs) -> anyhow::Result<()> {
+pub async fn bench(
+    global: &GlobalArgs,
+    args: crate::tools::bench::BenchArgs,
+) -> anyhow::Result<()> {
     crate::logging::init_with_default(global.log_format, "receiver=warn")?;
     let mut out = io::stdout();
-    crate::bench::run(args, &mut out)
+    crate::tools::bench::run(args, &mut out)
         .await
         .context("bench failed")?;
     Ok(())
 }
 
+#[cfg(feature = "tools")]
 /// `receiver bench-floor --config PATH` (hidden): the daemon's AMQP connections with a consumer
 /// that accepts every delivery unread; `receiver bench` measures its CPU per message.
 pub async fn bench_floor(global: &GlobalArgs) -> anyhow::Result<()> {
@@ -323,22 +337,23 @@ pub async fn bench_floor(global: &GlobalArgs) -> anyhow::Result<()> {
     init_logging(global, Some(&config))?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone(), None)?;
-    crate::bench::floor::run(config, shutdown)
+    crate::tools::bench::floor::run(config, shutdown)
         .await
         .context("transport floor failed")?;
     Ok(())
 }
 
+#[cfg(feature = "tools")]
 /// `receiver simulate-camera`: a camera without a board.
 pub async fn simulate_camera(
     global: &GlobalArgs,
-    args: crate::camera::SimulateArgs,
+    args: receiver_testkit::camera::SimulateArgs,
 ) -> anyhow::Result<()> {
     init_logging(global, None)?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone(), None)?;
     let mut out = io::stdout();
-    let report = crate::camera::simulate(args, &mut out, shutdown)
+    let report = receiver_testkit::camera::simulate(args, &mut out, shutdown)
         .await
         .context("simulate-camera failed")?;
     writeln!(out, "{}", report.summary())?;
@@ -426,6 +441,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tools")]
     fn bench_floor_is_a_hidden_command() {
         let c = Cli::try_parse_from(["receiver", "-c", "a.toml", "bench-floor"]).unwrap();
         assert!(matches!(c.command, Some(Command::BenchFloor)));

@@ -114,138 +114,7 @@ pub mod defaults {
 // The validated configuration (the contract other modules build on).
 // ---------------------------------------------------------------------------------------------
 
-/// Where a secret came from; shown (instead of the value) by `check-config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// Written inline in the config file.
-    Inline,
-    /// Read from this file (trailing line break removed).
-    File(PathBuf),
-    /// Read from this environment variable.
-    Env(String),
-}
-
-impl fmt::Display for SecretSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SecretSource::Inline => f.write_str("inline in the config file"),
-            SecretSource::File(p) => write!(f, "from file {}", p.display()),
-            SecretSource::Env(v) => write!(f, "from env {v}"),
-        }
-    }
-}
-
-/// A secret string: never printed by `Debug` or `Display`.
-///
-/// Two secrets are equal when their values are, wherever they came from.
-#[derive(Clone, Default)]
-pub struct Secret {
-    value: String,
-    source: Option<SecretSource>,
-}
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret {
-            value: s.into(),
-            source: None,
-        }
-    }
-
-    /// Wraps a secret and remembers where it came from.
-    pub fn with_source(s: impl Into<String>, source: SecretSource) -> Self {
-        Secret {
-            value: s.into(),
-            source: Some(source),
-        }
-    }
-
-    /// The secret itself, for signing only.
-    pub fn expose(&self) -> &str {
-        &self.value
-    }
-
-    /// Where it came from, when it was loaded from a config.
-    pub fn source(&self) -> Option<&SecretSource> {
-        self.source.as_ref()
-    }
-}
-
-impl PartialEq for Secret {
-    fn eq(&self, other: &Self) -> bool {
-        self.value == other.value
-    }
-}
-
-impl Eq for Secret {}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// HMAC used for the aksign password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignMethod {
-    /// `hmacsha1` (the default and what the official demos use).
-    HmacSha1,
-    /// `hmacsha256`.
-    HmacSha256,
-    /// `hmacmd5`.
-    HmacMd5,
-}
-
-impl SignMethod {
-    /// The name used in the config file and in the AMQP user name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignMethod::HmacSha1 => "hmacsha1",
-            SignMethod::HmacSha256 => "hmacsha256",
-            SignMethod::HmacMd5 => "hmacmd5",
-        }
-    }
-
-    /// Parses a name, ignoring ASCII case (the Go demo's `Hmacsha1` connects fine).
-    pub fn parse(s: &str) -> Option<SignMethod> {
-        [
-            SignMethod::HmacSha1,
-            SignMethod::HmacSha256,
-            SignMethod::HmacMd5,
-        ]
-        .into_iter()
-        .find(|m| m.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
-/// Credentials flavour.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthMode {
-    /// An account or RAM user AccessKey.
-    AkSign,
-    /// A RAM role's STS credentials.
-    StsToken {
-        /// The STS security token.
-        security_token: Secret,
-    },
-}
-
-impl AuthMode {
-    /// `aksign` or `ststoken`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AuthMode::AkSign => "aksign",
-            AuthMode::StsToken { .. } => "ststoken",
-        }
-    }
-}
+pub use receiver_protocol::{AuthMode, Secret, SecretSource, SignMethod};
 
 /// `[aliyun]`: the AMQP endpoint and credentials.
 #[derive(Debug, Clone, PartialEq)]
@@ -1495,20 +1364,14 @@ impl Ctx<'_> {
         if value.is_empty() {
             return Err(err(format!(
                 "is empty ({})",
-                secret
-                    .source
-                    .as_ref()
-                    .map_or_else(String::new, |s| s.to_string())
+                secret.source().map_or_else(String::new, |s| s.to_string())
             )));
         }
         if value.contains(['|', ',']) || value.chars().any(char::is_control) {
             return Err(err(format!(
                 "contains '|', ',' or a control character ({}); expected the value exactly as \
                  the console shows it",
-                secret
-                    .source
-                    .as_ref()
-                    .map_or_else(String::new, |s| s.to_string())
+                secret.source().map_or_else(String::new, |s| s.to_string())
             )));
         }
         Ok(Some(secret))

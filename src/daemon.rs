@@ -147,7 +147,7 @@ pub async fn run_with_control(
                 spool_options(&config),
                 sink,
                 metrics,
-                engine::now_ms(),
+                receiver_protocol::time::now_ms(),
             )?)
         })
         .await

@@ -27,17 +27,20 @@ use crate::metrics::{Kind, Metrics};
 use crate::sink::{Sink, SinkError, Written};
 use crate::spool::{Record, Spool, SpoolOptions};
 use crate::wire::{self, Format, ImgValue};
+use receiver_protocol::time::{now_ms, Backoff, Jitter};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// Crash injection for the crash-recovery tests: with `RECEIVER_FAILPOINT=<name>:<n>` in the
+/// Crash injection for the crash-recovery tests (only with the `failpoints` feature, which the
+/// tests enable; the production build has none): with `RECEIVER_FAILPOINT=<name>:<n>` in the
 /// environment the process kills itself with SIGKILL the `n`-th time it passes `<name>`
 /// (`after_commit`: chunks fsynced but not settled; `after_write`: an image renamed into place but
 /// its last chunk not settled; `before_settle`: a batch fully done but not settled). Unset, it
 /// costs one relaxed load.
+#[cfg(feature = "failpoints")]
 fn failpoint(name: &str) {
     use std::sync::atomic::AtomicU64;
     use std::sync::OnceLock;
@@ -60,6 +63,11 @@ fn failpoint(name: &str) {
         }
     }
 }
+
+/// Without the `failpoints` feature there is nothing to reach.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+fn failpoint(_name: &str) {}
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -137,8 +145,6 @@ pub struct RecoveryReport {
 struct Degraded {
     /// Retry not before this time, ms.
     next_retry_ms: u64,
-    /// Current backoff.
-    backoff: Duration,
     /// The spool itself failed (probe it before resuming).
     spool_failed: bool,
 }
@@ -168,6 +174,9 @@ pub struct Engine {
     sink: Sink,
     metrics: Arc<Metrics>,
     degraded: Option<Degraded>,
+    /// The retry schedule while degraded (`retry_min` doubling to `retry_max`, no jitter: one
+    /// local disk, nothing to spread); reset when writes succeed again.
+    retry_backoff: Backoff,
     pending: Vec<Action>,
     next_tag: Tag,
     actions: Vec<Action>,
@@ -203,6 +212,7 @@ impl Engine {
             ),
             _ => Assembler::new(opts.limits.clone()),
         };
+        let retry_backoff = Backoff::new(opts.retry_min, opts.retry_max).with_jitter(Jitter::None);
         let mut engine = Engine {
             assembler,
             dedup: Dedup::new(opts.dedup_window),
@@ -211,6 +221,7 @@ impl Engine {
             sink,
             metrics,
             degraded: None,
+            retry_backoff,
             pending: Vec::new(),
             next_tag: 0,
             actions: Vec::new(),
@@ -833,14 +844,13 @@ impl Engine {
     }
 
     fn degrade(&mut self, now_ms: u64, spool_failed: bool) {
-        let backoff = match &self.degraded {
-            Some(d) => (d.backoff * 2).min(self.opts.retry_max),
-            None => self.opts.retry_min,
-        };
+        if self.degraded.is_none() {
+            self.retry_backoff.reset();
+        }
+        let backoff = self.retry_backoff.next_delay(0);
         let spool_failed = spool_failed || self.degraded.as_ref().is_some_and(|d| d.spool_failed);
         self.degraded = Some(Degraded {
             next_retry_ms: now_ms + backoff.as_millis() as u64,
-            backoff,
             spool_failed,
         });
         self.metrics.paused.store(true, Relaxed);
@@ -979,13 +989,6 @@ fn action_tags(action: &Action) -> &[Tag] {
     action.tags()
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Runs the engine on the current (dedicated) thread until every sender of `rx` is gone and the
 /// channel is drained. `paused` mirrors [`Engine::is_paused`] for the AMQP side.
 pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::Sender<bool>) {
@@ -1121,7 +1124,7 @@ mod tests {
     }
 
     fn jpeg() -> Vec<u8> {
-        crate::sample::scene_jpeg(32, 24, 3, "T", 70).unwrap()
+        receiver_testkit::sample::scene_jpeg(32, 24, 3, "T", 70).unwrap()
     }
 
     #[test]
@@ -1209,7 +1212,7 @@ mod tests {
             "written after the grace"
         );
         // A picture that starts after the loss is not held.
-        let img2 = crate::sample::scene_jpeg(32, 24, 9, "T", 70).unwrap();
+        let img2 = receiver_testkit::sample::scene_jpeg(32, 24, 9, "T", 70).unwrap();
         let batch: Vec<_> = wire::encode_v1(&img2, 200)
             .unwrap()
             .iter()

@@ -33,29 +33,23 @@
 //! `ARCHITECTURE.md` shows the data flow; `docs/protocol.md` specifies the wire formats.
 
 pub mod amqp;
-pub mod assembler;
-pub mod bench;
-pub mod camera;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod dedup;
-pub mod demo;
 pub mod engine;
-pub mod golden;
-pub mod jpeg;
 pub mod logging;
-pub mod message;
 pub mod metrics;
 pub mod ops;
 pub mod paths;
 pub mod reload;
-pub mod sample;
 pub mod secret_file;
-pub mod sign;
 pub mod sink;
 pub mod spill;
 pub mod spool;
 pub mod tail;
 pub mod tls;
-pub mod wire;
+#[cfg(feature = "tools")]
+pub mod tools;
+
+/// The protocol crate's modules, under the paths the daemon has always used.
+pub use receiver_protocol::{assembler, dedup, jpeg, message, sign, wire};

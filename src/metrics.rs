@@ -80,12 +80,8 @@ impl Histogram {
     }
 }
 
-/// Wall-clock microseconds since the Unix epoch.
-pub fn wall_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+/// Wall-clock microseconds since the Unix epoch (the workspace's one clock).
+pub use receiver_protocol::time::now_us as wall_us;
 
 /// The image-latency histogram ([`IMAGE_LATENCY_BUCKETS`]).
 #[derive(Debug)]

@@ -1,10 +1,12 @@
 //! The AMQP client against the fake Aliyun endpoint, over real TLS sockets on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod amqp_common;
 
 use amqp_common::*;
-use receiver::amqp::fake::{FakeConfig, FakeOutcome};
 use receiver::amqp::Outcome;
+use receiver::tools::FakeClientConfig as _;
+use receiver_testkit::fake::{FakeConfig, FakeOutcome};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -313,7 +315,7 @@ async fn throughput() {
     let n = 20_000u64;
     let body = vec![b'x'; 1024];
     for i in 0..n {
-        fake.publish(receiver::amqp::fake::FakeMessage {
+        fake.publish(receiver_testkit::fake::FakeMessage {
             topic: "/a1PK/cam-01/thing/event/property/post".into(),
             message_id: format!("m{i}"),
             generate_time: 0,

@@ -1,13 +1,15 @@
 //! Protocol rules and failure handling: auth refusal, timers, idle-time-out, one link per
 //! connection. Time-dependent tests run on tokio's paused clock (real loopback sockets).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod amqp_common;
 
 use amqp_common::*;
 use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp::Session;
-use receiver::amqp::fake::{FakeConfig, RefuseAuth, FAKE_ACCESS_KEY_SECRET};
 use receiver::amqp::Outcome;
+use receiver::tools::FakeClientConfig as _;
+use receiver_testkit::fake::{FakeConfig, RefuseAuth, FAKE_ACCESS_KEY_SECRET};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -109,7 +111,7 @@ async fn setup_timeout_when_the_server_never_answers() {
         }
     });
     let fake_cfg = FakeConfig::default();
-    let mut cfg = receiver::amqp::fake::client_config_for(&fake_cfg, addr, "rx");
+    let mut cfg = receiver::tools::client_config_for(&fake_cfg, addr, "rx");
     cfg.setup_timeout = Duration::from_secs(15);
     let started = Instant::now();
     let (clients, _rx) = start_clients(cfg, 1);
@@ -328,9 +330,12 @@ async fn unusable_messages_are_rejected_and_the_rest_flows() {
     let o = fake.outcomes();
     assert_eq!(
         o["bad-1"],
-        vec![receiver::amqp::fake::FakeOutcome::Rejected]
+        vec![receiver_testkit::fake::FakeOutcome::Rejected]
     );
-    assert_eq!(o[&good], vec![receiver::amqp::fake::FakeOutcome::Accepted]);
+    assert_eq!(
+        o[&good],
+        vec![receiver_testkit::fake::FakeOutcome::Accepted]
+    );
     assert_eq!(
         log.lock().unwrap().len(),
         1,

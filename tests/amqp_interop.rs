@@ -3,12 +3,14 @@
 //! messages with a Data body and topic/messageId/generateTime application properties.
 //!
 //! Needs Node.js and `npm ci --prefix tests/interop` (CI runs it before the tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod amqp_common;
 
 use amqp_common::*;
-use receiver::amqp::fake::{client_config_for, FakeConfig, FAKE_ACCESS_KEY_ID};
 use receiver::amqp::Outcome;
+use receiver::tools::client_config_for;
+use receiver_testkit::fake::{FakeConfig, FAKE_ACCESS_KEY_ID};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -39,7 +41,7 @@ async fn client_against_rhea_server() {
     require_rhea();
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let pki = receiver::tls::generate_test_pki(&[]).unwrap();
+    let pki = receiver_testkit::pki::generate_test_pki(&[]).unwrap();
     let (ca, cert, key) = (
         dir.path().join("ca.pem"),
         dir.path().join("cert.pem"),

@@ -1,13 +1,14 @@
 //! The assembler against the golden vectors: `malformed.tsv` verdicts, and every encoded picture of
 //! `index.tsv` reassembled byte for byte (v2 shuffled, all with duplicates), one by one and all
 //! interleaved. Every run also checks tag conservation: each pushed tag comes back exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use receiver::assembler::{Action, Assembler, Disposition, Limits, Tag};
-use receiver::golden::{DEVICE_NAME, PRODUCT_KEY};
 use receiver::message::{DeviceId, ImgMessage};
+use receiver_testkit::golden::{DEVICE_NAME, PRODUCT_KEY};
 
 const ITEM_TIME0: i64 = 1_700_000_000_000;
 const NOW0: u64 = 5_000_000;
@@ -242,7 +243,7 @@ fn arrivals(format: &str, values: &[String], rng: &mut Rng) -> Vec<(String, i64)
 fn every_vector_reassembles_byte_identical() {
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     let vectors = table("index.tsv");
-    assert_eq!(vectors.len(), receiver::golden::specs().len());
+    assert_eq!(vectors.len(), receiver_testkit::golden::specs().len());
     for decode_check in [false, true] {
         for round in 0..4 {
             for v in &vectors {

@@ -1,10 +1,11 @@
 //! `simulate --dry-run`: the printed payloads are the golden vectors, the secret never appears, and
 //! bad arguments fail with an error naming the flag.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use receiver::camera::{simulate, CameraError, SimulateArgs};
+use receiver_testkit::camera::{simulate, CameraError, SimulateArgs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -29,7 +30,9 @@ fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-async fn dry_run(extra: &[&str]) -> Result<(String, receiver::camera::SimReport), CameraError> {
+async fn dry_run(
+    extra: &[&str],
+) -> Result<(String, receiver_testkit::camera::SimReport), CameraError> {
     let mut out = Vec::new();
     let report = simulate(args(extra), &mut out, CancellationToken::new()).await?;
     Ok((String::from_utf8(out).unwrap(), report))
@@ -138,18 +141,17 @@ async fn dry_run_never_prints_the_secret_and_shows_the_sign_in() {
     let out = String::from_utf8(out).unwrap();
     assert!(!out.contains(secret));
     // The password of these parameters must not leak either.
-    let password = receiver::camera::sign::sign_in(
-        &receiver::camera::sign::DeviceIdentity {
+    let password = receiver_testkit::camera::sign::sign_in(
+        &receiver_testkit::camera::sign::DeviceIdentity {
             product_key: "a1GoldenPK0".into(),
             device_name: "cam-golden-01".into(),
             device_secret: receiver::config::Secret::new(secret),
         },
         "SN1928339",
-        receiver::camera::sign::SecureMode::Tls,
+        receiver_testkit::camera::sign::SecureMode::Tls,
         receiver::config::SignMethod::HmacSha256,
         1_539_421_321_846,
     )
-    .unwrap()
     .password;
     assert!(!out.contains(password.expose()));
     assert!(out.contains("password=<redacted"), "{out}");

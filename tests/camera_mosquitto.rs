@@ -5,6 +5,7 @@
 //!
 //! mosquitto is a hard requirement (`apt-get install mosquitto`; `.ci/run` installs it): without it
 //! these tests fail rather than skip.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -13,10 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use receiver::camera::sign::{self, DeviceIdentity, SecureMode};
-use receiver::camera::{simulate, CameraError, SimReport, SimulateArgs};
 use receiver::config::{Secret, SignMethod};
 use receiver::wire::{self, Format};
+use receiver_testkit::camera::sign::{self, DeviceIdentity, SecureMode};
+use receiver_testkit::camera::{simulate, CameraError, SimReport, SimulateArgs};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -254,7 +255,6 @@ fn password(mode: SecureMode) -> String {
         SignMethod::HmacSha256,
         TS,
     )
-    .unwrap()
     .password
     .expose()
     .to_string()

@@ -1,10 +1,11 @@
 //! The camera's upload state machine (`camera::uplink::Uplink`) with synthetic time: window,
 //! pacing, resend with identical payloads, ack timeout, reconnect backoff and the connect limit.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use receiver::camera::uplink::{Action, Picture, Qos, Uplink, UplinkConfig};
+use receiver_testkit::camera::uplink::{Action, Picture, Qos, Uplink, UplinkConfig};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -45,7 +46,7 @@ struct Sim {
     unacked: Vec<(u16, Arc<str>)>,
     /// Every publish handed over: (time since t0, payload).
     log: Vec<(Duration, Arc<str>)>,
-    done: Vec<receiver::camera::uplink::PictureReport>,
+    done: Vec<receiver_testkit::camera::uplink::PictureReport>,
     connects: usize,
     resets: usize,
 }

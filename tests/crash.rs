@@ -3,11 +3,14 @@
 //! between fsync and settle, between rename and settle, before a batch is settled, and at random
 //! times — then restarted on the same state folder. Every image must come out exactly once and
 //! byte-identical, with nothing quarantined and no temporary file left.
+#![cfg(feature = "failpoints")] // the kill points exist only in builds with this feature
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use receiver::amqp::fake::{FakeAliyun, FakeConfig};
 use receiver::message::DeviceId;
 use receiver::sink::encode_component;
+use receiver::tools::FakeClientConfig as _;
 use receiver::wire::{self, Format};
+use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,8 +45,9 @@ fn publish_round(fake: &FakeAliyun, round: u32, devices: u32, pictures: u32) -> 
         let mut payloads = Vec::new();
         let mut t = base_time + i64::from(d) * 100_000;
         for p in 0..pictures {
-            let jpeg = receiver::sample::scene_jpeg(96, 72, round * 100 + d * 10 + p, "CRASH", 70)
-                .expect("sample frame");
+            let jpeg =
+                receiver_testkit::sample::scene_jpeg(96, 72, round * 100 + d * 10 + p, "CRASH", 70)
+                    .expect("sample frame");
             let (values, chunk) = match format {
                 Format::V2 => (wire::encode_v2(&jpeg, 1000 + p, 450).expect("v2"), 0),
                 Format::V1 => (wire::encode_v1(&jpeg, 800).expect("v1"), 0),

@@ -5,13 +5,15 @@
 //!
 //! Needs root (mount). Without it the test prints SKIP; `tests/spool_disk_full.rs` and the
 //! engine's unit tests cover the same paths with injected faults.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use receiver::amqp::fake::{FakeAliyun, FakeConfig};
 use receiver::config::Config;
 use receiver::daemon::{self, Shared};
 use receiver::message::DeviceId;
 use receiver::sink::Sink;
+use receiver::tools::FakeClientConfig as _;
 use receiver::wire;
+use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
@@ -89,8 +91,8 @@ async fn full_disk_pauses_releases_and_resumes_without_loss() {
     for c in 0..4u32 {
         let device = DeviceId::new("a1FullPK", &format!("cam-{c}"));
         for p in 0..3u32 {
-            let jpeg =
-                receiver::sample::scene_jpeg(320, 240, c * 10 + p, "FULL", 95).expect("jpeg");
+            let jpeg = receiver_testkit::sample::scene_jpeg(320, 240, c * 10 + p, "FULL", 95)
+                .expect("jpeg");
             for payload in
                 wire::encode_payloads(wire::Format::V2, &jpeg, 100 + p, 3000).expect("enc")
             {

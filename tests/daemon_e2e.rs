@@ -9,15 +9,16 @@
 //! accepted. The original-firmware tests (section 14) publish in camera order and cut the
 //! connection at every position instead: the exact scan check and the redelivery grace must keep
 //! every picture whole (docs/protocol.md section 2).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod common;
 
 use common::*;
-use receiver::amqp::fake::{FakeMessage, FakeOutcome, RefuseAuth};
 use receiver::message::{DeviceId, SkipReason};
 use receiver::metrics::Kind;
 use receiver::sink;
 use receiver::wire::{self, Format};
+use receiver_testkit::fake::{FakeMessage, FakeOutcome, RefuseAuth};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -365,7 +366,7 @@ async fn malformed_vectors_reach_their_verdicts_through_the_daemon() {
     let tiny = golden_image("tiny.jpg");
     let cases = table("malformed.tsv");
     assert!(cases.len() >= 15, "{} cases", cases.len());
-    let pk = receiver::golden::PRODUCT_KEY;
+    let pk = receiver_testkit::golden::PRODUCT_KEY;
     let mut ids = Vec::new();
     for (c, case) in cases.iter().enumerate() {
         // A fresh device per case; values in arrival order, item times increasing.
@@ -426,7 +427,7 @@ async fn golden_vectors_shuffled_and_duplicated_through_the_daemon() {
     h.start();
     h.wait_links().await;
     let vectors = table("index.tsv");
-    assert_eq!(vectors.len(), receiver::golden::specs().len());
+    assert_eq!(vectors.len(), receiver_testkit::golden::specs().len());
     let mut rng = Rng(0x0601_DE2E);
     let mut lists = Vec::new();
     let mut ends = Vec::new();

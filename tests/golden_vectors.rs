@@ -1,4 +1,5 @@
 //! The checked-in golden vectors are exactly what the Rust encoder produces from the images.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::Path;
 
@@ -6,7 +7,8 @@ use std::path::Path;
 fn vector_files_match_the_encoder() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
     let images = root.join("images");
-    let files = receiver::golden::render(&|name| std::fs::read(images.join(name)).ok()).unwrap();
+    let files =
+        receiver_testkit::golden::render(&|name| std::fs::read(images.join(name)).ok()).unwrap();
     assert!(files.len() > 10);
     for (rel, body) in files {
         let on_disk = std::fs::read_to_string(root.join(&rel)).unwrap_or_else(|e| {
@@ -45,5 +47,5 @@ fn vectors_decode_back_to_their_images() {
         assert_eq!(out, image, "{line}");
         n += 1;
     }
-    assert_eq!(n, receiver::golden::specs().len());
+    assert_eq!(n, receiver_testkit::golden::specs().len());
 }

@@ -4,6 +4,7 @@
 //!
 //! Scripts are run as `/bin/sh <script>` so the test never execs a file it has just written
 //! (which can fail with ETXTBSY while another test thread forks).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::message::DeviceId;
 use receiver::metrics::Metrics;

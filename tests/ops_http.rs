@@ -1,9 +1,10 @@
 //! The `/healthz` + `/metrics` listener, scraped over real TCP on 127.0.0.1:0 with a raw client.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use receiver::engine::now_ms;
 use receiver::metrics::{Kind, Metrics};
 use receiver::ops::http::{serve, serve_with};
 use receiver::ops::{notify::Notifier, HealthConfig, MetricsConfig, Ops, OpsConfig};
+use receiver_protocol::time::now_ms;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! `ExecStart` points at the binary built for this test run (verify insists the program exists).
 //! Where `systemd-analyze` is not installed the test prints a SKIP line and passes; CI installs it
 //! (`scripts/test.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::Path;
 use std::process::Command;

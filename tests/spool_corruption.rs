@@ -2,6 +2,7 @@
 //! a middle record flipped, garbage appended or inserted, damaged headers, short and foreign
 //! segments, and random damage. Recovery must never panic, never return a record that was not
 //! written, and must report every damaged stretch.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod spool_util;
 

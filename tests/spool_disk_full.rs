@@ -6,6 +6,7 @@
 //!
 //! Needs root (mount). When mounting is impossible the test prints `SKIP` and passes; the same
 //! failure paths are covered with injected faults in `src/spool/tests.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod spool_util;
 

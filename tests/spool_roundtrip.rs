@@ -1,5 +1,6 @@
 //! Spool lifecycle through the public API: append/commit/reopen, tags, roll-over, release and
 //! deletion, the size cap.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod spool_util;
 

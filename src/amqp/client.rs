@@ -36,10 +36,11 @@ use fe2o3_amqp::types::messaging::{Body, Message, Source};
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
 use fe2o3_amqp::types::sasl::SaslCode;
 use fe2o3_amqp::{Connection, Session};
+use receiver_protocol::time::{now_ms, Backoff};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
@@ -209,41 +210,6 @@ impl ConnectLimiter {
     }
 }
 
-/// Capped exponential backoff with jitter: the n-th delay is uniform in `[d/2, d]` with
-/// `d = min(initial * 2^n, max)`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    step: u32,
-}
-
-impl Backoff {
-    /// Starts at `initial`, never exceeds `max`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max: max.max(initial),
-            step: 0,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let factor = 1u32 << self.step.min(20);
-        let base = self.initial.saturating_mul(factor).min(self.max);
-        self.step = self.step.saturating_add(1);
-        let half = base / 2;
-        let jitter_ms = rand::random_range(0..=half.as_millis() as u64);
-        half + Duration::from_millis(jitter_ms)
-    }
-
-    /// Back to the initial delay.
-    pub fn reset(&mut self) {
-        self.step = 0;
-    }
-}
-
 /// The client id of connection `index`: `{client_id}-{index}` when there are several connections.
 pub fn connection_client_id(cfg: &AliyunConfig, index: usize) -> Result<String, ClientError> {
     let id = if cfg.connections > 1 {
@@ -264,13 +230,6 @@ pub fn connection_client_id(cfg: &AliyunConfig, index: usize) -> Result<String, 
 /// the client passes twice this value: a silent peer is detected after 2x.)
 pub fn advertised_idle_timeout(cfg: &AliyunConfig) -> Duration {
     cfg.idle_timeout.clamp(IDLE_RANGE.0, IDLE_RANGE.1)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Opens the TCP connection with `TCP_NODELAY`: small dispositions and flow frames must not wait
@@ -365,7 +324,7 @@ async fn run_inner(
             AttemptError::Sign(e) => return Err(ClientError::Sign(e.clone())),
             AttemptError::Auth => {
                 ConnState::bump(&state.auth_failures);
-                let delay = backoff.next_delay().max(AUTH_RETRY);
+                let delay = backoff.next_delay(rand::random()).max(AUTH_RETRY);
                 if !auth_reported {
                     auth_reported = true;
                     error!(
@@ -384,7 +343,7 @@ async fn run_inner(
                 delay
             }
             _ => {
-                let delay = backoff.next_delay();
+                let delay = backoff.next_delay(rand::random());
                 warn!(
                     attempt,
                     delay_ms = delay.as_millis() as u64,
@@ -517,7 +476,7 @@ impl Attempt {
         let creds = sign_now(cfg, &self.client_id)?;
         let idle_ms = advertised_idle_timeout(cfg).as_millis() as u32;
         // Frames produced back to back (dispositions, flow) leave in one TLS write, once open.
-        let (stream, coalesce) = super::coalesce::Coalesce::new(tls);
+        let (stream, coalesce) = receiver_net::coalesce::Coalesce::new(tls);
         let conn = Connection::builder()
             .container_id(self.client_id.clone())
             .hostname(cfg.host.as_str())
@@ -960,18 +919,6 @@ mod tests {
         assert!(tcp.nodelay().unwrap());
     }
 
-    #[test]
-    fn backoff_grows_caps_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
-        let d: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
-        for (i, want) in [1u64, 2, 4, 8, 8, 8].iter().enumerate() {
-            let want = Duration::from_secs(*want);
-            assert!(d[i] >= want / 2 && d[i] <= want, "{i}: {:?}", d[i]);
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_secs(1));
-    }
-
     #[tokio::test(start_paused = true)]
     async fn limiter_allows_max_per_window() {
         let l = ConnectLimiter::new(3, Duration::from_secs(60));
@@ -1047,8 +994,8 @@ mod tests {
 
     fn cfg(connections: usize, client_id: &str) -> AliyunConfig {
         {
-            let mut c = crate::amqp::fake::client_config_for(
-                &crate::amqp::fake::FakeConfig::default(),
+            let mut c = crate::tools::client_config_for(
+                &receiver_testkit::fake::FakeConfig::default(),
                 std::net::SocketAddr::from(([127, 0, 0, 1], 5671)),
                 client_id,
             );

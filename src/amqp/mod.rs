@@ -1,8 +1,9 @@
-//! AMQP 1.0: the only module that touches fe2o3-amqp.
+//! AMQP 1.0: the daemon's only module that touches fe2o3-amqp (the other user is the test kit's
+//! fake endpoint, `receiver_testkit::fake`, which the production build does not link).
 //!
 //! - [`client`]: connect to Aliyun's server-side subscription (TLS, aksign SASL PLAIN, one
 //!   receiver link), hand deliveries to the engine, settle what the engine decides, reconnect.
-//! - [`fake`]: an in-process fake Aliyun endpoint for tests, the demo and benchmarks.
+//! - [`coalesce`]: write coalescing, shared with the fake (`receiver_net`).
 //!
 //! Wiring (one task per connection, all sharing the engine channel and the rate limiter):
 //!
@@ -29,8 +30,7 @@
 //! ```
 
 pub mod client;
-pub mod coalesce;
-pub mod fake;
+pub use receiver_net::coalesce;
 
 use crate::message::RawDelivery;
 use tokio::sync::mpsc;

@@ -252,7 +252,7 @@ impl Liveness {
     pub fn into_fn(mut self) -> impl FnMut() -> bool + Send + 'static {
         let mut was: Option<Problem> = None;
         move || {
-            let result = self.check(crate::engine::now_ms());
+            let result = self.check(receiver_protocol::time::now_ms());
             match (result, was) {
                 (Err(p), None) => tracing::warn!(
                     problem = p.as_str(),

@@ -12,6 +12,7 @@
 
 use super::health::{readiness, HealthConfig, Snapshot};
 use crate::metrics::Metrics;
+use receiver_protocol::time::{Backoff, Jitter};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,7 +100,9 @@ pub async fn serve_with(
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let tracker = TaskTracker::new();
-    let mut accept_errors = 0u32;
+    // EMFILE and friends: 200 ms doubling to 6.4 s, instead of spinning.
+    let mut accept_backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(6400))
+        .with_jitter(Jitter::None);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -107,13 +110,11 @@ pub async fn serve_with(
         };
         let (stream, peer) = match accepted {
             Ok(a) => {
-                accept_errors = 0;
+                accept_backoff.reset();
                 a
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                accept_errors = accept_errors.saturating_add(1);
-                let delay = Duration::from_millis(100 << accept_errors.min(6));
+                let delay = accept_backoff.next_delay(0);
                 tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64,
                     "metrics listener cannot accept a connection");
                 tokio::select! {
@@ -194,7 +195,7 @@ fn route(req: Option<Request<'_>>, metrics: &Metrics, health: &HealthConfig) -> 
             allow: false,
         },
         "/healthz" => {
-            let snapshot = Snapshot::read(metrics, crate::engine::now_ms());
+            let snapshot = Snapshot::read(metrics, receiver_protocol::time::now_ms());
             let problems = readiness(&snapshot, health);
             let body = serde_json::json!({
                 "status": if problems.is_empty() { "ok" } else { "unhealthy" },

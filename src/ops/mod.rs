@@ -184,8 +184,12 @@ impl Ops {
                 &tokio::runtime::Handle::current(),
             )
         });
-        let live =
-            health::Liveness::new(cfg.health, metrics.clone(), crate::engine::now_ms()).into_fn();
+        let live = health::Liveness::new(
+            cfg.health,
+            metrics.clone(),
+            receiver_protocol::time::now_ms(),
+        )
+        .into_fn();
         if let Some(timeout) = notifier.watchdog_timeout() {
             tracing::info!(
                 watchdog_ms = timeout.as_millis() as u64,
@@ -294,7 +298,7 @@ async fn lifecycle(notifier: Notifier, metrics: Arc<Metrics>, shutdown: Cancella
     tokio::select! {
         _ = shutdown.cancelled() => {}
         links = attached => {
-            let _ = metrics.ready_ms.compare_exchange(0, crate::engine::now_ms(), Relaxed, Relaxed);
+            let _ = metrics.ready_ms.compare_exchange(0, receiver_protocol::time::now_ms(), Relaxed, Relaxed);
             tracing::info!(links, "first receiver link attached; ready");
             log_notify("ready", notifier.ready());
             log_notify("status", notifier.status(&format!("receiving ({links} link(s) attached)")));

@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use receiver::amqp::client::{run_connection, ClientError, ConnState, ConnectLimiter};
-use receiver::amqp::fake::{FakeAliyun, FakeConfig};
 use receiver::amqp::{Inbound, Outcome};
 use receiver::config::AliyunConfig;
+use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};

@@ -2,13 +2,14 @@
 //! (`daemon::run_with`) on its own temp folders, upload generators and on-disk checks.
 #![allow(dead_code)]
 
-use receiver::amqp::fake::{FakeAliyun, FakeConfig, FakeOutcome};
 use receiver::config::Config;
 use receiver::daemon::{self, DaemonError, Shared};
 use receiver::message::DeviceId;
 use receiver::metrics::Metrics;
 use receiver::sink::{self, Sink};
+use receiver::tools::FakeClientConfig as _;
 use receiver::wire::{self, Format};
+use receiver_testkit::fake::{FakeAliyun, FakeConfig, FakeOutcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -279,7 +280,7 @@ impl Picture {
 
 /// A small, distinct, real JPEG.
 pub fn jpeg(width: u32, height: u32, frame: u32, label: &str) -> Vec<u8> {
-    receiver::sample::scene_jpeg(width, height, frame, label, 70).expect("sample jpeg")
+    receiver_testkit::sample::scene_jpeg(width, height, frame, label, 70).expect("sample jpeg")
 }
 
 /// A golden image from `tests/vectors/images`.

@@ -184,7 +184,7 @@ pub async fn run_once(
         })
     };
     mk(work)?;
-    let pki = crate::tls::generate_test_pki(&[])
+    let pki = receiver_testkit::pki::generate_test_pki(&[])
         .map_err(|e| SeedError::Server(format!("cannot generate certificates: {e}")))?;
     let write = |name: &str, text: &str| -> Result<PathBuf, SeedError> {
         let p = work.join(name);

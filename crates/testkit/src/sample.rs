@@ -147,7 +147,7 @@ mod tests {
     fn frames_are_jpegs_and_differ() {
         let a = scene_jpeg(64, 48, 1, "cam-01", 80).unwrap();
         let b = scene_jpeg(64, 48, 2, "cam-01", 80).unwrap();
-        assert!(crate::wire::has_jpeg_markers(&a));
+        assert!(receiver_protocol::wire::has_jpeg_markers(&a));
         assert_ne!(a, b);
         let decoded = image::load_from_memory(&a).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (64, 48));

@@ -12,11 +12,33 @@
 //! [`parse_username`] + [`verify_password`], the way Aliyun does: parameters in any order,
 //! `signMethod` compared case-insensitively, the signature recomputed from the username's fields.
 
-use crate::config::{AuthMode, SignMethod};
+pub use crate::hmac::SignMethod;
+use crate::secret::Secret;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// Credentials flavour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// An account or RAM user AccessKey.
+    AkSign,
+    /// A RAM role's STS credentials.
+    StsToken {
+        /// The STS security token.
+        security_token: Secret,
+    },
+}
+
+impl AuthMode {
+    /// `aksign` or `ststoken`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthMode::AkSign => "aksign",
+            AuthMode::StsToken { .. } => "ststoken",
+        }
+    }
+}
 
 /// Why credentials could not be built or a username could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,29 +121,10 @@ pub fn string_to_sign(
     }
 }
 
-fn mac_bytes(method: SignMethod, key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail; the fallbacks keep this
-    // panic-free anyway (an empty result never verifies).
-    match method {
-        SignMethod::HmacSha1 => Hmac::<sha1::Sha1>::new_from_slice(key)
-            .map(|m| m.chain_update(data).finalize().into_bytes().to_vec())
-            .unwrap_or_default(),
-        SignMethod::HmacSha256 => Hmac::<sha2::Sha256>::new_from_slice(key)
-            .map(|m| m.chain_update(data).finalize().into_bytes().to_vec())
-            .unwrap_or_default(),
-        SignMethod::HmacMd5 => Hmac::<md5::Md5>::new_from_slice(key)
-            .map(|m| m.chain_update(data).finalize().into_bytes().to_vec())
-            .unwrap_or_default(),
-    }
-}
-
 /// `base64(HMAC_method(secret, string_to_sign))`.
 pub fn password(method: SignMethod, secret: &str, string_to_sign: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(mac_bytes(
-        method,
-        secret.as_bytes(),
-        string_to_sign.as_bytes(),
-    ))
+    base64::engine::general_purpose::STANDARD
+        .encode(method.mac(secret.as_bytes(), string_to_sign.as_bytes()))
 }
 
 /// Builds the username and password for one connection attempt.
@@ -262,22 +265,12 @@ pub fn verify_password(
         return Ok(false);
     };
     let data = string_to_sign(auth_id, token, ts);
-    let key = secret.as_bytes();
-    let ok = match method {
-        SignMethod::HmacSha1 => Hmac::<sha1::Sha1>::new_from_slice(key)
-            .map(|m| m.chain_update(data.as_bytes()).verify_slice(&given).is_ok()),
-        SignMethod::HmacSha256 => Hmac::<sha2::Sha256>::new_from_slice(key)
-            .map(|m| m.chain_update(data.as_bytes()).verify_slice(&given).is_ok()),
-        SignMethod::HmacMd5 => Hmac::<md5::Md5>::new_from_slice(key)
-            .map(|m| m.chain_update(data.as_bytes()).verify_slice(&given).is_ok()),
-    };
-    Ok(ok.unwrap_or(false))
+    Ok(method.verify(secret.as_bytes(), data.as_bytes(), &given))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
 
     // Expected values computed independently with:
     //   python3 -c 'import hmac,hashlib,base64; print(base64.b64encode(hmac.new(KEY,DATA,hashlib.sha1).digest()))'

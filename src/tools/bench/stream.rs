@@ -2,8 +2,8 @@
 //! already laid out as Aliyun forwards it (topic, `messageId`, `generateTime`, JSON body), so
 //! nothing is encoded while the clock runs.
 
-use crate::amqp::fake::FakeMessage;
 use crate::wire::{self, Format};
+use receiver_testkit::fake::FakeMessage;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
@@ -16,7 +16,7 @@ pub const BENCH_PRODUCT_KEY: &str = "a1BenchPK01";
 pub enum StreamError {
     /// Sample frames could not be made.
     #[error(transparent)]
-    Sample(#[from] crate::sample::SampleError),
+    Sample(#[from] receiver_testkit::sample::SampleError),
     /// The encoder refused the options.
     #[error("cannot encode the frames: {0}")]
     Encode(#[from] wire::EncodeError),
@@ -58,7 +58,7 @@ impl JpegPool {
         let mut frames = Vec::with_capacity(n);
         for i in 0..n.max(1) {
             let (w, h, q) = SHAPES[i % SHAPES.len()];
-            frames.push(crate::sample::scene_jpeg(
+            frames.push(receiver_testkit::sample::scene_jpeg(
                 w,
                 h,
                 i as u32 * 7,
@@ -176,7 +176,7 @@ pub fn generate(spec: &StreamSpec, pool: &JpegPool) -> Result<Stream, StreamErro
         .target_messages
         .div_ceil(u64::from(devices) * per_picture)
         .max(1) as u32;
-    let base_ms = crate::engine::now_ms() as i64;
+    let base_ms = receiver_protocol::time::now_ms() as i64;
     let base_pid = (base_ms / 1000 % 1_000_000) as u32 * 1000;
     let mut next_id: u64 = 1_700_000_000_000_000_000 + (base_ms as u64 % 1_000_000) * 1_000_000;
     let mut stream = Stream {

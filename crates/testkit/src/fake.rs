@@ -24,19 +24,17 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use receiver::amqp::fake::{FakeAliyun, FakeConfig};
+//! use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 //! let fake = FakeAliyun::start(FakeConfig::default()).await?;
 //! let dir = tempfile::tempdir()?;
-//! let cfg = fake.client_config(dir.path(), "receiver")?; // points at the fake, trusts its CA
+//! let ca_file = fake.write_ca(dir.path())?; // the daemon's `ca_file`: trusts the fake's CA
 //! fake.publish_property_post("a1PK", "cam-01", br#"{"id":"1","params":{"img":"FFD8"}}"#)?;
 //! // ... run the client with `cfg` ...
 //! fake.wait_drained(std::time::Duration::from_secs(5)).await?;
 //! # Ok(()) }
 //! ```
 
-use crate::config::{AliyunConfig, AuthMode, Secret, SignMethod};
-use crate::sign;
-use crate::tls::{self, TestPki, TlsError};
+use crate::pki::{self, PkiError, TestPki};
 use fe2o3_amqp::acceptor::sasl_acceptor::SaslServerFrame;
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerConnectionHandle,
@@ -48,14 +46,15 @@ use fe2o3_amqp::types::messaging::{ApplicationProperties, Message, Outcome as Am
 use fe2o3_amqp::types::performatives::Open;
 use fe2o3_amqp::types::primitives::{Array, Binary, Symbol};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
+use receiver_protocol::{message, sign, wire};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -76,7 +75,7 @@ pub enum FakeError {
     Io(#[from] std::io::Error),
     /// Certificate generation failed.
     #[error(transparent)]
-    Tls(#[from] TlsError),
+    Tls(#[from] PkiError),
     /// The Alink payload is not JSON.
     #[error("alink payload is not JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -439,16 +438,13 @@ impl Drop for FakeAliyun {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    receiver_protocol::time::now_ms() as i64
 }
 
 impl FakeAliyun {
     /// Binds, generates the CA and starts accepting.
     pub async fn start(cfg: FakeConfig) -> Result<FakeAliyun, FakeError> {
-        let pki = tls::generate_test_pki(&[])?;
+        let pki = pki::generate_test_pki(&[])?;
         let listener = TcpListener::bind(cfg.addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -505,14 +501,16 @@ impl FakeAliyun {
         &self.pki
     }
 
-    /// Writes the CA to `dir/fake-aliyun-ca.pem` and returns a client configuration pointing at
-    /// this endpoint with matching credentials (one connection, credit 64, idle 60 s, setup 15 s).
-    pub fn client_config(&self, dir: &Path, client_id: &str) -> Result<AliyunConfig, FakeError> {
+    /// Writes the CA to `dir/fake-aliyun-ca.pem` (for a client's `ca_file`) and returns its path.
+    pub fn write_ca(&self, dir: &Path) -> Result<PathBuf, FakeError> {
         let ca_file = dir.join("fake-aliyun-ca.pem");
         std::fs::write(&ca_file, self.ca_pem())?;
-        let mut cfg = client_config_for(&self.shared.cfg, self.addr, client_id);
-        cfg.ca_file = Some(ca_file);
-        Ok(cfg)
+        Ok(ca_file)
+    }
+
+    /// The configuration it runs with (credentials, instance, group).
+    pub fn config(&self) -> &FakeConfig {
+        &self.shared.cfg
     }
 
     /// Queues a message (round robin over attached links).
@@ -554,7 +552,7 @@ impl FakeAliyun {
     }
 
     /// Queues the message Aliyun forwards for a device's property post: topic
-    /// `/{pk}/{dn}/thing/event/property/post`, body from [`crate::message::forward_property_post`],
+    /// `/{pk}/{dn}/thing/event/property/post`, body from [`message::forward_property_post`],
     /// a fresh numeric `messageId` (returned) and `generateTime` = now.
     pub fn publish_property_post(
         &self,
@@ -563,14 +561,14 @@ impl FakeAliyun {
         alink: &[u8],
     ) -> Result<String, FakeError> {
         let now = now_ms();
-        let body = crate::message::forward_property_post(product_key, device_name, alink, now)?;
+        let body = message::forward_property_post(product_key, device_name, alink, now)?;
         let seq = self.shared.update(|s| {
             s.next_message += 1;
             s.next_message
         });
         let message_id = format!("{}{:06}", now, seq % 1_000_000);
         self.publish(FakeMessage {
-            topic: crate::wire::forwarded_topic(product_key, device_name),
+            topic: wire::forwarded_topic(product_key, device_name),
             message_id: message_id.clone(),
             generate_time: now,
             body,
@@ -720,33 +718,13 @@ impl FakeAliyun {
     }
 }
 
-/// A client configuration matching `fake` at `addr` (no `ca_file`; see
-/// [`FakeAliyun::client_config`]).
-pub fn client_config_for(fake: &FakeConfig, addr: SocketAddr, client_id: &str) -> AliyunConfig {
-    let (ak, secret) = fake
-        .access_keys
+/// The credentials a client signs in with: the smallest access key id of `fake` and its secret.
+pub fn credentials(fake: &FakeConfig) -> (String, String) {
+    fake.access_keys
         .iter()
         .min()
         .map(|(a, s)| (a.clone(), s.clone()))
-        .unwrap_or_default();
-    AliyunConfig {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-        access_key_id: ak,
-        access_key_secret: Secret::new(secret),
-        iot_instance_id: fake.iot_instance_id.clone(),
-        consumer_group_id: fake.consumer_group_id.clone(),
-        client_id: client_id.to_string(),
-        sign_method: SignMethod::HmacSha1,
-        auth_mode: AuthMode::AkSign,
-        ca_file: None,
-        connections: 1,
-        source_address: "default".into(),
-        credit: 64,
-        idle_timeout: Duration::from_secs(60),
-        setup_timeout: Duration::from_secs(15),
-        reconnect_max: Duration::from_secs(60),
-    }
+        .unwrap_or_default()
 }
 
 async fn accept_loop(
@@ -809,7 +787,7 @@ async fn handle_connection(
         let stream = tls.accept(tcp).await.map_err(|e| e.to_string())?;
         let stream = SniffStream::new(stream, sniff.clone(), kill.clone(), ctl.frozen.clone());
         // Transfers produced back to back leave in one TLS write, once the connection is open.
-        let (stream, switch) = super::coalesce::Coalesce::new(stream);
+        let (stream, switch) = receiver_net::coalesce::Coalesce::new(stream);
         let _ = switch_tx.send(switch);
         let mut builder = ConnectionAcceptor::builder()
             .container_id("fake-aliyun")

@@ -73,7 +73,7 @@ pub fn measure(quick: bool) -> Result<Vec<JpegCheckRow>, BenchError> {
         let frames = (0..8u32)
             .map(|i| {
                 let q = [80, 90][i as usize % 2];
-                crate::sample::scene_jpeg(width, height, i * 7, "BENCH", q)
+                receiver_testkit::sample::scene_jpeg(width, height, i * 7, "BENCH", q)
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BenchError::Run(format!("sample frame: {e}")))?;

@@ -6,7 +6,7 @@ use super::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-const TINY: &[u8] = include_bytes!("../../tests/vectors/images/tiny.jpg");
+const TINY: &[u8] = include_bytes!("../../../../tests/vectors/images/tiny.jpg");
 const MAX_V1_SEGMENTS_TEST: usize = v1::MAX_V1_SEGMENTS;
 const T0: i64 = 1_700_000_000_000;
 
@@ -946,8 +946,8 @@ fn push_order(
 
 /// Two small real JPEGs (96x72) in the firmware's 400-byte chunks: 5 messages each plus `END`.
 fn two_real() -> (Vec<u8>, Vec<u8>, Vec<Vec<Msg1>>) {
-    let a = crate::sample::scene_jpeg(96, 72, 1, "CRASH", 70).unwrap();
-    let b = crate::sample::scene_jpeg(96, 72, 2, "CRASH", 70).unwrap();
+    let a = receiver_testkit::sample::scene_jpeg(96, 72, 1, "CRASH", 70).unwrap();
+    let b = receiver_testkit::sample::scene_jpeg(96, 72, 2, "CRASH", 70).unwrap();
     let pics = pictures(&[&a, &b], 800);
     assert_eq!((pics[0].len(), pics[1].len()), (6, 6));
     (a, b, pics)
@@ -959,12 +959,15 @@ fn real_pictures() -> Vec<Vec<u8>> {
     let mut v: Vec<Vec<u8>> = ["tiny.jpg", "qvga.jpg", "odd.jpg"]
         .iter()
         .map(|n| {
-            let path = format!("{}/tests/vectors/images/{n}", env!("CARGO_MANIFEST_DIR"));
+            let path = format!(
+                "{}/../../tests/vectors/images/{n}",
+                env!("CARGO_MANIFEST_DIR")
+            );
             std::fs::read(path).unwrap()
         })
         .collect();
     for (w, hgt, q) in [(96, 72, 70), (160, 120, 30), (320, 240, 85)] {
-        v.push(crate::sample::scene_jpeg(w, hgt, w, "V1", q).unwrap());
+        v.push(receiver_testkit::sample::scene_jpeg(w, hgt, w, "V1", q).unwrap());
     }
     v
 }
@@ -1005,8 +1008,8 @@ fn v1_any_single_chunk_missing_is_never_written() {
 #[test]
 fn v1_pictures_joined_from_two_are_never_written() {
     let d = dev("cam");
-    let a = crate::sample::scene_jpeg(320, 240, 3, "HEAD", 60).unwrap();
-    let b = crate::sample::scene_jpeg(320, 240, 40, "TAIL", 60).unwrap();
+    let a = receiver_testkit::sample::scene_jpeg(320, 240, 3, "HEAD", 60).unwrap();
+    let b = receiver_testkit::sample::scene_jpeg(320, 240, 40, "TAIL", 60).unwrap();
     let (va, vb) = (v1(&a, 800), v1(&b, 800));
     let n = (va.len() - 1).min(vb.len() - 1);
     // The scan data starts after the SOS segment.
@@ -1051,8 +1054,8 @@ fn v1_pictures_joined_from_two_are_never_written() {
 #[test]
 fn v1_pictures_joined_across_a_loss_are_never_written() {
     let d = dev("cam");
-    let a = crate::sample::scene_jpeg(320, 240, 3, "HEAD", 60).unwrap();
-    let b = crate::sample::scene_jpeg(320, 240, 40, "TAIL", 60).unwrap();
+    let a = receiver_testkit::sample::scene_jpeg(320, 240, 3, "HEAD", 60).unwrap();
+    let b = receiver_testkit::sample::scene_jpeg(320, 240, 40, "TAIL", 60).unwrap();
     let (va, vb) = (v1(&a, 800), v1(&b, 800));
     let ta = |i: usize| T0 + i as i64;
     let tb = |i: usize| T0 + 1000 + i as i64;
@@ -1173,7 +1176,7 @@ fn v1_alink_ids_keep_apart_what_the_jpeg_structure_cannot() {
 
 #[test]
 fn v1_ids_of_another_scheme_only_delay_a_picture() {
-    let img = crate::sample::scene_jpeg(96, 72, 5, "C", 70).unwrap();
+    let img = receiver_testkit::sample::scene_jpeg(96, 72, 5, "C", 70).unwrap();
     let values = v1(&img, 800);
     let d = dev("cam");
     // Millisecond timestamps as ids: distinct, not consecutive. Held, then written at the

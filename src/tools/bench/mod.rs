@@ -23,8 +23,9 @@ pub mod jpegcheck;
 pub mod seed;
 pub mod stream;
 
-use crate::amqp::fake::{FakeAliyun, FakeConfig};
+use crate::tools::FakeClientConfig as _;
 use child::{ProcSample, ReceiverProcess, Scraped};
+use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -134,7 +135,7 @@ pub struct BenchArgs {
 pub enum BenchError {
     /// The fake endpoint failed.
     #[error("fake Aliyun endpoint: {0}")]
-    Fake(#[from] crate::amqp::fake::FakeError),
+    Fake(#[from] receiver_testkit::fake::FakeError),
     /// Stream generation failed.
     #[error(transparent)]
     Stream(#[from] stream::StreamError),
@@ -695,7 +696,7 @@ impl FakeThread {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = tx.send(Err(crate::amqp::fake::FakeError::Io(e)));
+                        let _ = tx.send(Err(receiver_testkit::fake::FakeError::Io(e)));
                         return;
                     }
                 };

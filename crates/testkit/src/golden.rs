@@ -2,7 +2,7 @@
 //! images. `cargo run --example gen_vectors` writes them; a test checks the files still match, and
 //! the firmware's C host tests compare their own encoder's output with the same files.
 
-use crate::wire::{self, Format};
+use receiver_protocol::wire::{self, Format};
 
 /// Product key used by every vector.
 pub const PRODUCT_KEY: &str = "a1GoldenPK0";

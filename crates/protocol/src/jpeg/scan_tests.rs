@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 const CHUNK: usize = 400;
 
 fn scene(w: u32, h: u32, frame: u32, q: u8) -> Vec<u8> {
-    crate::sample::scene_jpeg(w, h, frame, "CAM", q).unwrap()
+    receiver_testkit::sample::scene_jpeg(w, h, frame, "CAM", q).unwrap()
 }
 
 /// RGB pixels of a scene (decoded from a high-quality scene JPEG).
@@ -74,7 +74,7 @@ fn err(img: &[u8]) -> ScanError {
 }
 
 fn goldens() -> Vec<(String, Vec<u8>)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/images");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/images");
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

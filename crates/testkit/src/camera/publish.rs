@@ -452,7 +452,7 @@ mod tests {
         Ok(MqttCredentials {
             client_id: "c".into(),
             username: "u".into(),
-            password: crate::config::Secret::new("p"),
+            password: receiver_protocol::Secret::new("p"),
         })
     }
 

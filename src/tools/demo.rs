@@ -7,12 +7,13 @@
 //! duplicated deliveries, reordering, a cut connection. At the end every image is looked up on
 //! disk and compared byte for byte.
 
-use crate::amqp::fake::{FakeAliyun, FakeConfig};
 use crate::config::Config;
 use crate::daemon::{self, Shared};
 use crate::message::DeviceId;
 use crate::sink::Sink;
+use crate::tools::FakeClientConfig as _;
 use crate::wire::{self, Format};
+use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 pub enum DemoError {
     /// The fake endpoint failed.
     #[error("fake Aliyun endpoint: {0}")]
-    Fake(#[from] crate::amqp::fake::FakeError),
+    Fake(#[from] receiver_testkit::fake::FakeError),
     /// A file or folder problem.
     #[error("{what} {path}: {source}")]
     Io {
@@ -103,7 +104,7 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     /// Sample frames could not be made.
     #[error(transparent)]
-    Sample(#[from] crate::sample::SampleError),
+    Sample(#[from] receiver_testkit::sample::SampleError),
     /// The encoder refused the options.
     #[error("cannot encode the frames: {0}")]
     Encode(#[from] wire::EncodeError),
@@ -238,7 +239,7 @@ async fn run_in(
                     }
                 }
             }
-            Ok::<_, crate::amqp::fake::FakeError>(())
+            Ok::<_, receiver_testkit::fake::FakeError>(())
         });
     }
 
@@ -344,7 +345,7 @@ fn demo_config(out_dir: &Path, state_dir: &Path) -> Result<Config, DemoError> {
 }
 
 fn make_uploads(args: &DemoArgs) -> Result<Vec<Upload>, DemoError> {
-    let base_pid = (crate::engine::now_ms() / 1000 % 1_000_000) as u32 * 1000;
+    let base_pid = (receiver_protocol::time::now_ms() / 1000 % 1_000_000) as u32 * 1000;
     let mut uploads = Vec::new();
     for c in 0..args.cameras {
         let device = DeviceId::new(DEMO_PRODUCT_KEY, &format!("cam-{c:02}"));
@@ -353,7 +354,8 @@ fn make_uploads(args: &DemoArgs) -> Result<Vec<Upload>, DemoError> {
         let mut images = Vec::new();
         for p in 0..args.pictures {
             let label = format!("{} {}", device.device_name, format.as_str());
-            let jpeg = crate::sample::scene_jpeg(args.size.0, args.size.1, p, &label, 80)?;
+            let jpeg =
+                receiver_testkit::sample::scene_jpeg(args.size.0, args.size.1, p, &label, 80)?;
             let chunk = match format {
                 Format::V1 => args.v1_chunk,
                 Format::V2 => args.chunk,

@@ -25,6 +25,7 @@
 //!   written to the socket); then [`Action::PictureDone`] reports it. `interval` spaces the starts
 //!   of consecutive pictures, like a camera taking a picture every few seconds.
 
+use receiver_protocol::time::Backoff;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -228,7 +229,7 @@ pub struct Uplink {
     next_token: Instant,
     last_pic_start: Option<Instant>,
     conn: Conn,
-    failures: u32,
+    backoff: Backoff,
     attempts: VecDeque<Instant>,
     rng: u64,
     input_done: bool,
@@ -260,7 +261,7 @@ impl Uplink {
             next_token: now,
             last_pic_start: None,
             conn: Conn::Down { retry_at: now },
-            failures: 0,
+            backoff: Backoff::new(cfg.backoff_min, cfg.backoff_max),
             attempts: VecDeque::new(),
             rng,
             input_done: false,
@@ -352,9 +353,8 @@ impl Uplink {
         };
         self.stats.disconnects += 1;
         if healthy {
-            self.failures = 0;
+            self.backoff.reset();
         }
-        self.failures = self.failures.saturating_add(1);
         let mut back: Vec<u64> = std::mem::take(&mut self.inflight);
         back.extend(self.resend.drain(..));
         back.sort_unstable();
@@ -632,16 +632,9 @@ impl Uplink {
     }
 
     fn backoff(&mut self) -> Duration {
-        let shift = self.failures.saturating_sub(1).min(20);
-        let base = self
-            .cfg
-            .backoff_min
-            .saturating_mul(1u32 << shift)
-            .min(self.cfg.backoff_max);
         // Equal jitter: half fixed, half random, so retries of many cameras spread out.
-        let half = base / 2;
-        let frac = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
-        half + half.mul_f64(frac)
+        let random = self.next_random();
+        self.backoff.next_delay(random)
     }
 
     fn next_random(&mut self) -> u64 {

@@ -66,7 +66,12 @@ use std::fmt;
 pub enum EntropyVerdict {
     /// The scan decodes to exactly the frame's MCUs and ends on EOI. `restarts` counts the
     /// restart markers crossed inside the scan.
-    Exact { mcus: u32, restarts: u32 },
+    Exact {
+        /// MCUs decoded.
+        mcus: u32,
+        /// Restart markers crossed.
+        restarts: u32,
+    },
     /// A valid-looking picture of a kind this check does not decode (the reason says which); the
     /// caller should fall back to [`structure_ok`](super::structure_ok).
     Unsupported(&'static str),
@@ -79,15 +84,36 @@ pub enum ScanErrorKind {
     /// [`structure_ok`](super::structure_ok)'s).
     Syntax(&'static str),
     /// The scan names a Huffman table no DHT defined.
-    MissingTable { ac: bool, id: u8 },
+    MissingTable {
+        /// An AC table (else DC).
+        ac: bool,
+        /// The table id.
+        id: u8,
+    },
     /// A Huffman table has more codes than its code lengths allow.
-    BadTable { ac: bool, id: u8 },
+    BadTable {
+        /// An AC table (else DC).
+        ac: bool,
+        /// The table id.
+        id: u8,
+    },
     /// The entropy-coded data ran out (EOI, or the end of the bytes) before the last MCU.
-    Truncated { decoded: u32, expected: u32 },
+    Truncated {
+        /// MCUs decoded before the end.
+        decoded: u32,
+        /// MCUs the frame header fixes.
+        expected: u32,
+    },
     /// A marker other than the restart marker due inside the entropy-coded data.
-    UnexpectedMarker { code: u8 },
+    UnexpectedMarker {
+        /// The marker code.
+        code: u8,
+    },
     /// Bits that match no code of the table.
-    InvalidCode { ac: bool },
+    InvalidCode {
+        /// An AC table (else DC).
+        ac: bool,
+    },
     /// A DC magnitude category above 11.
     DcCategory(u8),
     /// An AC magnitude category above 10.
@@ -96,18 +122,37 @@ pub enum ScanErrorKind {
     CoefficientOverrun,
     /// A DC coefficient (the running sum of the DC differences) beyond what 8-bit samples
     /// quantised by the table's DC step can give.
-    DcRange { value: i32, max: i32 },
+    DcRange {
+        /// The value found.
+        value: i32,
+        /// The largest possible.
+        max: i32,
+    },
     /// A restart marker with the wrong number.
-    RestartOrder { found: u8, expected: u8 },
+    RestartOrder {
+        /// The number found.
+        found: u8,
+        /// The number due.
+        expected: u8,
+    },
     /// Whole bytes of entropy-coded data after the last MCU (or after the last MCU of a restart
     /// interval, where the restart marker is due).
-    ExtraData { bytes: u64 },
+    ExtraData {
+        /// How many bytes.
+        bytes: u64,
+    },
     /// Padding bits before a marker that are not all 1-bits.
-    Padding { bits: u8 },
+    Padding {
+        /// How many padding bits.
+        bits: u8,
+    },
     /// No EOI after the scan.
     MissingEoi,
     /// Bytes after EOI.
-    AfterEoi { bytes: u64 },
+    AfterEoi {
+        /// How many bytes.
+        bytes: u64,
+    },
 }
 
 /// Where and why a picture failed [`entropy_check`].

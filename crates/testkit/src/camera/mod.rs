@@ -3,7 +3,7 @@
 //! (`--dry-run`).
 //!
 //! A run signs in as the device (HMAC-SHA256, [`sign`]), encodes every picture with the same
-//! encoder as the firmware and the golden vectors ([`crate::wire::encode_payloads`]), and posts the
+//! encoder as the firmware and the golden vectors ([`receiver_protocol::wire::encode_payloads`]), and posts the
 //! chunks as thing-model property posts to `/sys/<pk>/<dn>/thing/event/property/post`, paced and
 //! windowed by [`uplink::Uplink`] so it stays under Aliyun's silent per-device limits.
 //!
@@ -29,7 +29,7 @@
 //! arrives twice, which a v1 picture cannot survive. v2 pictures are immune (pid + seq + CRC). This
 //! is a property of the v1 format, reproduced faithfully, not something the simulator can fix.
 
-pub mod sign;
+pub use receiver_protocol::device_sign as sign;
 pub mod uplink;
 
 mod publish;
@@ -41,8 +41,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Secret, SignMethod};
-use crate::wire::{self, EncodeError, Format};
+use receiver_protocol::wire::{self, EncodeError, Format};
+use receiver_protocol::{Secret, SignMethod};
 use sign::{DeviceIdentity, MqttCredentials, SecureMode};
 use uplink::{Picture, PictureReport, Qos, Uplink, UplinkConfig};
 
@@ -203,9 +203,6 @@ pub enum CameraError {
     /// The MQTT client stopped unexpectedly.
     #[error("MQTT link: {0}")]
     Link(String),
-    /// Signing failed (cannot happen with HMAC; kept as an error rather than a panic).
-    #[error("signing: {0}")]
-    Sign(#[from] sign::KeyError),
     /// Writing the dry run or the progress failed.
     #[error("output: {0}")]
     Output(#[source] std::io::Error),
@@ -683,7 +680,7 @@ fn credentials(plan: &Plan) -> Result<MqttCredentials, CameraError> {
         secure_mode(plan),
         SignMethod::HmacSha256,
         ts,
-    )?)
+    ))
 }
 
 fn tls_config(plan: &Plan) -> Result<Arc<rustls::ClientConfig>, CameraError> {
@@ -822,7 +819,7 @@ fn dry_run(
         secure_mode(plan),
         SignMethod::HmacSha256,
         ts,
-    )?;
+    );
     let password = if plan.has_secret {
         "<redacted: 64 upper-case hex digits, HMAC-SHA256 of the sign-in parameters>"
     } else {

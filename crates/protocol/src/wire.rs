@@ -24,10 +24,16 @@ pub const MAX_V2_HEADER: usize = 48;
 pub enum WireError {
     /// A v1 value with a character outside `[0-9A-Fa-f]`.
     #[error("v1 chunk has a non-hex character at offset {offset}")]
-    BadHex { offset: usize },
+    BadHex {
+        /// Byte offset of the character.
+        offset: usize,
+    },
     /// A v1 value with an odd number of hex characters.
     #[error("v1 chunk has an odd number of hex characters ({len})")]
-    OddHexLength { len: usize },
+    OddHexLength {
+        /// Number of hex characters.
+        len: usize,
+    },
     /// A framed value whose header does not follow the grammar.
     #[error("v2 header is malformed: {0}")]
     BadHeader(&'static str),
@@ -79,7 +85,12 @@ pub enum ImgValue<'a> {
     /// The v1 end marker.
     V1End,
     /// A v2 chunk: header and the still-encoded Base64 data.
-    V2 { header: V2Header, data: &'a str },
+    V2 {
+        /// The parsed header.
+        header: V2Header,
+        /// The Base64 data, not yet decoded.
+        data: &'a str,
+    },
 }
 
 /// Parses one `img` value, detecting the format by its first character.

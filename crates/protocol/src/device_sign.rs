@@ -15,9 +15,8 @@
 //! freshness (the official C SDK hard-codes `2524608000000`, 2050-01-01), but it must be the same in
 //! the client id and in the signed content.
 
-use hmac::{Hmac, Mac};
-
-use crate::config::{Secret, SignMethod};
+use crate::hmac::SignMethod;
+use crate::secret::Secret;
 
 /// The MQTT `securemode` of the client id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,21 +90,9 @@ pub fn sign_content(
     )
 }
 
-/// HMAC refused its key. Cannot happen (HMAC accepts keys of any length) but is not hidden.
-pub type KeyError = hmac::digest::InvalidLength;
-
 /// Upper-case hex HMAC of `content` keyed with `key`, using `method`.
-pub fn hmac_hex_upper(method: SignMethod, key: &[u8], content: &[u8]) -> Result<String, KeyError> {
-    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], content: &[u8]) -> Result<String, KeyError> {
-        let mut mac = <M as Mac>::new_from_slice(key)?;
-        mac.update(content);
-        Ok(hex::encode_upper(mac.finalize().into_bytes()))
-    }
-    match method {
-        SignMethod::HmacSha256 => run::<Hmac<sha2::Sha256>>(key, content),
-        SignMethod::HmacSha1 => run::<Hmac<sha1::Sha1>>(key, content),
-        SignMethod::HmacMd5 => run::<Hmac<md5::Md5>>(key, content),
-    }
+pub fn hmac_hex_upper(method: SignMethod, key: &[u8], content: &[u8]) -> String {
+    hex::encode_upper(method.mac(key, content))
 }
 
 /// Builds the CONNECT client id, user name and password for `device`.
@@ -118,7 +105,7 @@ pub fn sign_in(
     mode: SecureMode,
     method: SignMethod,
     timestamp_ms: u64,
-) -> Result<MqttCredentials, KeyError> {
+) -> MqttCredentials {
     let content = sign_content(
         &device.product_key,
         &device.device_name,
@@ -129,8 +116,8 @@ pub fn sign_in(
         method,
         device.device_secret.expose().as_bytes(),
         content.as_bytes(),
-    )?;
-    Ok(MqttCredentials {
+    );
+    MqttCredentials {
         client_id: format!(
             "{client_id}|securemode={},signmethod={},timestamp={timestamp_ms}|",
             mode.code(),
@@ -138,7 +125,7 @@ pub fn sign_in(
         ),
         username: format!("{}&{}", device.device_name, device.product_key),
         password: Secret::new(password),
-    })
+    }
 }
 
 /// The MQTT host of a legacy public instance: `<productKey>.iot-as-mqtt.<region>.aliyuncs.com`.
@@ -179,8 +166,7 @@ mod tests {
             SecureMode::Tls,
             SignMethod::HmacSha256,
             TS,
-        )
-        .unwrap();
+        );
         assert_eq!(
             c.password.expose(),
             "e6ad631b665206c0bf2efbe1b48ac4d84ff2a61fe89bac30065e17975a482c40".to_uppercase()
@@ -200,8 +186,7 @@ mod tests {
             SecureMode::Tcp,
             SignMethod::HmacSha1,
             TS,
-        )
-        .unwrap();
+        );
         assert_eq!(
             c.password.expose(),
             "B2488041F64F425016B467EE1C94959EBD592AD1"
@@ -220,8 +205,7 @@ mod tests {
             SecureMode::Tls,
             SignMethod::HmacMd5,
             1,
-        )
-        .unwrap();
+        );
         assert_eq!(c.password.expose().len(), 32);
         assert!(c
             .password

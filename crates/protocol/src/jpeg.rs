@@ -424,16 +424,16 @@ fn dht_ok(p: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const TINY: &[u8] = include_bytes!("../tests/vectors/images/tiny.jpg");
-    const ODD: &[u8] = include_bytes!("../tests/vectors/images/odd.jpg");
-    const QVGA: &[u8] = include_bytes!("../tests/vectors/images/qvga.jpg");
+    const TINY: &[u8] = include_bytes!("../../../tests/vectors/images/tiny.jpg");
+    const ODD: &[u8] = include_bytes!("../../../tests/vectors/images/odd.jpg");
+    const QVGA: &[u8] = include_bytes!("../../../tests/vectors/images/qvga.jpg");
 
     fn goldens() -> Vec<Vec<u8>> {
         let mut v = vec![TINY.to_vec(), ODD.to_vec(), QVGA.to_vec()];
         for (w, h, frame, q) in [(96, 72, 1, 70), (32, 24, 3, 70), (160, 120, 7, 90)] {
-            v.push(crate::sample::scene_jpeg(w, h, frame, "T", q).unwrap());
+            v.push(receiver_testkit::sample::scene_jpeg(w, h, frame, "T", q).unwrap());
         }
-        v.push(crate::sample::scene_jpeg(96, 72, 205, "CRASH", 70).unwrap());
+        v.push(receiver_testkit::sample::scene_jpeg(96, 72, 205, "CRASH", 70).unwrap());
         v
     }
 
