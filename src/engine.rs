@@ -24,7 +24,8 @@ use crate::assembler::{Action, Assembler, Disposition, Finished, Limits, Tag};
 use crate::dedup::Dedup;
 use crate::message::{classify, Classified, ImgMessage};
 use crate::metrics::{Kind, Metrics};
-use crate::sink::{Sink, SinkError, Written};
+use crate::output::{ChunkStore, Output};
+use crate::sink::{DynSink, Sink, SinkError, Written};
 use crate::spool::{Record, Spool, SpoolOptions};
 use crate::wire::{self, Format, ImgValue};
 use receiver_protocol::time::{now_ms, Backoff, Jitter};
@@ -170,8 +171,8 @@ pub struct Engine {
     opts: EngineOptions,
     assembler: Assembler,
     dedup: Dedup,
-    spool: Option<Spool>,
-    sink: Sink,
+    spool: Option<Box<dyn ChunkStore>>,
+    sink: DynSink,
     metrics: Arc<Metrics>,
     degraded: Option<Degraded>,
     /// The retry schedule while degraded (`retry_min` doubling to `retry_max`, no jitter: one
@@ -200,7 +201,7 @@ impl Engine {
     pub fn open(
         opts: EngineOptions,
         spool: Option<SpoolOptions>,
-        sink: Sink,
+        sink: Sink<impl Output + 'static>,
         metrics: Arc<Metrics>,
         now_ms: u64,
     ) -> Result<(Engine, RecoveryReport), EngineError> {
@@ -218,7 +219,7 @@ impl Engine {
             dedup: Dedup::new(opts.dedup_window),
             opts,
             spool: None,
-            sink,
+            sink: sink.into_dyn(),
             metrics,
             degraded: None,
             retry_backoff,
@@ -240,7 +241,7 @@ impl Engine {
                 tracing::warn!(segment = %c.segment.display(), offset = c.offset, kind = ?c.kind, what = %c.what,
                     "spool record is corrupt or torn; skipped");
             }
-            engine.spool = Some(spool);
+            engine.spool = Some(Box::new(spool));
             // Whatever the previous process had in flight comes back later: the pictures rebuilt
             // from the spool wait for it like those that straddle a lost connection.
             engine.assembler.connection_lost(now_ms);
@@ -332,7 +333,7 @@ impl Engine {
 
     /// Whether credit should be withheld (I/O trouble or a full spool).
     pub fn is_paused(&self) -> bool {
-        self.degraded.is_some() || self.spool.as_ref().is_some_and(Spool::is_full)
+        self.degraded.is_some() || self.spool.as_ref().is_some_and(|s| s.is_full())
     }
 
     /// The earliest time [`Engine::tick`] has work to do.
@@ -831,7 +832,7 @@ impl Engine {
         let mut any = false;
         while self.releases.front().is_some_and(|(due, _)| *due <= now_ms) {
             if let Some((_, tags)) = self.releases.pop_front() {
-                spool.release(tags);
+                spool.release(&mut tags.into_iter());
                 any = true;
             }
         }
@@ -868,7 +869,7 @@ impl Engine {
                     .append(&probe)
                     .and_then(|tag| spool.commit().map(|_| tag));
                 match ok {
-                    Ok(tag) => spool.release([tag]),
+                    Ok(tag) => spool.release(&mut std::iter::once(tag)),
                     Err(e) => {
                         spool.abort();
                         tracing::debug!(error = %e, "spool still not writable");

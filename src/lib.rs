@@ -40,6 +40,7 @@ pub mod engine;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod output;
 pub mod paths;
 pub mod reload;
 pub mod secret_file;

@@ -38,12 +38,14 @@
 
 use crate::assembler::{Finished, Quarantined, Retraction};
 use crate::message::DeviceId;
+pub use crate::output::{Found, Output};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Folder under the state folder that holds quarantined pictures.
 pub const QUARANTINE_DIR: &str = "quarantine";
@@ -171,14 +173,104 @@ pub struct Written {
     pub already_present: bool,
 }
 
-/// Writes finished images to the output folder and quarantined pictures to the state folder.
+/// The folder output (`[output] dir`): the first [`Output`]. Finished images become
+/// `<dir>/<pk>/<dn>/<time>[-n].jpg`, written durably and never over other content.
 #[derive(Debug, Clone)]
-pub struct Sink {
-    output_dir: PathBuf,
+pub struct FolderOutput {
+    dir: PathBuf,
+}
+
+impl FolderOutput {
+    /// An output into `dir` (created by [`Sink::new`]).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FolderOutput { dir: dir.into() }
+    }
+
+    /// The output folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<output>/<pk>/<dn>`: where a device's images go.
+    pub fn device_dir(&self, device: &DeviceId) -> PathBuf {
+        device_path(&self.dir, device)
+    }
+}
+
+impl Output for FolderOutput {
+    fn describe(&self) -> String {
+        format!("folder {}", self.dir.display())
+    }
+
+    /// Creates `<output>/<pk>/<dn>/` (each new folder fsynced into its parent).
+    fn prepare(&self, device: &DeviceId) -> Result<(), SinkError> {
+        ensure_dirs(&self.dir, &self.device_dir(device))
+    }
+
+    fn write(&self, img: &Finished) -> Result<Written, SinkError> {
+        let dir = self.device_dir(&img.device);
+        ensure_dirs(&self.dir, &dir)?;
+        let stem = file_time(img.name_time_ms);
+        for n in 0..=MAX_SUFFIX {
+            let path = dir.join(suffixed(&stem, n, "jpg"));
+            confined(&self.dir, &path, 3)?;
+            match place(&path, &img.bytes)? {
+                Placed::New => return Ok(written(path, &img.bytes, false)),
+                Placed::Same => return Ok(written(path, &img.bytes, true)),
+                Placed::Other => {}
+            }
+        }
+        Err(SinkError::NoFreeName {
+            path: dir.join(suffixed(&stem, 0, "jpg")),
+            tried: MAX_SUFFIX,
+        })
+    }
+
+    fn find(&self, r: &Retraction) -> Result<Option<Found>, SinkError> {
+        let dir = self.device_dir(&r.device);
+        let stem = file_time(r.name_time_ms);
+        for n in 0..=MAX_SUFFIX {
+            let path = dir.join(suffixed(&stem, n, "jpg"));
+            confined(&self.dir, &path, 3)?;
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err("read", &path)(e)),
+            };
+            if bytes.len() as u64 != r.size || crate::wire::crc32(&bytes) != r.crc {
+                continue;
+            }
+            return Ok(Some(Found { path, bytes }));
+        }
+        Ok(None)
+    }
+
+    fn remove(&self, found: &Found) -> Result<(), SinkError> {
+        confined(&self.dir, &found.path, 3)?;
+        fs::remove_file(&found.path).map_err(io_err("remove", &found.path))?;
+        match found.path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+
+    fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
+        remove_temp_files_under(&self.dir)
+    }
+}
+
+/// Writes finished images to an [`Output`] (by default the folder, [`FolderOutput`]) and
+/// quarantined pictures to the state folder, which stays local whatever the output is.
+#[derive(Debug, Clone)]
+pub struct Sink<O: Output = FolderOutput> {
+    output: O,
     state_dir: PathBuf,
 }
 
-impl Sink {
+/// The engine's sink: any output behind one pointer.
+pub type DynSink = Sink<Arc<dyn Output>>;
+
+impl Sink<FolderOutput> {
     /// A sink over `output_dir` and `state_dir`, creating both if needed. They must not be the
     /// same folder or nested (the config validation already guarantees it).
     pub fn new(
@@ -202,18 +294,42 @@ impl Sink {
                 state: state_dir,
             });
         }
-        for dir in [&output_dir, &state_dir] {
-            fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
-        }
-        Ok(Sink {
-            output_dir,
-            state_dir,
-        })
+        fs::create_dir_all(&output_dir).map_err(io_err("create folder", &output_dir))?;
+        Sink::with_output(FolderOutput::new(output_dir), state_dir)
     }
 
     /// The output folder.
     pub fn output_dir(&self) -> &Path {
-        &self.output_dir
+        self.output.dir()
+    }
+
+    /// `<output>/<pk>/<dn>`: where a device's images go.
+    pub fn device_dir(&self, device: &DeviceId) -> PathBuf {
+        self.output.device_dir(device)
+    }
+}
+
+impl<O: Output + 'static> Sink<O> {
+    /// A sink writing images to `output` and quarantine under `state_dir` (created if needed).
+    pub fn with_output(output: O, state_dir: impl Into<PathBuf>) -> Result<Sink<O>, SinkError> {
+        let state_dir = state_dir.into();
+        fs::create_dir_all(&state_dir).map_err(io_err("create folder", &state_dir))?;
+        Ok(Sink { output, state_dir })
+    }
+
+    /// The same sink with its output behind a pointer (what the engine holds).
+    pub fn into_dyn(self) -> DynSink {
+        Sink {
+            output: Arc::new(self.output),
+            state_dir: self.state_dir,
+        }
+    }
+}
+
+impl<O: Output> Sink<O> {
+    /// Where finished images go.
+    pub fn output(&self) -> &O {
+        &self.output
     }
 
     /// The state folder.
@@ -226,41 +342,21 @@ impl Sink {
         self.state_dir.join(QUARANTINE_DIR)
     }
 
-    /// `<output>/<pk>/<dn>`: where a device's images go.
-    pub fn device_dir(&self, device: &DeviceId) -> PathBuf {
-        device_path(&self.output_dir, device)
-    }
-
     /// `<state>/quarantine/<pk>/<dn>`: where a device's quarantined pictures go.
     pub fn quarantine_device_dir(&self, device: &DeviceId) -> PathBuf {
         device_path(&self.quarantine_dir(), device)
     }
 
-    /// Creates `<output>/<pk>/<dn>/` (each new folder fsynced into its parent). [`Sink::write_image`]
+    /// Makes the output ready for `device`'s images ([`Output::prepare`]). [`Sink::write_image`]
     /// does this too; calling it first lets several images of a device be written concurrently
     /// without one of them relying on another's folder sync.
     pub fn prepare_device_dir(&self, device: &DeviceId) -> Result<(), SinkError> {
-        ensure_dirs(&self.output_dir, &self.device_dir(device))
+        self.output.prepare(device)
     }
 
-    /// Writes a finished image durably as `<output>/<pk>/<dn>/<time>[-n].jpg`.
+    /// Writes a finished image durably ([`Output::write`]).
     pub fn write_image(&self, img: &Finished) -> Result<Written, SinkError> {
-        let dir = self.device_dir(&img.device);
-        ensure_dirs(&self.output_dir, &dir)?;
-        let stem = file_time(img.name_time_ms);
-        for n in 0..=MAX_SUFFIX {
-            let path = dir.join(suffixed(&stem, n, "jpg"));
-            confined(&self.output_dir, &path, 3)?;
-            match place(&path, &img.bytes)? {
-                Placed::New => return Ok(written(path, &img.bytes, false)),
-                Placed::Same => return Ok(written(path, &img.bytes, true)),
-                Placed::Other => {}
-            }
-        }
-        Err(SinkError::NoFreeName {
-            path: dir.join(suffixed(&stem, 0, "jpg")),
-            tried: MAX_SUFFIX,
-        })
+        self.output.write(img)
     }
 
     /// Records a quarantined picture as `<state>/quarantine/<pk>/<dn>/<time>-<reason>[-n].bin`
@@ -311,67 +407,58 @@ impl Sink {
 
     /// Moves the written image that `r` names (same name time, size and CRC-32) to quarantine
     /// (reason `retracted`, `r.detail` in the sidecar), then removes it from the output.
-    /// `Ok(None)` when no such file is there any more (retention, an operator).
+    /// `Ok(None)` when no such image is there any more (retention, an operator).
     pub fn retract(&self, r: &Retraction) -> Result<Option<(PathBuf, PathBuf)>, SinkError> {
-        let dir = self.device_dir(&r.device);
-        let stem = file_time(r.name_time_ms);
-        for n in 0..=MAX_SUFFIX {
-            let path = dir.join(suffixed(&stem, n, "jpg"));
-            confined(&self.output_dir, &path, 3)?;
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(io_err("read", &path)(e)),
-            };
-            if bytes.len() as u64 != r.size || crate::wire::crc32(&bytes) != r.crc {
-                continue;
-            }
-            let q = Quarantined {
-                device: r.device.clone(),
-                format: Some(crate::wire::Format::V1),
-                pid: None,
-                reason: crate::assembler::reason::RETRACTED,
-                detail: format!("{}; was {}", r.detail, path.display()),
-                bytes,
-                name_time_ms: r.name_time_ms,
-                missing: Vec::new(),
-                tags: Vec::new(),
-            };
-            let to = self.quarantine(&q)?.path;
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
-            sync_dir(&dir)?;
-            return Ok(Some((path, to)));
-        }
-        Ok(None)
+        let Some(found) = self.output.find(r)? else {
+            return Ok(None);
+        };
+        let q = Quarantined {
+            device: r.device.clone(),
+            format: Some(crate::wire::Format::V1),
+            pid: None,
+            reason: crate::assembler::reason::RETRACTED,
+            detail: format!("{}; was {}", r.detail, found.path.display()),
+            bytes: found.bytes.clone(),
+            name_time_ms: r.name_time_ms,
+            missing: Vec::new(),
+            tags: Vec::new(),
+        };
+        let to = self.quarantine(&q)?.path;
+        self.output.remove(&found)?;
+        Ok(Some((found.path, to)))
     }
 
-    /// Removes `.*.tmp` files a crash left in device folders (output and quarantine). Returns
-    /// how many were removed. Call it at start-up, before writing.
+    /// Removes `.*.tmp` files a crash left behind (output and quarantine). Returns how many were
+    /// removed. Call it at start-up, before writing.
     pub fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
-        let mut removed = 0;
-        for base in [self.output_dir.clone(), self.quarantine_dir()] {
-            for pk in read_dirs(&base)? {
-                for dn in read_dirs(&pk)? {
-                    let entries = match fs::read_dir(&dn) {
-                        Ok(e) => e,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(io_err("list", &dn)(e)),
-                    };
-                    for entry in entries {
-                        let entry = entry.map_err(io_err("list", &dn))?;
-                        let name = entry.file_name();
-                        let name = name.to_string_lossy();
-                        if name.starts_with('.') && name.ends_with(".tmp") {
-                            let path = entry.path();
-                            fs::remove_file(&path).map_err(io_err("remove", &path))?;
-                            removed += 1;
-                        }
-                    }
+        Ok(self.output.remove_stale_temp_files()?
+            + remove_temp_files_under(&self.quarantine_dir())?)
+    }
+}
+
+/// Removes `<base>/<pk>/<dn>/.*.tmp`.
+fn remove_temp_files_under(base: &Path) -> Result<usize, SinkError> {
+    let mut removed = 0;
+    for pk in read_dirs(base)? {
+        for dn in read_dirs(&pk)? {
+            let entries = match fs::read_dir(&dn) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("list", &dn)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_err("list", &dn))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let path = entry.path();
+                    fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                    removed += 1;
                 }
             }
         }
-        Ok(removed)
     }
+    Ok(removed)
 }
 
 /// The sub-folders of `dir` (none if it does not exist).

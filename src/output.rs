@@ -1,0 +1,132 @@
+//! The two seams where a picture's bytes leave the process, as traits with today's behaviour as
+//! their first implementation:
+//!
+//! - [`Output`]: where a finished picture goes. First implementation: the local folder
+//!   ([`crate::sink::FolderOutput`]: tmp file, fsync, link/rename, folder fsync). An object store
+//!   is the next.
+//! - [`ChunkStore`]: where an accepted chunk is made durable until its picture is finished.
+//!   First implementation: the local spool ([`crate::spool::Spool`]: group commit, one fdatasync
+//!   per batch). A store shared by several instances is the next.
+//!
+//! Both are blocking: the engine calls them from its own thread (and its write helpers), never
+//! from the async runtime. Quarantine is not a seam: it always stays in the local state folder
+//! ([`crate::sink::Sink::quarantine`]).
+
+use crate::assembler::Tag;
+use crate::assembler::{Finished, Retraction};
+use crate::message::DeviceId;
+use crate::sink::{SinkError, Written};
+use crate::spool::{CommitStats, Record, SpoolError};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A written picture found again (for a retraction): where it is and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its location (for the folder output, the file).
+    pub path: PathBuf,
+    /// Its content.
+    pub bytes: Vec<u8>,
+}
+
+/// Where finished pictures go.
+///
+/// The contract every implementation keeps (the engine's guarantees rest on it):
+/// - [`write`](Output::write) returns `Ok` only once the complete picture is durable; a picture
+///   is complete or absent, never partial;
+/// - writing the same picture again (a replay after a crash or a redelivery) creates nothing new
+///   and reports [`Written::already_present`];
+/// - different content is never overwritten;
+/// - errors say whether they are worth retrying ([`SinkError::is_retryable`]): the engine then
+///   pauses intake and retries, and the picture's chunks stay in the [`ChunkStore`].
+pub trait Output: Send + Sync + fmt::Debug {
+    /// For logs and `check-config`, e.g. `folder /var/lib/receiver/images`.
+    fn describe(&self) -> String;
+
+    /// Makes the output ready for `device`'s pictures (e.g. its folder), so that several of its
+    /// pictures can then be written concurrently.
+    fn prepare(&self, device: &DeviceId) -> Result<(), SinkError>;
+
+    /// Writes a finished picture durably.
+    fn write(&self, img: &Finished) -> Result<Written, SinkError>;
+
+    /// The written picture that `r` names (same name time, size and CRC-32), if it is there.
+    fn find(&self, r: &Retraction) -> Result<Option<Found>, SinkError>;
+
+    /// Removes a picture [`find`](Output::find) returned (after it was quarantined).
+    fn remove(&self, found: &Found) -> Result<(), SinkError>;
+
+    /// Removes what a crash left half-written. Returns how many leftovers were removed.
+    fn remove_stale_temp_files(&self) -> Result<usize, SinkError>;
+}
+
+impl<O: Output + ?Sized> Output for Arc<O> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn prepare(&self, device: &DeviceId) -> Result<(), SinkError> {
+        (**self).prepare(device)
+    }
+    fn write(&self, img: &Finished) -> Result<Written, SinkError> {
+        (**self).write(img)
+    }
+    fn find(&self, r: &Retraction) -> Result<Option<Found>, SinkError> {
+        (**self).find(r)
+    }
+    fn remove(&self, found: &Found) -> Result<(), SinkError> {
+        (**self).remove(found)
+    }
+    fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
+        (**self).remove_stale_temp_files()
+    }
+}
+
+/// Where accepted chunks are made durable until their picture is finished.
+///
+/// The contract: nothing appended is durable until [`commit`](ChunkStore::commit) returns `Ok`,
+/// and only then may the engine accept the deliveries; a failed commit drops the batch and
+/// leaves the store consistent (the engine releases those deliveries instead); releases become
+/// durable with a later commit; after a crash, opening the store again yields every committed
+/// record not released (how a store is opened and recovered is its own: see
+/// [`crate::spool::Spool::open`]).
+pub trait ChunkStore: Send + fmt::Debug {
+    /// Adds `rec` to the current batch and returns its tag.
+    fn append(&mut self, rec: &Record) -> Result<Tag, SpoolError>;
+
+    /// Makes the batch and the releases since the last commit durable.
+    fn commit(&mut self) -> Result<CommitStats, SpoolError>;
+
+    /// Drops the uncommitted batch.
+    fn abort(&mut self);
+
+    /// Marks records as no longer needed (their picture is written or quarantined).
+    fn release(&mut self, tags: &mut dyn Iterator<Item = Tag>);
+
+    /// Bytes held.
+    fn bytes(&self) -> u64;
+
+    /// Whether the store reached its limit: the engine stops granting credit.
+    fn is_full(&self) -> bool;
+}
+
+impl ChunkStore for crate::spool::Spool {
+    fn append(&mut self, rec: &Record) -> Result<Tag, SpoolError> {
+        crate::spool::Spool::append(self, rec)
+    }
+    fn commit(&mut self) -> Result<CommitStats, SpoolError> {
+        crate::spool::Spool::commit(self)
+    }
+    fn abort(&mut self) {
+        crate::spool::Spool::abort(self)
+    }
+    fn release(&mut self, tags: &mut dyn Iterator<Item = Tag>) {
+        crate::spool::Spool::release(self, tags)
+    }
+    fn bytes(&self) -> u64 {
+        crate::spool::Spool::bytes(self)
+    }
+    fn is_full(&self) -> bool {
+        crate::spool::Spool::is_full(self)
+    }
+}
