@@ -234,10 +234,25 @@ pub async fn run_with_control(
             }
         }
     }
-    // Every sender is gone: the engine drains what is left, settles it and returns.
-    let joined = tokio::task::spawn_blocking(move || engine_thread.join()).await;
-    if !matches!(joined, Ok(Ok(()))) {
-        failure.get_or_insert(DaemonError::Task("the engine thread panicked".into()));
+    // Every sender is gone: the engine drains what is left, settles it and returns. It gets
+    // SHUTDOWN_DEADLINE (a stuck disk can hold an fsync for long); after that the process exits
+    // anyway: what it had not settled is redelivered, and the spool makes that harmless.
+    let join = tokio::task::spawn_blocking(move || engine_thread.join());
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, join).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(_) => {
+            failure.get_or_insert(DaemonError::Task("the engine thread panicked".into()));
+        }
+        Err(_) => {
+            tracing::error!(
+                deadline_s = SHUTDOWN_DEADLINE.as_secs(),
+                "the engine did not finish draining in time; exiting (unsettled deliveries are redelivered)"
+            );
+            failure.get_or_insert(DaemonError::Task(format!(
+                "the engine did not stop within {} s",
+                SHUTDOWN_DEADLINE.as_secs()
+            )));
+        }
     }
     sync.abort();
     if let Some(t) = control_task {
@@ -277,6 +292,6 @@ async fn sync_connection_metrics(shared: Shared, shutdown: CancellationToken) {
     }
 }
 
-/// How long shutdown may take before the process gives up waiting (below systemd's default
-/// `TimeoutStopSec` of 90 s).
+/// How long the engine may take to drain at shutdown before the process gives up waiting
+/// (below the unit's `TimeoutStopSec=30s`).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);

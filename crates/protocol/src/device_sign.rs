@@ -1,7 +1,10 @@
 //! Aliyun IoT device sign-in for MQTT ("一机一密", one secret per device): the CONNECT client id,
 //! user name and password a camera sends.
 //!
-//! Pure: the timestamp is a parameter. See `/work/shared/reference/aliyun-protocol.md` §3.2:
+//! Pure: the timestamp is a parameter. The scheme is Aliyun's "MQTT-TCP连接通信" (establish an
+//! MQTT connection over TCP); the firmware computes the same in
+//! `firmware-esp32/components/uplink_core/src/uc_sign.c`, and both are tested on its published
+//! vectors:
 //!
 //! ```text
 //! mqttClientId = clientId + "|securemode=2,signmethod=hmacsha256,timestamp=<ts>|"
