@@ -25,7 +25,8 @@
 //!   reconnect) and [`amqp::fake`] (the fake Aliyun endpoint for tests, demo, benchmarks); [`tls`]
 //!   builds the rustls configurations.
 //! - [`daemon`]: wiring and shutdown; [`ops`]: systemd notify/watchdog, `/healthz` + `/metrics`,
-//!   retention, the on-image hook; [`metrics`]: the counters every event updates.
+//!   retention, the on-image hook; [`metrics`]: the counters and gauges; [`events`]: each
+//!   outcome as one typed event that logs and counts together.
 //! - [`config`]: `receiver.toml` → validated [`config::Config`]; [`logging`]; [`cli`]: commands.
 //! - Tools: [`demo`] (the whole pipeline on loopback), [`camera`] (`simulate-camera` over MQTT),
 //!   [`tail`] (print the subscription), [`sample`] (sample JPEG frames).
@@ -42,6 +43,7 @@ pub mod daemon;
 pub mod dedup;
 pub mod demo;
 pub mod engine;
+pub mod events;
 pub mod golden;
 pub mod jpeg;
 pub mod logging;
