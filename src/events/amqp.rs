@@ -1,5 +1,5 @@
 //! The AMQP client's events. They count into one connection's
-//! [`ConnState`](crate::amqp::client::ConnState), which the daemon sums into the metrics
+//! [`ConnState`], which the daemon sums into the metrics
 //! (`receiver_reconnects_total`, `receiver_auth_failures_total`, `receiver_links_attached`).
 
 use crate::amqp::client::ConnState;
