@@ -22,6 +22,7 @@ use crate::amqp::client::ConnState;
 use crate::amqp::{Inbound, Outcome, Settler};
 use crate::assembler::{Action, Assembler, Disposition, Finished, Limits, Tag};
 use crate::dedup::Dedup;
+use crate::events::engine as events;
 use crate::message::{classify, Classified, ImgMessage};
 use crate::metrics::{Kind, Metrics};
 use crate::output::{ChunkStore, Output};
@@ -408,16 +409,18 @@ impl Engine {
             };
             if let Err(e) = result {
                 spool.abort();
-                self.metrics.io_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, disk_full = e.is_disk_full(), deliveries = staged.len(),
-                    "cannot persist deliveries; releasing them to Aliyun and pausing intake until the spool is writable");
+                events::SpoolCommitFailed {
+                    error: &e,
+                    deliveries: staged.len(),
+                }
+                .emit(&self.metrics);
                 self.degrade(now_ms, true);
                 for s in staged {
                     self.settle(s.settler, s.received_ms, Outcome::Release, now_ms);
                 }
                 return;
             }
-            self.metrics.spool_commits.fetch_add(1, Relaxed);
+            events::SpoolCommitted.emit(&self.metrics);
             failpoint("after_commit");
         }
         // Remembered only once durable (a failed commit releases them; the redelivery is new).
@@ -434,17 +437,21 @@ impl Engine {
                     let disp = self.assembler.push(msg, s.tag, now_ms, &mut actions);
                     match disp {
                         Disposition::Duplicate { attached } => {
-                            self.metrics.duplicate_chunks.fetch_add(1, Relaxed);
-                            tracing::debug!(device = %msg.device, message_id = %msg.message_id,
-                                "duplicate chunk dropped");
+                            events::DuplicateChunkDropped {
+                                device: &msg.device,
+                                message_id: &msg.message_id,
+                            }
+                            .emit(&self.metrics);
                             if !attached {
                                 done.push(s.tag);
                             }
                         }
                         Disposition::AfterQuarantine => {
-                            self.metrics.chunks_after_quarantine.fetch_add(1, Relaxed);
-                            tracing::debug!(device = %msg.device, message_id = %msg.message_id,
-                                "chunk of an already quarantined picture dropped");
+                            events::ChunkAfterQuarantineDropped {
+                                device: &msg.device,
+                                message_id: &msg.message_id,
+                            }
+                            .emit(&self.metrics);
                             done.push(s.tag);
                         }
                         Disposition::Stored | Disposition::Completed | Disposition::Quarantined => {
@@ -506,33 +513,36 @@ impl Engine {
                 device,
                 detail,
             } => {
-                self.metrics.skipped(reason);
-                tracing::info!(
-                    reason = reason.as_str(),
-                    device = device.as_ref().map(|d| d.to_string()).unwrap_or_default(),
-                    topic = inbound.delivery.topic.as_deref().unwrap_or(""),
-                    message_id = inbound.delivery.message_id.as_deref().unwrap_or(""),
-                    detail = %detail,
-                    "delivery skipped"
-                );
+                events::DeliverySkipped {
+                    reason,
+                    device: device.as_ref(),
+                    topic: inbound.delivery.topic.as_deref(),
+                    message_id: inbound.delivery.message_id.as_deref(),
+                    detail: &detail,
+                }
+                .emit(&self.metrics);
                 seen()
             }
             Classified::Img(msg) => {
                 let id = msg.message_id.as_str();
                 if !id.is_empty() && (self.dedup.contains(id) || batch_ids.contains(id)) {
-                    self.metrics.message(Kind::Duplicate);
-                    tracing::debug!(device = %msg.device, message_id = %id, "duplicate message dropped");
+                    events::DuplicateMessageDropped {
+                        device: &msg.device,
+                        message_id: id,
+                    }
+                    .emit(&self.metrics);
                     return seen();
                 }
                 if !id.is_empty() {
                     batch_ids.insert(id.to_string());
                 }
-                self.metrics.message(match wire::parse_value(&msg.value) {
+                let kind = match wire::parse_value(&msg.value) {
                     Ok(ImgValue::V1Hex(_)) => Kind::V1Chunk,
                     Ok(ImgValue::V1End) => Kind::V1End,
                     Ok(ImgValue::V2 { .. }) => Kind::V2Chunk,
                     Err(_) => Kind::BadChunk,
-                });
+                };
+                events::ChunkReceived { kind }.emit(&self.metrics);
                 Record::Img { received_ms, msg }
             }
         }
@@ -678,7 +688,7 @@ impl Engine {
             .max();
         if let Some(ms) = last {
             let us = at_us.saturating_sub(ms.saturating_mul(1000));
-            self.metrics.image_latency.observe_us(us);
+            events::ImageDurable { latency_us: us }.emit(&self.metrics);
         }
     }
 
@@ -693,16 +703,20 @@ impl Engine {
         match result {
             Ok(w) => {
                 if let Some(why) = img.structure_only {
-                    self.metrics.v1_structure_only.fetch_add(1, Relaxed);
-                    tracing::warn!(device = %img.device, reason = why, path = %w.path.display(),
-                        "v1 picture checked for structure only: the exact entropy check does not support it");
+                    events::V1StructureOnly {
+                        device: &img.device,
+                        reason: why,
+                        path: &w.path,
+                    }
+                    .emit(&self.metrics);
                 }
+                events::ImageWritten {
+                    image: img,
+                    written: &w,
+                    assembly_ms: now_ms.saturating_sub(img.opened_ms),
+                }
+                .emit(&self.metrics);
                 if !w.already_present {
-                    match img.format {
-                        Format::V1 => self.metrics.images_v1.fetch_add(1, Relaxed),
-                        Format::V2 => self.metrics.images_v2.fetch_add(1, Relaxed),
-                    };
-                    self.metrics.bytes_written.fetch_add(w.bytes, Relaxed);
                     if let Some(hook) = &self.hook {
                         hook.submit(crate::ops::hook::HookJob {
                             path: w.path.clone(),
@@ -712,23 +726,14 @@ impl Engine {
                         });
                     }
                 }
-                tracing::info!(
-                    device = %img.device,
-                    format = img.format.as_str(),
-                    pid = img.pid,
-                    bytes = img.bytes.len(),
-                    chunks = img.chunks,
-                    path = %w.path.display(),
-                    assembly_ms = now_ms.saturating_sub(img.opened_ms),
-                    already_present = w.already_present,
-                    "image written"
-                );
                 Ok(!w.already_present)
             }
             Err(e) => {
-                self.metrics.io_errors.fetch_add(1, Relaxed);
-                tracing::error!(device = %img.device, error = %e, disk_full = e.is_disk_full(),
-                    "cannot write image; it stays in the spool and is retried");
+                events::ImageWriteFailed {
+                    device: &img.device,
+                    error: &e,
+                }
+                .emit(&self.metrics);
                 Err(())
             }
         }
@@ -740,46 +745,38 @@ impl Engine {
             Action::Write(img) => self.apply_write(img, self.sink.write_image(img), now_ms),
             Action::Quarantine(q) => match self.sink.quarantine(q) {
                 Ok(w) => {
-                    let path = w.path;
-                    self.metrics.quarantined(q.reason);
-                    tracing::warn!(
-                        device = %q.device,
-                        reason = q.reason,
-                        detail = %q.detail,
-                        format = q.format.map(Format::as_str).unwrap_or("unknown"),
-                        pid = q.pid,
-                        bytes = q.bytes.len(),
-                        missing = q.missing.len(),
-                        path = %path.display(),
-                        "quarantined"
-                    );
+                    events::PictureQuarantined {
+                        quarantined: q,
+                        path: &w.path,
+                    }
+                    .emit(&self.metrics);
                     Ok(false)
                 }
                 Err(e) => {
-                    self.metrics.io_errors.fetch_add(1, Relaxed);
-                    tracing::error!(device = %q.device, reason = q.reason, error = %e,
-                        disk_full = e.is_disk_full(), "cannot write quarantine record; retrying");
+                    events::QuarantineWriteFailed {
+                        device: &q.device,
+                        reason: q.reason,
+                        error: &e,
+                    }
+                    .emit(&self.metrics);
                     Err(())
                 }
             },
             Action::Retract(r) => match self.sink.retract(r) {
                 Ok(moved) => {
-                    self.metrics.images_retracted.fetch_add(1, Relaxed);
-                    self.metrics
-                        .quarantined(crate::assembler::reason::RETRACTED);
-                    tracing::error!(
-                        device = %r.device,
-                        detail = %r.detail,
-                        from = ?moved.as_ref().map(|(from, _)| from.display().to_string()),
-                        to = ?moved.as_ref().map(|(_, to)| to.display().to_string()),
-                        "written v1 picture was wrong; moved to quarantine"
-                    );
+                    events::PictureRetracted {
+                        retraction: r,
+                        moved: moved.as_ref(),
+                    }
+                    .emit(&self.metrics);
                     Ok(false)
                 }
                 Err(e) => {
-                    self.metrics.io_errors.fetch_add(1, Relaxed);
-                    tracing::error!(device = %r.device, error = %e,
-                        disk_full = e.is_disk_full(), "cannot move a wrong picture to quarantine; retrying");
+                    events::RetractFailed {
+                        device: &r.device,
+                        error: &e,
+                    }
+                    .emit(&self.metrics);
                     Err(())
                 }
             },
@@ -854,7 +851,7 @@ impl Engine {
             next_retry_ms: now_ms + backoff.as_millis() as u64,
             spool_failed,
         });
-        self.metrics.paused.store(true, Relaxed);
+        events::IntakePaused.emit(&self.metrics);
     }
 
     fn retry(&mut self, now_ms: u64) {
@@ -893,8 +890,7 @@ impl Engine {
         }
         if still.is_empty() {
             self.degraded = None;
-            self.metrics.paused.store(false, Relaxed);
-            tracing::info!("writes succeed again; resuming intake");
+            events::IntakeResumed.emit(&self.metrics);
         } else {
             self.pending = still;
             self.degrade(now_ms, false);
@@ -902,18 +898,16 @@ impl Engine {
     }
 
     fn settle(&mut self, settler: Settler, received_ms: u64, outcome: Outcome, now_ms: u64) {
-        match outcome {
-            Outcome::Accept => self.metrics.accepted.fetch_add(1, Relaxed),
-            Outcome::Release => {
-                // Aliyun pushes it again later, after newer deliveries.
-                self.assembler.connection_lost(now_ms);
-                self.metrics.released.fetch_add(1, Relaxed)
-            }
-            Outcome::Reject => self.metrics.rejected.fetch_add(1, Relaxed),
-        };
-        self.metrics
-            .settle_latency
-            .observe_us(now_ms.saturating_sub(received_ms) * 1000);
+        if outcome == Outcome::Release {
+            // Aliyun pushes it again later, after newer deliveries.
+            self.assembler.connection_lost(now_ms);
+        }
+        events::DeliverySettled {
+            outcome,
+            received_ms,
+            now_ms,
+        }
+        .emit(&self.metrics);
         settler.settle(outcome);
     }
 
@@ -945,11 +939,11 @@ impl Engine {
             .store(self.assembler.cold_bytes() as u64, Relaxed);
         m.spilled_bytes.store(self.assembler.cold_total(), Relaxed);
         let (errors, last) = self.assembler.cold_errors();
-        m.spill_errors.store(errors, Relaxed);
-        if let Some(error) = last {
-            tracing::warn!(total = errors, %error,
-                "spill file I/O failed; the bytes stay in memory (write) or the picture cannot be written (read; its chunks stay in the spool until it times out)");
+        events::SpillErrors {
+            total: errors,
+            last: last.as_ref().map(|e| e as &dyn std::fmt::Display),
         }
+        .emit(m);
         m.oldest_assembly_ms.store(
             self.assembler
                 .oldest_open_ms()

@@ -25,7 +25,8 @@
 //!   reconnect) and [`amqp::fake`] (the fake Aliyun endpoint for tests, demo, benchmarks); [`tls`]
 //!   builds the rustls configurations.
 //! - [`daemon`]: wiring and shutdown; [`ops`]: systemd notify/watchdog, `/healthz` + `/metrics`,
-//!   retention, the on-image hook; [`metrics`]: the counters every event updates.
+//!   retention, the on-image hook; [`metrics`]: the counters and gauges; [`events`]: each
+//!   outcome as one typed event that logs and counts together.
 //! - [`config`]: `receiver.toml` → validated [`config::Config`]; [`logging`]; [`cli`]: commands.
 //! - Tools: [`demo`] (the whole pipeline on loopback), [`camera`] (`simulate-camera` over MQTT),
 //!   [`tail`] (print the subscription), [`sample`] (sample JPEG frames).
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod events;
 pub mod logging;
 pub mod metrics;
 pub mod ops;

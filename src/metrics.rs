@@ -1,7 +1,10 @@
 //! Counters and gauges shared by every part of the daemon, rendered as Prometheus text.
 //!
-//! Each event is logged and counted in one place (the `events` functions in the engine and the
-//! AMQP client call [`Metrics`] right next to their log line), so logs and metrics never drift.
+//! Counters and histograms are only added to by [`crate::events`]: each outcome is one typed
+//! event whose `emit` writes its log line and updates its counters together, so logs and metrics
+//! never drift apart. Gauges that mirror a snapshot (open pictures, spool size, links attached,
+//! liveness, ...) are stored directly by the code that owns the state. The fields stay public so
+//! tests and tools can read them (and set them up); the daemon's code goes through the events.
 
 use crate::message::SkipReason;
 use std::collections::BTreeMap;
@@ -138,7 +141,7 @@ impl Kind {
     }
 }
 
-/// Every counter and gauge of the process.
+/// Every counter and gauge of the process. Counters change through [`crate::events`] only.
 #[derive(Debug, Default)]
 pub struct Metrics {
     messages: [AtomicU64; 6],
@@ -226,7 +229,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts one message of `kind`.
+    /// Counts one message of `kind` (used by [`crate::events::engine`]).
     pub fn message(&self, kind: Kind) {
         self.messages[kind as usize].fetch_add(1, Relaxed);
     }
@@ -236,7 +239,7 @@ impl Metrics {
         self.messages[kind as usize].load(Relaxed)
     }
 
-    /// Counts one skipped delivery.
+    /// Counts one skipped delivery (used by [`crate::events::engine::DeliverySkipped`]).
     pub fn skipped(&self, reason: SkipReason) {
         self.message(Kind::Skipped);
         if let Some(i) = SkipReason::ALL.iter().position(|r| *r == reason) {
@@ -252,7 +255,7 @@ impl Metrics {
             .map_or(0, |i| self.skipped[i].load(Relaxed))
     }
 
-    /// Counts one quarantined picture or chunk.
+    /// Counts one quarantined picture or chunk (used by [`crate::events::engine`]).
     pub fn quarantined(&self, reason: &'static str) {
         if let Ok(mut m) = self.quarantined.lock() {
             *m.entry(reason).or_default() += 1;

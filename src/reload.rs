@@ -13,6 +13,7 @@
 //! to come) fit the same way; their values are compared, never shown.
 
 use crate::config::{AuthMode, Config, ConfigError, ConfigWarning, LogFormat};
+use crate::events::reload::{ReloadApplied, ReloadRefused};
 use crate::logging::LogHandle;
 use crate::metrics::Metrics;
 use crate::ops::{Hook, RetentionConfig};
@@ -233,49 +234,15 @@ impl Reloader {
             Control::Reload => {
                 tracing::info!(config = %self.path.display(), "SIGHUP: reloading the configuration");
                 match self.reload().await {
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "configuration reload refused; the running configuration stays in force"
-                    ),
-                    Ok(report) => log_report(&report, self.cli_format.is_some()),
+                    Err(e) => ReloadRefused { error: &e }.emit(),
+                    Ok(report) => ReloadApplied {
+                        report: &report,
+                        cli_format: self.cli_format.is_some(),
+                    }
+                    .emit(),
                 }
             }
         }
-    }
-}
-
-fn keys(list: &[String]) -> String {
-    list.iter()
-        .map(|k| match k.split_once('.') {
-            Some((t, k)) => format!("[{t}] {k}"),
-            None => k.clone(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn log_report(report: &ReloadReport, cli_format: bool) {
-    for w in &report.warnings {
-        tracing::warn!(warning = %w, "configuration warning");
-    }
-    if report.applied.is_empty() && report.needs_restart.is_empty() {
-        tracing::info!("configuration reloaded; nothing changed");
-        return;
-    }
-    if !report.applied.is_empty() {
-        tracing::info!(
-            changed = keys(&report.applied).as_str(),
-            "configuration reloaded; applied"
-        );
-        if cli_format && report.applied.iter().any(|k| k == "log.format") {
-            tracing::info!("[log] format changed, but --log-format on the command line wins");
-        }
-    }
-    if !report.needs_restart.is_empty() {
-        tracing::warn!(
-            needs_restart = keys(&report.needs_restart).as_str(),
-            "changed settings that need a restart; they are left as they are (needs restart)"
-        );
     }
 }
 

@@ -24,6 +24,7 @@
 
 use super::{Inbound, Outcome, Settler};
 use crate::config::AliyunConfig;
+use crate::events::amqp as events;
 use crate::message::RawDelivery;
 use crate::sign::{self, SignError, SignParams};
 use crate::tls::{self, TlsError};
@@ -38,14 +39,14 @@ use fe2o3_amqp::types::sasl::SaslCode;
 use fe2o3_amqp::{Connection, Session};
 use receiver_protocol::time::{now_ms, Backoff};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 /// First reconnect delay (before jitter).
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
@@ -147,10 +148,6 @@ impl ConnState {
     /// A fresh, shareable state.
     pub fn new() -> Arc<Self> {
         Arc::new(ConnState::default())
-    }
-
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -299,22 +296,21 @@ async fn run_inner(
             _ = limiter.acquire() => {}
         }
         attempt += 1;
-        ConnState::bump(&state.attempts);
-        if attempt > 1 {
-            ConnState::bump(&state.reconnects);
-        }
-        debug!(attempt, "connecting");
+        events::ConnectAttempt { attempt }.emit(&state);
         let result = ctx.run(&tx, &mut paused, &shutdown).await;
-        state.link_attached.store(false, Ordering::Relaxed);
-        state.connected_since_ms.store(0, Ordering::Relaxed);
+        // A lost link's time is stored before the next attempt can deliver anything (the engine
+        // reads it first).
+        let lost = matches!(result, Err((_, Some(_))));
+        events::LinkDetached {
+            lost_at_ms: lost.then(now_ms),
+        }
+        .emit(&state);
         let (error, up_for) = match result {
             Ok(()) => return Ok(()),
             Err((error, up_for)) => (error, up_for),
         };
         if up_for.is_some() {
             auth_reported = false;
-            // Stored before the next attempt can deliver anything (the engine reads it first).
-            state.lost_at_ms.store(now_ms(), Ordering::Release);
         }
         if up_for.is_some_and(|d| d >= STABLE_AFTER) {
             backoff.reset();
@@ -323,34 +319,26 @@ async fn run_inner(
             AttemptError::EngineGone => return Err(ClientError::EngineGone),
             AttemptError::Sign(e) => return Err(ClientError::Sign(e.clone())),
             AttemptError::Auth => {
-                ConnState::bump(&state.auth_failures);
                 let delay = backoff.next_delay(rand::random()).max(AUTH_RETRY);
-                if !auth_reported {
-                    auth_reported = true;
-                    error!(
-                        attempt,
-                        delay_ms = delay.as_millis() as u64,
-                        error = %error,
-                        "login refused; retrying slowly"
-                    );
-                } else {
-                    debug!(
-                        attempt,
-                        delay_ms = delay.as_millis() as u64,
-                        "login refused again"
-                    );
+                events::LoginRefused {
+                    attempt,
+                    delay,
+                    error: &error,
+                    first: !auth_reported,
                 }
+                .emit(&state);
+                auth_reported = true;
                 delay
             }
             _ => {
                 let delay = backoff.next_delay(rand::random());
-                warn!(
+                events::ConnectionLost {
                     attempt,
-                    delay_ms = delay.as_millis() as u64,
-                    up_ms = up_for.map(|d| d.as_millis() as u64),
-                    error = %error,
-                    "connection ended; reconnecting"
-                );
+                    delay,
+                    up_for,
+                    error: &error,
+                }
+                .emit();
                 delay
             }
         };
@@ -411,17 +399,13 @@ impl Attempt {
             },
         };
         let since = Instant::now();
-        self.state.link_attached.store(true, Ordering::Relaxed);
-        self.state
-            .connected_since_ms
-            .store(now_ms(), Ordering::Relaxed);
-        ConnState::bump(&self.state.connects);
-        info!(
-            client_id = %self.client_id,
-            advertised_idle_ms = advertised_idle_timeout(&self.cfg).as_millis() as u64,
-            credit = self.cfg.credit,
-            "receiver link attached"
-        );
+        events::LinkAttached {
+            client_id: &self.client_id,
+            advertised_idle_ms: advertised_idle_timeout(&self.cfg).as_millis() as u64,
+            credit: self.cfg.credit,
+            now_ms: now_ms(),
+        }
+        .emit(&self.state);
         let (otx, orx) = mpsc::unbounded_channel();
         let mut link = Link {
             index: self.index,
@@ -440,7 +424,7 @@ impl Attempt {
                 link.shutdown().await;
                 close_best_effort(&mut conn, &mut session, Some(link.receiver), CLOSE_TIMEOUT)
                     .await;
-                info!("connection closed");
+                events::ConnectionClosed.emit();
                 Ok(())
             }
             Err(e) => {
@@ -629,7 +613,7 @@ impl Link {
                             self.on_delivery(info, message).await?;
                         }
                         Err(RecvError::MessageDecode(e)) => {
-                            warn!(error = %e.source, "undecodable message; rejecting");
+                            events::MessageUnusable::Undecodable(&e.source).emit();
                             self.reject_now(e.info).await?;
                         }
                         Err(e) => return Err(AttemptError::Lost(e.to_string())),
@@ -646,12 +630,11 @@ impl Link {
         message: Message<Body<Value>>,
     ) -> Result<(), AttemptError> {
         let now = now_ms();
-        ConnState::bump(&self.state.deliveries);
-        self.state.last_delivery_ms.store(now, Ordering::Relaxed);
+        events::DeliveryReceived { now_ms: now }.emit(&self.state);
         let delivery = match raw_delivery(message) {
             Ok(d) => d,
             Err(why) => {
-                warn!(reason = why, "unusable message body; rejecting");
+                events::MessageUnusable::Body(why).emit();
                 return self.reject_now(info).await;
             }
         };
@@ -668,7 +651,11 @@ impl Link {
     }
 
     async fn reject_now(&mut self, info: DeliveryInfo) -> Result<(), AttemptError> {
-        ConnState::bump(&self.state.rejected);
+        events::Settled {
+            outcome: Outcome::Reject,
+            count: 1,
+        }
+        .emit(&self.state);
         self.receiver
             .reject(info, None)
             .await
@@ -689,18 +676,18 @@ impl Link {
                 Outcome::Reject => reject.push(info),
             }
         }
-        let add = |c: &AtomicU64, n: usize| c.fetch_add(n as u64, Ordering::Relaxed);
+        let settled = |outcome, count| events::Settled { outcome, count };
         let lost = |e: fe2o3_amqp::link::DispositionError| AttemptError::Lost(e.to_string());
         if !accept.is_empty() {
-            add(&self.state.accepted, accept.len());
+            settled(Outcome::Accept, accept.len()).emit(&self.state);
             self.receiver.accept_all(accept).await.map_err(lost)?;
         }
         if !release.is_empty() {
-            add(&self.state.released, release.len());
+            settled(Outcome::Release, release.len()).emit(&self.state);
             self.receiver.release_all(release).await.map_err(lost)?;
         }
         if !reject.is_empty() {
-            add(&self.state.rejected, reject.len());
+            settled(Outcome::Reject, reject.len()).emit(&self.state);
             self.receiver.reject_all(reject, None).await.map_err(lost)?;
         }
         Ok(())
@@ -711,19 +698,11 @@ impl Link {
             debug!(tag, "outcome for an unknown delivery ignored");
             return Ok(());
         };
+        events::Settled { outcome, count: 1 }.emit(&self.state);
         let r = match outcome {
-            Outcome::Accept => {
-                ConnState::bump(&self.state.accepted);
-                self.receiver.accept(info).await
-            }
-            Outcome::Release => {
-                ConnState::bump(&self.state.released);
-                self.receiver.release(info).await
-            }
-            Outcome::Reject => {
-                ConnState::bump(&self.state.rejected);
-                self.receiver.reject(info, None).await
-            }
+            Outcome::Accept => self.receiver.accept(info).await,
+            Outcome::Release => self.receiver.release(info).await,
+            Outcome::Reject => self.receiver.reject(info, None).await,
         };
         r.map_err(|e| AttemptError::Lost(e.to_string()))
     }
@@ -772,8 +751,7 @@ impl Link {
                     }
                     Err(_) => break,
                 };
-            ConnState::bump(&self.state.deliveries);
-            ConnState::bump(&self.state.released);
+            events::ArrivedDuringShutdown.emit(&self.state);
             released += 1;
             if let Err(e) = self.receiver.release(info).await {
                 debug!(error = %e, "release during shutdown failed");
@@ -781,10 +759,11 @@ impl Link {
             }
         }
         if released > 0 {
-            info!(
-                count = released,
-                "released deliveries that arrived during shutdown"
-            );
+            events::ReleasedOnShutdown {
+                count: released,
+                unsettled: false,
+            }
+            .emit();
         }
     }
 
@@ -808,12 +787,17 @@ impl Link {
         }
         let left: Vec<DeliveryInfo> = self.inflight.drain().map(|(_, info)| info).collect();
         if !left.is_empty() {
-            info!(
-                count = left.len(),
-                "releasing unsettled deliveries on shutdown"
-            );
+            events::ReleasedOnShutdown {
+                count: left.len() as u64,
+                unsettled: true,
+            }
+            .emit();
             for info in left {
-                ConnState::bump(&self.state.released);
+                events::Settled {
+                    outcome: Outcome::Release,
+                    count: 1,
+                }
+                .emit(&self.state);
                 if let Err(e) = self.receiver.release(info).await {
                     debug!(error = %e, "release during shutdown failed");
                     return;

@@ -28,6 +28,7 @@
 //!   hook started outlives it. A hook must not daemonize (`setsid`, double fork): what leaves
 //!   the group is only stopped with the service.
 
+use crate::events::ops::{HookDropCause, HookDropped, HookRan};
 use crate::message::DeviceId;
 use crate::metrics::Metrics;
 use crate::wire::Format;
@@ -418,9 +419,11 @@ impl Hook {
     pub fn submit(&self, job: HookJob) -> bool {
         let inner = &self.inner;
         if inner.closing.is_cancelled() {
-            inner.metrics.hook_dropped.fetch_add(1, Relaxed);
-            tracing::debug!(device = %job.device, path = %job.path.display(),
-                "hook shutting down; image not handed to it");
+            HookDropped {
+                job: &job,
+                cause: HookDropCause::ShuttingDown,
+            }
+            .emit(&inner.metrics);
             return false;
         }
         match inner.tx.try_send(job) {
@@ -429,7 +432,6 @@ impl Hook {
                 let job = match e {
                     mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
                 };
-                inner.metrics.hook_dropped.fetch_add(1, Relaxed);
                 let dropped = inner.dropped_unwarned.fetch_add(1, Relaxed) + 1;
                 let due = inner.last_warn.lock().is_ok_and(|mut last| {
                     let due = last.is_none_or(|t| t.elapsed() >= DROP_WARN_EVERY);
@@ -440,9 +442,14 @@ impl Hook {
                 });
                 if due {
                     inner.dropped_unwarned.fetch_sub(dropped, Relaxed);
-                    tracing::warn!(device = %job.device, path = %job.path.display(), dropped,
-                        "hook queue full; image(s) not handed to the hook");
                 }
+                HookDropped {
+                    job: &job,
+                    cause: HookDropCause::QueueFull {
+                        warn: due.then_some(dropped),
+                    },
+                }
+                .emit(&inner.metrics);
                 false
             }
         }
@@ -495,38 +502,16 @@ async fn dispatch(
         let (cfg, metrics) = (config.borrow().clone(), metrics.clone());
         running.spawn(async move {
             let outcome = run(&cfg, &job).await;
-            report(&metrics, &job, &outcome);
+            HookRan {
+                job: &job,
+                outcome: &outcome,
+            }
+            .emit(&metrics);
             drop(permit);
         });
     }
     // Aborting this task drops `running`, which aborts the runs and kills their process groups.
     while running.join_next().await.is_some() {}
-}
-
-fn report(metrics: &Metrics, job: &HookJob, outcome: &HookOutcome) {
-    let (device, path) = (&job.device, job.path.display());
-    match outcome {
-        HookOutcome::Ok => {
-            metrics.hook_ok.fetch_add(1, Relaxed);
-            tracing::debug!(%device, %path, "hook done");
-        }
-        HookOutcome::Exit(code) => {
-            metrics.hook_failed.fetch_add(1, Relaxed);
-            tracing::warn!(%device, %path, exit_code = code, "hook failed");
-        }
-        HookOutcome::Signal(sig) => {
-            metrics.hook_failed.fetch_add(1, Relaxed);
-            tracing::warn!(%device, %path, signal = sig, "hook killed by a signal");
-        }
-        HookOutcome::Timeout => {
-            metrics.hook_timeouts.fetch_add(1, Relaxed);
-            tracing::warn!(%device, %path, "hook timed out; killed");
-        }
-        HookOutcome::Spawn(e) => {
-            metrics.hook_spawn_errors.fetch_add(1, Relaxed);
-            tracing::warn!(%device, %path, error = %e, "cannot start the hook");
-        }
-    }
 }
 
 /// Kills a process group when dropped while armed (the run task aborted), or on [`GroupKill::kill`]

@@ -298,8 +298,7 @@ async fn lifecycle(notifier: Notifier, metrics: Arc<Metrics>, shutdown: Cancella
     tokio::select! {
         _ = shutdown.cancelled() => {}
         links = attached => {
-            let _ = metrics.ready_ms.compare_exchange(0, receiver_protocol::time::now_ms(), Relaxed, Relaxed);
-            tracing::info!(links, "first receiver link attached; ready");
+            crate::events::ops::Ready { links, now_ms: receiver_protocol::time::now_ms() }.emit(&metrics);
             log_notify("ready", notifier.ready());
             log_notify("status", notifier.status(&format!("receiving ({links} link(s) attached)")));
             shutdown.cancelled().await;

@@ -19,12 +19,12 @@
 //! Each sweep logs one `info` line with its counts, and one `debug` line per deleted file. Sweeps
 //! run on a blocking thread ([`spawn`]), every `interval`.
 
+use crate::events::ops::{RetentionSweepFailed, RetentionSwept};
 use crate::metrics::Metrics;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
@@ -626,38 +626,22 @@ pub fn spawn_watched(
                 })
             })
             .await;
-            metrics.retention_sweeps.fetch_add(1, Relaxed);
             match result {
-                Ok(Ok(r)) => {
-                    metrics
-                        .retention_deleted_files
-                        .fetch_add(r.deleted, Relaxed);
-                    metrics
-                        .retention_deleted_bytes
-                        .fetch_add(r.deleted_bytes, Relaxed);
-                    metrics.retention_errors.fetch_add(r.errors, Relaxed);
-                    tracing::info!(
-                        scanned = r.scanned,
-                        scanned_bytes = r.scanned_bytes,
-                        deleted = r.deleted,
-                        deleted_bytes = r.deleted_bytes,
-                        by_age = r.by_age,
-                        by_device = r.by_device,
-                        by_total = r.by_total,
-                        skipped = r.skipped,
-                        errors = r.errors,
-                        duration_ms = started.elapsed().as_millis() as u64,
-                        "retention sweep"
-                    );
+                Ok(Ok(r)) => RetentionSwept {
+                    report: &r,
+                    duration_ms: started.elapsed().as_millis() as u64,
                 }
-                Ok(Err(e)) => {
-                    metrics.retention_errors.fetch_add(1, Relaxed);
-                    tracing::warn!(error = %e, "retention sweep failed");
+                .emit(&metrics),
+                Ok(Err(e)) => RetentionSweepFailed {
+                    error: &e,
+                    panicked: false,
                 }
-                Err(e) => {
-                    metrics.retention_errors.fetch_add(1, Relaxed);
-                    tracing::error!(error = %e, "retention sweep panicked");
+                .emit(&metrics),
+                Err(e) => RetentionSweepFailed {
+                    error: &e,
+                    panicked: true,
                 }
+                .emit(&metrics),
             }
             let changed = async {
                 if settings.changed().await.is_err() {
