@@ -356,7 +356,7 @@ impl V2Done {
 /// What to remember when this open state times out or is evicted: too-large discards only. A
 /// picture that expired (or was evicted) was incomplete, not wrong: its late chunks, or the
 /// camera resending it, open a new assembly that can still deliver it.
-pub(super) fn settled_as(state: &V2State) -> Option<V2Done> {
+fn settled_as(state: &V2State) -> Option<V2Done> {
     match state {
         V2State::Discard(d) => Some(V2Done::quarantined(&d.first)),
         V2State::Pic(_) => None,
@@ -474,6 +474,7 @@ impl V2 {
         cx.recent.ring.push_back((key, generation, cx.now));
     }
 
+    /// Puts an entry (back) under `k`; `touched` marks it as just received a new chunk.
     fn attach(
         &mut self,
         cx: &mut Ctx<'_>,
