@@ -141,8 +141,8 @@ use crate::message::{DeviceId, ImgMessage};
 use crate::wire::{self, Format, ImgValue, WireError};
 
 use cold::{Cold, ColdStore};
-use v1::{Bound, V1Dev};
-use v2::{V2Done, V2State};
+use v1::{Bound, V1};
+use v2::V2;
 
 /// An opaque handle the engine attaches to every pushed message (its spool position), handed back
 /// in the [`Action`] that finishes with it so the engine can release the storage.
@@ -471,12 +471,12 @@ impl Index {
     }
 }
 
-/// Pictures settled recently, so late duplicates are recognised (see module docs, *Memory*).
-/// v1 records live in their device's segment map ([`V1Dev`]), among the open segments, since
-/// they are boundaries too; this keeps their order of settlement and counts.
+/// Pictures settled recently, so late duplicates are recognised (see module docs, *Memory*):
+/// the order of settlement of both formats' records and the caps on them. The records live with
+/// their format: v1's in their device's segment map ([`v1::V1Dev`]), among the open segments,
+/// since they are boundaries too; v2's in [`V2`].
 #[derive(Debug, Default)]
 struct Recent {
-    v2: HashMap<(DeviceId, u32), (u64, V2Done)>,
     /// `(key, generation, settled at)`, oldest first. A generation that no longer matches the
     /// record's is stale (the key was settled again later).
     ring: VecDeque<(Key, u64, u64)>,
@@ -493,18 +493,6 @@ impl Recent {
         self.generation
     }
 
-    fn insert_v2(&mut self, device: DeviceId, pid: u32, done: V2Done, now: u64) {
-        self.generation += 1;
-        let key = Key::V2(device.clone(), pid);
-        self.v2.insert((device, pid), (self.generation, done));
-        self.ring.push_back((key, self.generation, now));
-    }
-
-    fn v2(&self, device: &DeviceId, pid: u32) -> Option<&V2Done> {
-        // The tuple key costs two reference-count increments; no allocation.
-        self.v2.get(&(device.clone(), pid)).map(|(_, d)| d)
-    }
-
     /// The oldest record's key and generation, if it is older than `timeout` or beyond the caps.
     fn pop_stale(&mut self, now: u64, timeout: u64, cap: usize) -> Option<(Key, u64)> {
         let &(_, _, at) = self.ring.front()?;
@@ -516,37 +504,120 @@ impl Recent {
             .pop_front()
             .map(|(key, generation, _)| (key, generation))
     }
+}
 
-    fn forget_v2(&mut self, k: (DeviceId, u32), generation: u64) {
-        if self.v2.get(&k).is_some_and(|(g, _)| *g == generation) {
-            self.v2.remove(&k);
+/// One wire format's state ([`V1`], [`V2`]) as the bookkeeping both formats share reaches it:
+/// eviction (`max_open` counts the open entries of both, the least recently touched goes first)
+/// and pruning the memory (one ring for both) settle or forget entries of either format.
+trait FormatState {
+    /// Whether `key` names one of this format's entries or records.
+    fn owns(&self, key: &Key) -> bool;
+    /// Open entries (including discarding states).
+    fn open_count(&self) -> usize;
+    /// Settles the open entry `key`, just taken off the idleness order: its quarantine record
+    /// (a held v1 picture that is a well-formed JPEG is written); `evicted` overrides the
+    /// natural reason (`expired`, `invalid_jpeg`, ...).
+    fn settle(&mut self, cx: &mut Ctx<'_>, key: Key, evicted: Option<&'static str>);
+    /// Forgets the settled record `key` of `generation`, pruned from the memory (unless it was
+    /// settled again since).
+    fn forget(&mut self, recent: &mut Recent, key: Key, generation: u64);
+}
+
+/// Either format's state, as [`Ctx`] holds it.
+type AnyFormat = dyn FormatState + 'static;
+
+/// What the format-specific code ([`V1`], [`V2`]) works with besides its own state, in one
+/// value: the time, the limits, the bookkeeping both formats share, where actions go, and the
+/// other format (eviction and pruning the memory reach entries of either, see [`FormatState`]).
+struct Ctx<'a> {
+    /// Arrival time of the message being handled, or the time of the sweep, ms.
+    now: u64,
+    /// The limits in force.
+    limits: &'a Limits,
+    /// Idleness order and byte counts of both formats' open entries.
+    index: &'a mut Index,
+    /// Order and caps of both formats' settled records.
+    recent: &'a mut Recent,
+    /// Where bytes go beyond [`Limits::memory_budget`].
+    cold: &'a mut Cold,
+    /// Actions for the engine, appended in order.
+    out: &'a mut Vec<Action>,
+    /// The state of the format not being worked on.
+    other: &'a mut AnyFormat,
+}
+
+impl Ctx<'_> {
+    /// Open entries of both formats; `me` is the one being worked on.
+    fn open_count(&self, me: &dyn FormatState) -> usize {
+        me.open_count() + self.other.open_count()
+    }
+
+    /// The format that owns `key` (`me` or the other one) and a context for working on it.
+    fn owner<'s>(&'s mut self, me: &'s mut AnyFormat, key: &Key) -> (&'s mut AnyFormat, Ctx<'s>) {
+        let (owner, other) = if me.owns(key) {
+            (me, &mut *self.other)
+        } else {
+            (&mut *self.other, me)
+        };
+        let cx = Ctx {
+            now: self.now,
+            limits: self.limits,
+            index: &mut *self.index,
+            recent: &mut *self.recent,
+            cold: &mut *self.cold,
+            out: &mut *self.out,
+            other,
+        };
+        (owner, cx)
+    }
+
+    /// Removes the least recently touched entry (of either format) and emits its quarantine;
+    /// `evicted` overrides the natural reason (`expired`, `invalid_jpeg`, ...).
+    fn settle_first(&mut self, me: &mut AnyFormat, evicted: Option<&'static str>) {
+        let Some((_, key)) = self.index.lru.pop_first() else {
+            return;
+        };
+        let (owner, mut cx) = self.owner(me, &key);
+        owner.settle(&mut cx, key, evicted);
+    }
+
+    /// Makes room for one more open entry.
+    fn make_room(&mut self, me: &mut AnyFormat) {
+        let max = self.limits.max_open.max(1);
+        while self.open_count(me) >= max && !self.index.lru.is_empty() {
+            self.settle_first(me, Some(reason::EVICTED));
         }
     }
 
-    fn len(&self) -> usize {
-        self.v1 + self.v2.len()
+    /// Forgets settled pictures older than the timeout and the oldest beyond the caps.
+    fn prune_recent(&mut self, me: &mut AnyFormat) {
+        let cap = recent_cap(self.limits);
+        while let Some((key, generation)) =
+            self.recent.pop_stale(self.now, self.limits.timeout_ms, cap)
+        {
+            let (owner, cx) = self.owner(me, &key);
+            owner.forget(cx.recent, key, generation);
+        }
     }
 }
 
-/// The per-process reassembly state.
+/// Most settled pictures remembered (see the module docs, *Memory*).
+fn recent_cap(limits: &Limits) -> usize {
+    limits.max_open.saturating_mul(4).max(RECENT_MIN)
+}
+
+/// The per-process reassembly state: each format's own ([`V1`], [`V2`]) and what they share.
 #[derive(Debug)]
 pub struct Assembler {
     limits: Limits,
-    /// v1 segments by device: open pictures (or discarding states) and settled ones.
-    open1: HashMap<DeviceId, V1Dev>,
-    /// Open v1 segments (all devices).
-    open1_count: usize,
-    /// Open v2 pictures (or too-large discarding states), by device and pid.
-    open2: HashMap<(DeviceId, u32), Slot<V2State>>,
+    /// v1: segments by device, the redelivery grace's holds.
+    v1: V1,
+    /// v2: open pictures and the memory of settled ones.
+    v2: V2,
     index: Index,
     recent: Recent,
     /// Where bytes go beyond [`Limits::memory_budget`].
     cold: Cold,
-    /// The latest connection loss (or release of deliveries) reported, ms.
-    last_loss: Option<u64>,
-    /// v1 pictures that validated but are held for the redelivery grace: `(until, serial)` ->
-    /// segment. An entry whose segment changed since is stale and skipped.
-    holds: BTreeMap<(u64, u64), (DeviceId, Bound)>,
 }
 
 impl Assembler {
@@ -554,14 +625,11 @@ impl Assembler {
     pub fn new(limits: Limits) -> Self {
         Assembler {
             limits,
-            open1: HashMap::new(),
-            open1_count: 0,
-            open2: HashMap::new(),
+            v1: V1::default(),
+            v2: V2::default(),
             index: Index::default(),
             recent: Recent::default(),
             cold: Cold::new(None),
-            last_loss: None,
-            holds: BTreeMap::new(),
         }
     }
 
@@ -578,6 +646,50 @@ impl Assembler {
         &self.limits
     }
 
+    /// The v1 state, and a context at `now` for working on it.
+    fn v1_cx<'a>(&'a mut self, now: u64, out: &'a mut Vec<Action>) -> (&'a mut V1, Ctx<'a>) {
+        let Assembler {
+            limits,
+            v1,
+            v2,
+            index,
+            recent,
+            cold,
+        } = self;
+        let cx = Ctx {
+            now,
+            limits,
+            index,
+            recent,
+            cold,
+            out,
+            other: v2,
+        };
+        (v1, cx)
+    }
+
+    /// The v2 state, and a context at `now` for working on it.
+    fn v2_cx<'a>(&'a mut self, now: u64, out: &'a mut Vec<Action>) -> (&'a mut V2, Ctx<'a>) {
+        let Assembler {
+            limits,
+            v1,
+            v2,
+            index,
+            recent,
+            cold,
+        } = self;
+        let cx = Ctx {
+            now,
+            limits,
+            index,
+            recent,
+            cold,
+            out,
+            other: v1,
+        };
+        (v2, cx)
+    }
+
     /// Feeds one message that arrived at `now_ms`. Actions are appended to `out`.
     pub fn push(
         &mut self,
@@ -587,11 +699,21 @@ impl Assembler {
         out: &mut Vec<Action>,
     ) -> Disposition {
         let disposition = match wire::parse_value(&msg.value) {
-            Ok(ImgValue::V1Hex(hex)) => self.v1_data(msg, hex, tag, now_ms, out),
-            Ok(ImgValue::V1End) => self.v1_end(msg, tag, now_ms, out),
-            Ok(ImgValue::V2 { header, data }) => self.v2_chunk(msg, header, data, tag, now_ms, out),
+            Ok(ImgValue::V1Hex(hex)) => {
+                let (v1, mut cx) = self.v1_cx(now_ms, out);
+                v1.data(&mut cx, msg, hex, tag)
+            }
+            Ok(ImgValue::V1End) => {
+                let (v1, mut cx) = self.v1_cx(now_ms, out);
+                v1.end(&mut cx, msg, tag)
+            }
+            Ok(ImgValue::V2 { header, data }) => {
+                let (v2, mut cx) = self.v2_cx(now_ms, out);
+                v2.chunk(&mut cx, msg, header, data, tag)
+            }
             Err(e @ (WireError::BadHex { .. } | WireError::OddHexLength { .. })) => {
-                self.v1_bad(msg, &e, tag, now_ms, out)
+                let (v1, mut cx) = self.v1_cx(now_ms, out);
+                v1.bad(&mut cx, msg, &e, tag)
             }
             Err(e @ (WireError::BadHeader(_) | WireError::BadBase64)) => {
                 let framed_v2 = msg.value.starts_with("V2;");
@@ -602,7 +724,8 @@ impl Assembler {
                     None
                 };
                 if framed_v2 {
-                    self.v2_bad(msg, pid, None, e.reason(), detail, tag, now_ms, out)
+                    let (v2, mut cx) = self.v2_cx(now_ms, out);
+                    v2.bad(&mut cx, msg, tag, (pid, None), e.reason(), detail)
                 } else {
                     out.push(lone(msg, tag, None, None, e.reason(), detail, now_ms));
                     Disposition::Quarantined
@@ -640,14 +763,8 @@ impl Assembler {
             };
             after = Some(at);
             let freed = match key.clone() {
-                Key::V1(device, b) => self.v1_freeze(&device, b),
-                Key::V2(device, pid) => match self.open2.get_mut(&(device, pid)) {
-                    Some(Slot {
-                        state: v2::V2State::Pic(pic),
-                        ..
-                    }) => pic.freeze(&mut self.cold),
-                    _ => 0,
-                },
+                Key::V1(device, b) => self.v1.freeze(&mut self.cold, &device, b),
+                Key::V2(device, pid) => self.v2.freeze(&mut self.cold, device, pid),
                 Key::V1Span(..) => 0,
             };
             self.index.hot = self.index.hot.saturating_sub(freed);
@@ -660,30 +777,21 @@ impl Assembler {
     /// picture that had chunks before `at_ms` and validates is held, not written, so a late chunk
     /// can still slot into it (or a wrong cut be corrected by a late `END`).
     pub fn connection_lost(&mut self, at_ms: u64) {
-        self.last_loss = Some(self.last_loss.map_or(at_ms, |l| l.max(at_ms)));
-    }
-
-    /// Until when a v1 picture opened at `opened_ms` must be held at `now`, if it must: it had a
-    /// chunk at or before the latest loss, and the grace after that loss is not over. (Only the
-    /// latest loss matters: a picture opened before an earlier loss was opened before it too, and
-    /// its grace ends later.)
-    fn grace_until(&self, opened_ms: u64, now: u64) -> Option<u64> {
-        let loss = self.last_loss.filter(|&l| opened_ms <= l)?;
-        let until = loss.saturating_add(self.limits.redelivery_grace_ms);
-        (until > now).then_some(until)
+        self.v1.connection_lost(at_ms);
     }
 
     /// Quarantines every picture idle for longer than the timeout at `now_ms`, and writes the
     /// held pictures whose redelivery grace is over.
     pub fn expire(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        self.v1_release_holds(now_ms, out);
-        while let Some((&(last, _), _)) = self.index.lru.first_key_value() {
-            if now_ms.saturating_sub(last) <= self.limits.timeout_ms {
+        let (v1, mut cx) = self.v1_cx(now_ms, out);
+        v1.release_holds(&mut cx);
+        while let Some((&(last, _), _)) = cx.index.lru.first_key_value() {
+            if now_ms.saturating_sub(last) <= cx.limits.timeout_ms {
                 break;
             }
-            self.settle_first(now_ms, None, out);
+            cx.settle_first(v1, None);
         }
-        self.prune_recent(now_ms);
+        cx.prune_recent(v1);
         self.enforce_budget();
     }
 
@@ -694,13 +802,13 @@ impl Assembler {
             last.saturating_add(self.limits.timeout_ms)
                 .saturating_add(1)
         });
-        let held = self.holds.first_key_value().map(|(&(until, _), _)| until);
+        let held = self.v1.next_release();
         idle.into_iter().chain(held).min()
     }
 
     /// Open pictures (including discarding states that still hold tags).
     pub fn open_count(&self) -> usize {
-        self.open1_count + self.open2.len()
+        self.v1.open_count() + self.v2.open_count()
     }
 
     /// Bytes held by open pictures (in memory or cold).
@@ -735,75 +843,15 @@ impl Assembler {
 
     /// Settled pictures currently remembered for late-duplicate detection.
     pub fn remembered_count(&self) -> usize {
-        self.recent.len()
+        self.recent.v1 + self.v2.remembered_count()
     }
 
     /// Quarantines every open picture now (reason `expired`, or the discarding state's own
     /// reason), e.g. at shutdown; afterwards nothing is open.
     pub fn drain(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        while !self.index.lru.is_empty() {
-            self.settle_first(now_ms, None, out);
-        }
-    }
-
-    /// Removes the least recently touched entry and emits its quarantine; `evicted` overrides the
-    /// natural reason (`expired`, `invalid_jpeg`, ...).
-    fn settle_first(&mut self, now: u64, evicted: Option<&'static str>, out: &mut Vec<Action>) {
-        let Some((_, key)) = self.index.lru.pop_first() else {
-            return;
-        };
-        // `detach` removes the LRU entry again; harmless since it is gone already.
-        match key {
-            Key::V1(device, bound) => {
-                if let Some(slot) = self.v1_take(&device, bound) {
-                    self.index.close(&slot.meta);
-                    let note = evicted.map(|_| "evicted to respect max_open");
-                    self.v1_settle(&device, bound, slot, note, now, out);
-                }
-            }
-            Key::V1Span(..) => {}
-            Key::V2(device, pid) => {
-                let k = (device, pid);
-                if let Some(slot) = self.index.detach(&mut self.open2, &k) {
-                    self.index.close(&slot.meta);
-                    let (device, pid) = k;
-                    if let Some(done) = v2::settled_as(&slot.state) {
-                        self.recent.insert_v2(device.clone(), pid, done, now);
-                    }
-                    out.push(Action::Quarantine(v2::settle(
-                        &mut self.cold,
-                        device,
-                        pid,
-                        slot,
-                        evicted,
-                    )));
-                }
-            }
-        }
-    }
-
-    /// Makes room for one more open entry.
-    fn make_room(&mut self, now: u64, out: &mut Vec<Action>) {
-        let max = self.limits.max_open.max(1);
-        while self.open_count() >= max && !self.index.lru.is_empty() {
-            self.settle_first(now, Some(reason::EVICTED), out);
-        }
-    }
-
-    fn recent_cap(&self) -> usize {
-        self.limits.max_open.saturating_mul(4).max(RECENT_MIN)
-    }
-
-    /// Forgets settled pictures older than the timeout and the oldest beyond the caps.
-    fn prune_recent(&mut self, now: u64) {
-        let cap = self.recent_cap();
-        while let Some((key, generation)) = self.recent.pop_stale(now, self.limits.timeout_ms, cap)
-        {
-            match key {
-                Key::V1(device, bound) => self.v1_forget_boundary(&device, bound, generation),
-                Key::V1Span(device, last) => self.v1_forget_span(&device, last, generation),
-                Key::V2(device, pid) => self.recent.forget_v2((device, pid), generation),
-            }
+        let (v1, mut cx) = self.v1_cx(now_ms, out);
+        while !cx.index.lru.is_empty() {
+            cx.settle_first(v1, None);
         }
     }
 }

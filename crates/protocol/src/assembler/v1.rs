@@ -13,13 +13,13 @@
 //! picture's chunks land above the settled span, in the same segment, and validate on their own;
 //! the late own `END` then finds its span settled below it and is dropped as redundant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::cold::{Cold, PicBuf};
 use super::{
-    chunk_time, decodes_as_jpeg, excerpt, lone, ms_i64, reason, Action, Assembler, Disposition,
-    Finished, Held, Key, Meta, Quarantined, Retraction, Slot, Tag, MAX_ATTACHED_DUPLICATES,
-    MAX_DISCARD_TAGS,
+    chunk_time, decodes_as_jpeg, excerpt, lone, ms_i64, reason, Action, Ctx, Disposition, Finished,
+    FormatState, Held, Key, Limits, Quarantined, Recent, Retraction, Slot, Tag,
+    MAX_ATTACHED_DUPLICATES, MAX_DISCARD_TAGS,
 };
 use crate::jpeg::{entropy_check, EntropyVerdict, Walker};
 use crate::message::{DeviceId, ImgMessage};
@@ -138,7 +138,7 @@ pub(super) struct V1Pic {
     /// leaves the bytes up to the failure as they were, so the verdict stands.
     fail_at: Option<i64>,
     /// It validated, but is held until this time for the redelivery grace (see
-    /// [`Assembler::connection_lost`]).
+    /// [`super::Assembler::connection_lost`]).
     grace: Option<u64>,
     /// The last validation passed on the structural check alone: the exact check does not
     /// support this coding (the reason).
@@ -198,6 +198,21 @@ impl V1Pic {
 
     fn data_len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The `too_large` detail, if a chunk of `add` bytes does not fit.
+    fn too_large(&self, limits: &Limits, add: usize) -> Option<String> {
+        let fits = self.data_len().saturating_add(add) <= limits.max_image_bytes
+            && self.data_chunks < max_chunks(limits);
+        (!fits).then(|| {
+            format!(
+                "{} byte(s) in {} chunk(s) plus a chunk of {add} exceed max_image_bytes {} (or the chunk limit {})",
+                self.data_len(),
+                self.data_chunks,
+                limits.max_image_bytes,
+                max_chunks(limits)
+            )
+        })
     }
 
     /// Memory its bytes hold now.
@@ -567,6 +582,11 @@ impl V1Pic {
     }
 }
 
+/// Largest number of chunks of one v1 picture (bounds the index: 40 bytes per chunk).
+fn max_chunks(limits: &Limits) -> usize {
+    (limits.max_image_bytes / 64).max(1024)
+}
+
 /// A message's Alink id (`requestId`) as a number.
 fn alink_id(m: &ImgMessage) -> Option<u64> {
     m.request_id.as_deref()?.parse().ok()
@@ -697,20 +717,91 @@ enum Entry {
     },
 }
 
-impl Assembler {
+/// The v1 state: every device's segments and settled spans, and the redelivery grace's
+/// bookkeeping.
+#[derive(Debug, Default)]
+pub(super) struct V1 {
+    /// Segments by device: open pictures (or discarding states) and settled ones.
+    devices: HashMap<DeviceId, V1Dev>,
+    /// Open segments (all devices).
+    open: usize,
+    /// The latest connection loss (or release of deliveries) reported, ms.
+    last_loss: Option<u64>,
+    /// Pictures that validated but are held for the redelivery grace: `(until, serial)` ->
+    /// segment. An entry whose segment changed since is stale and skipped.
+    holds: BTreeMap<(u64, u64), (DeviceId, Bound)>,
+}
+
+/// A v1 message being handled: the message, its ordering time (see [`chunk_time`]) and its tag.
+#[derive(Debug, Clone, Copy)]
+struct Arrival<'m> {
+    msg: &'m ImgMessage,
+    t: i64,
+    tag: Tag,
+}
+
+impl FormatState for V1 {
+    fn owns(&self, key: &Key) -> bool {
+        matches!(key, Key::V1(..) | Key::V1Span(..))
+    }
+
+    fn open_count(&self) -> usize {
+        self.open
+    }
+
+    fn settle(&mut self, cx: &mut Ctx<'_>, key: Key, evicted: Option<&'static str>) {
+        if let Key::V1(device, bound) = key {
+            if let Some(slot) = self.take(cx, &device, bound) {
+                cx.index.close(&slot.meta);
+                let note = evicted.map(|_| "evicted to respect max_open");
+                self.settle_segment(cx, &device, bound, slot, note);
+            }
+        }
+    }
+
+    fn forget(&mut self, recent: &mut Recent, key: Key, generation: u64) {
+        match key {
+            Key::V1(device, bound) => self.forget_boundary(&device, bound, generation),
+            Key::V1Span(device, last) => self.forget_span(recent, &device, last, generation),
+            Key::V2(..) => {}
+        }
+    }
+}
+
+impl V1 {
     /// Moves the bytes of the open v1 segment `b` of `device` to cold storage; returns the memory
     /// freed.
-    pub(super) fn v1_freeze(&mut self, device: &DeviceId, b: Bound) -> usize {
-        let Some(dev) = self.open1.get_mut(device) else {
+    pub(super) fn freeze(&mut self, cold: &mut Cold, device: &DeviceId, b: Bound) -> usize {
+        let Some(dev) = self.devices.get_mut(device) else {
             return 0;
         };
         match dev.segs.get_mut(&b) {
             Some(Entry::Open(slot)) => match &mut slot.state {
-                V1State::Pic(pic) => pic.freeze(&mut self.cold),
+                V1State::Pic(pic) => pic.freeze(cold),
                 V1State::Discard(_) => 0,
             },
             _ => 0,
         }
+    }
+
+    /// See [`super::Assembler::connection_lost`].
+    pub(super) fn connection_lost(&mut self, at_ms: u64) {
+        self.last_loss = Some(self.last_loss.map_or(at_ms, |l| l.max(at_ms)));
+    }
+
+    /// Until when a v1 picture opened at `opened_ms` must be held now, if it must: it had a
+    /// chunk at or before the latest loss, and the grace after that loss is not over. (Only the
+    /// latest loss matters: a picture opened before an earlier loss was opened before it too, and
+    /// its grace ends later.)
+    fn grace_until(&self, cx: &Ctx<'_>, opened_ms: u64) -> Option<u64> {
+        let loss = self.last_loss.filter(|&l| opened_ms <= l)?;
+        let until = loss.saturating_add(cx.limits.redelivery_grace_ms);
+        (until > cx.now).then_some(until)
+    }
+
+    /// When the first held picture's redelivery grace is over, if any is held.
+    pub(super) fn next_release(&self) -> Option<u64> {
+        self.holds.first_key_value().map(|(&(until, _), _)| until)
     }
 }
 
@@ -763,14 +854,9 @@ enum Seg {
     New(Bound),
 }
 
-impl Assembler {
-    /// Largest number of chunks of one v1 picture (bounds the index: 40 bytes per chunk).
-    fn v1_max_chunks(&self) -> usize {
-        (self.limits.max_image_bytes / 64).max(1024)
-    }
-
-    fn v1_seg(&self, device: &DeviceId, t: i64) -> Seg {
-        let Some(dev) = self.open1.get(device) else {
+impl V1 {
+    fn seg(&self, device: &DeviceId, t: i64) -> Seg {
+        let Some(dev) = self.devices.get(device) else {
             return Seg::New(Bound::TAIL);
         };
         let found = dev.segs.range(Bound::end(t)..).next();
@@ -788,13 +874,13 @@ impl Assembler {
         }
     }
 
-    fn v1_done_at(&self, device: &DeviceId, t: i64) -> Option<(i64, i64, u64)> {
-        self.open1.get(device)?.done_at(t)
+    fn done_at(&self, device: &DeviceId, t: i64) -> Option<(i64, i64, u64)> {
+        self.devices.get(device)?.done_at(t)
     }
 
     /// Takes an open segment out of its map and the idleness order, to work on it.
-    pub(super) fn v1_take(&mut self, device: &DeviceId, b: Bound) -> Option<Slot<V1State>> {
-        let dev = self.open1.get_mut(device)?;
+    fn take(&mut self, cx: &mut Ctx<'_>, device: &DeviceId, b: Bound) -> Option<Slot<V1State>> {
+        let dev = self.devices.get_mut(device)?;
         if !matches!(dev.segs.get(&b), Some(Entry::Open(_))) {
             return None;
         }
@@ -803,36 +889,36 @@ impl Assembler {
         };
         dev.open -= 1;
         if dev.is_empty() {
-            self.open1.remove(device);
+            self.devices.remove(device);
         }
-        self.open1_count -= 1;
-        self.index.unlink(&slot.meta, &slot.state);
+        self.open -= 1;
+        cx.index.unlink(&slot.meta, &slot.state);
         Some(*slot)
     }
 
     /// Puts an open segment (back) under `b`; `touched`: it just received a new message. One
     /// left with neither data nor tags is not kept: a known `END` stays as a boundary.
-    fn v1_put(
+    fn put(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         b: Bound,
         mut slot: Slot<V1State>,
-        now: u64,
         touched: bool,
     ) {
         if let V1State::Pic(pic) = &slot.state {
             if pic.is_void() {
-                self.index.close(&slot.meta);
-                self.v1_boundary(device, b, now);
+                cx.index.close(&slot.meta);
+                self.boundary(cx, device, b);
                 return;
             }
         }
         let key = Key::V1(device.clone(), b);
-        self.index
-            .link(&mut slot.meta, key, &slot.state, now, touched);
-        let dev = self.open1.entry(device.clone()).or_default();
+        cx.index
+            .link(&mut slot.meta, key, &slot.state, cx.now, touched);
+        let dev = self.devices.entry(device.clone()).or_default();
         dev.open += 1;
-        self.open1_count += 1;
+        self.open += 1;
         let old = dev.segs.insert(b, Entry::Open(Box::new(slot)));
         debug_assert!(
             matches!(old, None | Some(Entry::Boundary { .. })),
@@ -840,100 +926,99 @@ impl Assembler {
         );
     }
 
-    /// Opens a new segment under `b` at `now`.
-    fn v1_new(&mut self, device: &DeviceId, b: Bound, state: V1State, now: u64) {
-        let slot = self.index.slot(state, now);
-        self.v1_put(device, b, slot, now, true);
+    /// Opens a new segment under `b` now.
+    fn open_new(&mut self, cx: &mut Ctx<'_>, device: &DeviceId, b: Bound, state: V1State) {
+        let slot = cx.index.slot(state, cx.now);
+        self.put(cx, device, b, slot, true);
     }
 
     /// Records the settled `END` at `b` as a boundary (nothing for the tail).
-    fn v1_boundary(&mut self, device: &DeviceId, b: Bound, now: u64) {
+    fn boundary(&mut self, cx: &mut Ctx<'_>, device: &DeviceId, b: Bound) {
         if b.end_time().is_none() {
             return;
         }
-        let generation = self.recent.next_generation();
-        let dev = self.open1.entry(device.clone()).or_default();
+        let generation = cx.recent.next_generation();
+        let dev = self.devices.entry(device.clone()).or_default();
         dev.segs.insert(b, Entry::Boundary { generation });
-        self.recent
+        cx.recent
             .ring
-            .push_back((Key::V1(device.clone(), b), generation, now));
-        self.prune_recent(now);
+            .push_back((Key::V1(device.clone(), b), generation, cx.now));
+        cx.prune_recent(self);
     }
 
     /// Remembers the data span `first..=last` of a settled picture.
-    fn v1_remember(
+    fn remember(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         (first, last): (i64, i64),
         prints: Box<[u64]>,
-        now: u64,
     ) {
-        self.v1_remember_written(device, (first, last), prints, None, now);
+        self.remember_written(cx, device, (first, last), prints, None);
     }
 
-    /// [`Assembler::v1_remember`] for a written picture (`written`: its name time, size, CRC).
-    fn v1_remember_written(
+    /// [`V1::remember`] for a written picture (`written`: its name time, size, CRC).
+    fn remember_written(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         (first, last): (i64, i64),
         prints: Box<[u64]>,
         written: Option<(i64, u64, u32)>,
-        now: u64,
     ) {
-        let generation = self.recent.next_generation();
-        self.recent.v1 += 1;
-        self.recent.prints += prints.len();
-        let dev = self.open1.entry(device.clone()).or_default();
+        let generation = cx.recent.next_generation();
+        cx.recent.v1 += 1;
+        cx.recent.prints += prints.len();
+        let dev = self.devices.entry(device.clone()).or_default();
         let done = V1Done {
             first,
             prints,
             written,
         };
         dev.done.insert((last, generation), done);
-        self.recent
+        cx.recent
             .ring
-            .push_back((Key::V1Span(device.clone(), last), generation, now));
-        self.prune_recent(now);
+            .push_back((Key::V1Span(device.clone(), last), generation, cx.now));
+        cx.prune_recent(self);
     }
 
     /// Forgets a boundary whose `Recent` record is pruned (unless it was reopened since).
-    pub(super) fn v1_forget_boundary(&mut self, device: &DeviceId, b: Bound, generation: u64) {
-        let Some(dev) = self.open1.get_mut(device) else {
+    fn forget_boundary(&mut self, device: &DeviceId, b: Bound, generation: u64) {
+        let Some(dev) = self.devices.get_mut(device) else {
             return;
         };
         if matches!(dev.segs.get(&b), Some(Entry::Boundary { generation: g }) if *g == generation) {
             dev.segs.remove(&b);
             if dev.is_empty() {
-                self.open1.remove(device);
+                self.devices.remove(device);
             }
         }
     }
 
     /// Forgets a settled span whose `Recent` record is pruned.
-    pub(super) fn v1_forget_span(&mut self, device: &DeviceId, last: i64, generation: u64) {
-        let Some(dev) = self.open1.get_mut(device) else {
+    fn forget_span(&mut self, recent: &mut Recent, device: &DeviceId, last: i64, generation: u64) {
+        let Some(dev) = self.devices.get_mut(device) else {
             return;
         };
         let Some(d) = dev.done.remove(&(last, generation)) else {
             return;
         };
         if dev.is_empty() {
-            self.open1.remove(device);
+            self.devices.remove(device);
         }
-        self.recent.v1 -= 1;
-        self.recent.prints = self.recent.prints.saturating_sub(d.prints.len());
+        recent.v1 -= 1;
+        recent.prints = recent.prints.saturating_sub(d.prints.len());
     }
 
     /// Quarantines a segment taken out for good: at the timeout, on eviction (`evicted` says
     /// why), or at drain. What settles after its `END` is remembered.
-    pub(super) fn v1_settle(
+    fn settle_segment(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         b: Bound,
         slot: Slot<V1State>,
         evicted: Option<&str>,
-        now: u64,
-        out: &mut Vec<Action>,
     ) {
         let opened = slot.meta.opened_ms;
         match slot.state {
@@ -944,16 +1029,16 @@ impl Assembler {
                         None => " (no END before the timeout)",
                     };
                     let q = d.flush(device.clone(), opened, None, None, note);
-                    out.push(Action::Quarantine(q));
+                    cx.out.push(Action::Quarantine(q));
                 }
             }
             V1State::Pic(mut pic) => {
                 if pic.held || pic.grace.is_some() {
                     // Only the Alink ids or the redelivery grace held it back: settle it on its
                     // bytes alone.
-                    match pic.check(&mut self.cold, self.limits.decode_check, false, None) {
+                    match pic.check(cx.cold, cx.limits.decode_check, false, None) {
                         Ok(copy) => {
-                            self.v1_finish(device, b, opened, pic, copy, now, out);
+                            self.finish(cx, device, b, opened, pic, copy);
                             return;
                         }
                         Err(why) => pic.invalid = why,
@@ -979,14 +1064,13 @@ impl Assembler {
                     None => (natural, why),
                 };
                 let (span, prints) = (pic.span(), pic.prints());
-                let q =
-                    pic.quarantine(&mut self.cold, device.clone(), opened, reason, detail, None);
-                out.push(Action::Quarantine(q));
+                let q = pic.quarantine(cx.cold, device.clone(), opened, reason, detail, None);
+                cx.out.push(Action::Quarantine(q));
                 if b.end_time().is_some() {
                     if let Some(span) = span {
-                        self.v1_remember(device, span, prints, now);
+                        self.remember(cx, device, span, prints);
                     }
-                    self.v1_boundary(device, b, now);
+                    self.boundary(cx, device, b);
                 }
             }
         }
@@ -994,8 +1078,8 @@ impl Assembler {
 
     /// Enforces the bounds on open segments: per device (its oldest segment goes first), then
     /// overall (`max_open`, the least recently touched first).
-    fn v1_bound(&mut self, device: &DeviceId, now: u64, out: &mut Vec<Action>) {
-        while let Some(dev) = self.open1.get(device) {
+    fn bound(&mut self, cx: &mut Ctx<'_>, device: &DeviceId) {
+        while let Some(dev) = self.devices.get(device) {
             if dev.open <= MAX_V1_SEGMENTS {
                 break;
             }
@@ -1003,53 +1087,51 @@ impl Assembler {
                 Entry::Open(_) => Some(*b),
                 Entry::Boundary { .. } => None,
             });
-            let Some((b, slot)) = oldest.and_then(|b| Some((b, self.v1_take(device, b)?))) else {
+            let Some((b, slot)) = oldest.and_then(|b| Some((b, self.take(cx, device, b)?))) else {
                 break;
             };
-            self.index.close(&slot.meta);
+            cx.index.close(&slot.meta);
             let note = format!("more than {MAX_V1_SEGMENTS} open v1 pictures on the device");
-            self.v1_settle(device, b, slot, Some(&note), now, out);
+            self.settle_segment(cx, device, b, slot, Some(&note));
         }
-        let max = self.limits.max_open.max(1);
-        while self.open_count() > max && !self.index.lru.is_empty() {
-            self.settle_first(now, Some(reason::EVICTED), out);
+        let max = cx.limits.max_open.max(1);
+        while cx.open_count(self) > max && !cx.index.lru.is_empty() {
+            cx.settle_first(self, Some(reason::EVICTED));
         }
     }
 
     /// Checks a segment taken out whose data changed: with a known `END` and valid data it is
     /// written and settles; otherwise it is put back. True when written. `added`: the time of
     /// the one chunk added since the last check, if that is all that changed.
-    #[allow(clippy::too_many_arguments)]
-    fn v1_close(
+    fn close(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         b: Bound,
         slot: Slot<V1State>,
         added: Option<i64>,
-        now: u64,
         touched: bool,
-        out: &mut Vec<Action>,
     ) -> bool {
         let Slot { meta, mut state } = slot;
         let verdict = match &mut state {
             V1State::Pic(pic) if pic.data_chunks > 0 && pic.end.is_some() => {
-                Some(pic.check(&mut self.cold, self.limits.decode_check, true, added))
+                Some(pic.check(cx.cold, cx.limits.decode_check, true, added))
             }
             _ => None,
         };
         match (verdict, state) {
             (Some(Ok(copy)), V1State::Pic(mut pic)) => {
-                if let Some(until) = self.grace_until(meta.opened_ms, now) {
+                if let Some(until) = self.grace_until(cx, meta.opened_ms) {
                     // Whole and valid, but deliveries lost in flight may still belong in it.
                     pic.grace = Some(until);
-                    let serial = self.index.next_serial();
+                    let serial = cx.index.next_serial();
                     self.holds.insert((until, serial), (device.clone(), b));
                     let state = V1State::Pic(pic);
-                    self.v1_put(device, b, Slot { meta, state }, now, touched);
+                    self.put(cx, device, b, Slot { meta, state }, touched);
                     return false;
                 }
-                self.index.close(&meta);
-                self.v1_finish(device, b, meta.opened_ms, pic, copy, now, out);
+                cx.index.close(&meta);
+                self.finish(cx, device, b, meta.opened_ms, pic, copy);
                 true
             }
             (verdict, mut state) => {
@@ -1059,24 +1141,24 @@ impl Assembler {
                 if let (Some(Err(why)), V1State::Pic(pic)) = (verdict, &mut state) {
                     pic.invalid = why;
                 }
-                self.v1_put(device, b, Slot { meta, state }, now, touched);
+                self.put(cx, device, b, Slot { meta, state }, touched);
                 false
             }
         }
     }
 
-    /// Writes the held pictures whose redelivery grace is over at `now` (each is checked again
+    /// Writes the held pictures whose redelivery grace is over now (each is checked again
     /// first; one held again by a newer loss gets a new entry).
-    pub(super) fn v1_release_holds(&mut self, now: u64, out: &mut Vec<Action>) {
+    pub(super) fn release_holds(&mut self, cx: &mut Ctx<'_>) {
         while let Some((&(until, serial), _)) = self.holds.first_key_value() {
-            if until > now {
+            if until > cx.now {
                 break;
             }
             let Some((device, b)) = self.holds.remove(&(until, serial)) else {
                 break;
             };
             let current = self
-                .open1
+                .devices
                 .get(&device)
                 .and_then(|dev| dev.segs.get(&b))
                 .is_some_and(|e| match e {
@@ -1088,23 +1170,21 @@ impl Assembler {
             if !current {
                 continue;
             }
-            if let Some(slot) = self.v1_take(&device, b) {
-                self.v1_close(&device, b, slot, None, now, false, out);
+            if let Some(slot) = self.take(cx, &device, b) {
+                self.close(cx, &device, b, slot, None, false);
             }
         }
     }
 
     /// Emits a validated picture and remembers it.
-    #[allow(clippy::too_many_arguments)]
-    fn v1_finish(
+    fn finish(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         b: Bound,
         opened_ms: u64,
         pic: V1Pic,
         copy: Option<Vec<u8>>,
-        now: u64,
-        out: &mut Vec<Action>,
     ) {
         let (span, prints) = (pic.span(), pic.prints());
         let name_time_ms = pic.name_time().unwrap_or_else(|| ms_i64(opened_ms));
@@ -1113,10 +1193,10 @@ impl Assembler {
         let structure_only = pic.structure_only;
         let bytes = match copy {
             Some(b) => b,
-            None => pic.into_bytes(&mut self.cold),
+            None => pic.into_bytes(cx.cold),
         };
         let written = (name_time_ms, bytes.len() as u64, wire::crc32(&bytes));
-        out.push(Action::Write(Finished {
+        cx.out.push(Action::Write(Finished {
             device: device.clone(),
             format: Format::V1,
             pid: None,
@@ -1128,103 +1208,81 @@ impl Assembler {
             structure_only,
         }));
         if let Some(span) = span {
-            self.v1_remember_written(device, span, prints, Some(written), now);
+            self.remember_written(cx, device, span, prints, Some(written));
         }
-        self.v1_boundary(device, b, now);
+        self.boundary(cx, device, b);
     }
 
-    /// Quarantines an open picture spoiled by the chunk `tag` at `t` (bad, or too large): a
+    /// Quarantines an open picture `slot` spoiled by the chunk `a` (bad, or too large): a
     /// segment with a known `END` settles; one without becomes a discarding state up to its `END`.
-    #[allow(clippy::too_many_arguments)]
-    fn v1_spoil(
+    fn spoil(
         &mut self,
-        device: &DeviceId,
+        cx: &mut Ctx<'_>,
+        a: Arrival<'_>,
         b: Bound,
-        meta: Meta,
-        pic: V1Pic,
+        slot: Slot<V1Pic>,
         why: &'static str,
         detail: String,
-        t: i64,
-        tag: Tag,
-        now: u64,
-        out: &mut Vec<Action>,
     ) -> Disposition {
+        let (device, t) = (&a.msg.device, a.t);
+        let Slot { meta, state: pic } = slot;
         let span = pic.span().map_or((t, t), |(f, l)| (f.min(t), l.max(t)));
         let prints = pic.prints();
         let q = pic.quarantine(
-            &mut self.cold,
+            cx.cold,
             device.clone(),
             meta.opened_ms,
             why,
             detail.clone(),
-            Some(tag),
+            Some(a.tag),
         );
-        out.push(Action::Quarantine(q));
+        cx.out.push(Action::Quarantine(q));
         if b.end_time().is_some() {
-            self.index.close(&meta);
-            self.v1_remember(device, span, prints, now);
-            self.v1_boundary(device, b, now);
+            cx.index.close(&meta);
+            self.remember(cx, device, span, prints);
+            self.boundary(cx, device, b);
         } else {
             let state = V1State::Discard(V1Discard::new(why, detail, span.0));
-            self.v1_put(device, b, Slot { meta, state }, now, true);
+            self.put(cx, device, b, Slot { meta, state }, true);
         }
         Disposition::Quarantined
     }
 
     /// A v1 data chunk.
-    pub(super) fn v1_data(
+    pub(super) fn data(
         &mut self,
+        cx: &mut Ctx<'_>,
         msg: &ImgMessage,
         hex: &str,
         tag: Tag,
-        now: u64,
-        out: &mut Vec<Action>,
     ) -> Disposition {
-        let t = chunk_time(msg, now);
+        let t = chunk_time(msg, cx.now);
+        let a = Arrival { msg, t, tag };
         let device = &msg.device;
-        if let Some((first, last, generation)) = self.v1_done_at(device, t) {
-            return self.v1_late(msg, hex, t, tag, (first, last, generation), now, out);
+        if let Some((first, last, generation)) = self.done_at(device, t) {
+            return self.late(cx, a, hex, (first, last, generation));
         }
-        let disp = match self.v1_seg(device, t) {
-            Seg::Open(b) => self.v1_add(msg, hex, t, tag, b, now, out),
-            Seg::Boundary(b) => self.v1_reopen(msg, hex, t, tag, b, now, out),
-            Seg::New(b) => self.v1_fresh(msg, hex, t, tag, b, now, out),
+        let disp = match self.seg(device, t) {
+            Seg::Open(b) => self.add(cx, a, hex, b),
+            Seg::Boundary(b) => self.reopen(cx, a, hex, b),
+            Seg::New(b) => self.fresh(cx, a, hex, b),
         };
-        self.v1_bound(device, now, out);
+        self.bound(cx, device);
         disp
     }
 
-    /// The `too_large` detail, if a chunk of `add` bytes does not fit `pic`.
-    fn v1_too_large(&self, pic: &V1Pic, add: usize) -> Option<String> {
-        let fits = pic.data_len().saturating_add(add) <= self.limits.max_image_bytes
-            && pic.data_chunks < self.v1_max_chunks();
-        (!fits).then(|| {
-            format!(
-                "{} byte(s) in {} chunk(s) plus a chunk of {add} exceed max_image_bytes {} (or the chunk limit {})",
-                pic.data_len(),
-                pic.data_chunks,
-                self.limits.max_image_bytes,
-                self.v1_max_chunks()
-            )
-        })
-    }
-
-    /// A chunk absorbed (without its bytes) by the discarding state `d` of segment `b`, which is
-    /// put back; a partial quarantine every `MAX_DISCARD_TAGS` tags.
-    #[allow(clippy::too_many_arguments)]
-    fn v1_absorb(
+    /// A chunk absorbed (without its bytes) by the discarding state of segment `b` (`slot`),
+    /// which is put back; a partial quarantine every `MAX_DISCARD_TAGS` tags.
+    fn absorb(
         &mut self,
-        msg: &ImgMessage,
-        t: i64,
-        tag: Tag,
+        cx: &mut Ctx<'_>,
+        a: Arrival<'_>,
         b: Bound,
-        meta: Meta,
-        mut d: V1Discard,
-        now: u64,
-        out: &mut Vec<Action>,
+        slot: Slot<V1Discard>,
     ) -> Disposition {
-        let device = &msg.device;
-        d.absorb(msg, t, tag);
+        let device = &a.msg.device;
+        let Slot { meta, state: mut d } = slot;
+        d.absorb(a.msg, a.t, a.tag);
         if d.absorbed.len() >= MAX_DISCARD_TAGS {
             let q = d.flush(
                 device.clone(),
@@ -1233,56 +1291,47 @@ impl Assembler {
                 None,
                 " (partial: many chunks)",
             );
-            out.push(Action::Quarantine(q));
+            cx.out.push(Action::Quarantine(q));
         }
         let state = V1State::Discard(d);
-        self.v1_put(device, b, Slot { meta, state }, now, true);
+        self.put(cx, device, b, Slot { meta, state }, true);
         Disposition::Stored
     }
 
     /// A data chunk for the open segment `b`.
-    #[allow(clippy::too_many_arguments)]
-    fn v1_add(
-        &mut self,
-        msg: &ImgMessage,
-        hex: &str,
-        t: i64,
-        tag: Tag,
-        b: Bound,
-        now: u64,
-        out: &mut Vec<Action>,
-    ) -> Disposition {
+    fn add(&mut self, cx: &mut Ctx<'_>, a: Arrival<'_>, hex: &str, b: Bound) -> Disposition {
+        let Arrival { msg, t, tag } = a;
         let device = &msg.device;
-        let Some(Slot { meta, state }) = self.v1_take(device, b) else {
-            out.push(lone(
+        let Some(Slot { meta, state }) = self.take(cx, device, b) else {
+            cx.out.push(lone(
                 msg,
                 tag,
                 Some(Format::V1),
                 None,
                 reason::EVICTED,
                 "internal: open segment vanished".to_string(),
-                now,
+                cx.now,
             ));
             return Disposition::Quarantined;
         };
         let mut pic = match state {
             V1State::Discard(d) => {
-                return self.v1_absorb(msg, t, tag, b, meta, d, now, out);
+                return self.absorb(cx, a, b, Slot { meta, state: d });
             }
             V1State::Pic(pic) => pic,
         };
-        if let Some(detail) = self.v1_too_large(&pic, hex.len() / 2) {
+        if let Some(detail) = pic.too_large(cx.limits, hex.len() / 2) {
             let why = reason::TOO_LARGE;
-            return self.v1_spoil(device, b, meta, pic, why, detail, t, tag, now, out);
+            return self.spoil(cx, a, b, Slot { meta, state: pic }, why, detail);
         }
-        match pic.add(&mut self.cold, msg, t, hex, tag) {
+        match pic.add(cx.cold, msg, t, hex, tag) {
             Err(e) => {
                 let detail = format!("{e}: {}", excerpt(&msg.value));
-                self.v1_spoil(device, b, meta, pic, e.reason(), detail, t, tag, now, out)
+                self.spoil(cx, a, b, Slot { meta, state: pic }, e.reason(), detail)
             }
             Ok(Added::Duplicate { attached }) => {
                 let state = V1State::Pic(pic);
-                self.v1_put(device, b, Slot { meta, state }, now, false);
+                self.put(cx, device, b, Slot { meta, state }, false);
                 Disposition::Duplicate { attached }
             }
             Ok(Added::Stored) => {
@@ -1290,7 +1339,7 @@ impl Assembler {
                     meta,
                     state: V1State::Pic(pic),
                 };
-                match self.v1_close(device, b, slot, Some(t), now, true, out) {
+                match self.close(cx, device, b, slot, Some(t), true) {
                     true => Disposition::Completed,
                     false => Disposition::Stored,
                 }
@@ -1300,17 +1349,8 @@ impl Assembler {
 
     /// A data chunk under a settled `END` (above any settled span): a picture whose own `END`
     /// is still to come, or is this one (it settled with the picture below).
-    #[allow(clippy::too_many_arguments)]
-    fn v1_reopen(
-        &mut self,
-        msg: &ImgMessage,
-        hex: &str,
-        t: i64,
-        tag: Tag,
-        b: Bound,
-        now: u64,
-        out: &mut Vec<Action>,
-    ) -> Disposition {
+    fn reopen(&mut self, cx: &mut Ctx<'_>, a: Arrival<'_>, hex: &str, b: Bound) -> Disposition {
+        let Arrival { msg, t, tag } = a;
         let mut pic = V1Pic::new();
         pic.end = Some(End {
             time: b.0,
@@ -1318,90 +1358,79 @@ impl Assembler {
             rid: None,
             settled: true,
         });
-        let failed = match self.v1_too_large(&pic, hex.len() / 2) {
+        let failed = match pic.too_large(cx.limits, hex.len() / 2) {
             Some(detail) => Some((reason::TOO_LARGE, detail)),
             None => pic
-                .add(&mut self.cold, msg, t, hex, tag)
+                .add(cx.cold, msg, t, hex, tag)
                 .err()
                 .map(|e| (e.reason(), format!("{e}: {}", excerpt(&msg.value)))),
         };
         if let Some((why, detail)) = failed {
-            out.push(lone(msg, tag, Some(Format::V1), None, why, detail, now));
+            cx.out
+                .push(lone(msg, tag, Some(Format::V1), None, why, detail, cx.now));
             return Disposition::Quarantined;
         }
-        let slot = self.index.slot(V1State::Pic(pic), now);
-        match self.v1_close(&msg.device, b, slot, None, now, true, out) {
+        let slot = cx.index.slot(V1State::Pic(pic), cx.now);
+        match self.close(cx, &msg.device, b, slot, None, true) {
             true => Disposition::Completed,
             false => Disposition::Stored,
         }
     }
 
     /// A data chunk that opens a segment with no `END` yet under `b`.
-    #[allow(clippy::too_many_arguments)]
-    fn v1_fresh(
-        &mut self,
-        msg: &ImgMessage,
-        hex: &str,
-        t: i64,
-        tag: Tag,
-        b: Bound,
-        now: u64,
-        out: &mut Vec<Action>,
-    ) -> Disposition {
+    fn fresh(&mut self, cx: &mut Ctx<'_>, a: Arrival<'_>, hex: &str, b: Bound) -> Disposition {
+        let Arrival { msg, t, tag } = a;
         let device = &msg.device;
         let add = hex.len() / 2;
-        if add > self.limits.max_image_bytes {
+        if add > cx.limits.max_image_bytes {
             let detail = format!(
                 "a single chunk of {add} byte(s) exceeds max_image_bytes {}",
-                self.limits.max_image_bytes
+                cx.limits.max_image_bytes
             );
             let discard = V1Discard::new(reason::TOO_LARGE, detail.clone(), t);
-            out.push(lone(
+            cx.out.push(lone(
                 msg,
                 tag,
                 Some(Format::V1),
                 None,
                 reason::TOO_LARGE,
                 detail,
-                now,
+                cx.now,
             ));
-            self.v1_new(device, b, V1State::Discard(discard), now);
+            self.open_new(cx, device, b, V1State::Discard(discard));
             return Disposition::Quarantined;
         }
         let mut pic = V1Pic::new();
-        if let Err(e) = pic.add(&mut self.cold, msg, t, hex, tag) {
+        if let Err(e) = pic.add(cx.cold, msg, t, hex, tag) {
             let detail = format!("{e}: {}", excerpt(&msg.value));
-            out.push(lone(
+            cx.out.push(lone(
                 msg,
                 tag,
                 Some(Format::V1),
                 None,
                 e.reason(),
                 detail,
-                now,
+                cx.now,
             ));
             return Disposition::Quarantined;
         }
-        self.v1_new(device, b, V1State::Pic(pic), now);
+        self.open_new(cx, device, b, V1State::Pic(pic));
         Disposition::Stored
     }
 
     /// A data chunk inside the span `first..=last` of a settled picture.
-    #[allow(clippy::too_many_arguments)]
-    fn v1_late(
+    fn late(
         &mut self,
-        msg: &ImgMessage,
+        cx: &mut Ctx<'_>,
+        a: Arrival<'_>,
         hex: &str,
-        t: i64,
-        tag: Tag,
         (first, last, generation): (i64, i64, u64),
-        now: u64,
-        out: &mut Vec<Action>,
     ) -> Disposition {
+        let Arrival { msg, t, tag } = a;
         let mut bytes = Vec::with_capacity(hex.len() / 2);
         let known = wire::decode_hex_into(hex, &mut bytes).is_ok()
             && self
-                .open1
+                .devices
                 .get(&msg.device)
                 .and_then(|d| d.done.get(&(last, generation)))
                 .is_some_and(|d| {
@@ -1417,12 +1446,12 @@ impl Assembler {
         );
         // A written picture lacked it: the file is wrong, take it back (once).
         let written = self
-            .open1
+            .devices
             .get_mut(&msg.device)
             .and_then(|d| d.done.get_mut(&(last, generation)))
             .and_then(|d| d.written.take());
         if let Some((name_time_ms, size, crc)) = written {
-            out.push(Action::Retract(Retraction {
+            cx.out.push(Action::Retract(Retraction {
                 device: msg.device.clone(),
                 name_time_ms,
                 size,
@@ -1430,61 +1459,61 @@ impl Assembler {
                 detail: format!("written, then a {detail}"),
             }));
         }
-        out.push(lone(
+        cx.out.push(lone(
             msg,
             tag,
             Some(Format::V1),
             None,
             reason::LATE_CHUNK,
             detail,
-            now,
+            cx.now,
         ));
         Disposition::Quarantined
     }
 
     /// A v1 `END`.
-    pub(super) fn v1_end(
-        &mut self,
-        msg: &ImgMessage,
-        tag: Tag,
-        now: u64,
-        out: &mut Vec<Action>,
-    ) -> Disposition {
-        let (e, rid) = (chunk_time(msg, now), alink_id(msg));
+    pub(super) fn end(&mut self, cx: &mut Ctx<'_>, msg: &ImgMessage, tag: Tag) -> Disposition {
+        let (e, rid) = (chunk_time(msg, cx.now), alink_id(msg));
         let device = &msg.device;
         let at = Bound::end(e);
-        let seg = self.v1_seg(device, e);
+        let seg = self.seg(device, e);
         if seg == Seg::Open(at) {
-            return self.v1_duplicate_end(device, at, tag, now);
+            return self.duplicate_end(cx, device, at, tag);
         }
         if seg == Seg::Boundary(at) {
             return Disposition::Duplicate { attached: false };
         }
-        if let Some((first, last, _)) = self.v1_done_at(device, e).filter(|d| e < d.1) {
+        if let Some((first, last, _)) = self.done_at(device, e).filter(|d| e < d.1) {
             let detail =
                 format!("END at time {e} lies within the already settled picture {first}..={last}");
-            out.push(lone(
+            cx.out.push(lone(
                 msg,
                 tag,
                 Some(Format::V1),
                 None,
                 reason::EMPTY_END,
                 detail,
-                now,
+                cx.now,
             ));
             return Disposition::Quarantined;
         }
         let disp = match seg {
-            Seg::Open(b) => self.v1_split(device, (e, rid), tag, b, now, out),
-            Seg::Boundary(_) | Seg::New(_) => self.v1_bare_end(device, (e, rid), tag, now),
+            Seg::Open(b) => self.split(cx, device, (e, rid), tag, b),
+            Seg::Boundary(_) | Seg::New(_) => self.bare_end(cx, device, (e, rid), tag),
         };
-        self.v1_bound(device, now, out);
+        self.bound(cx, device);
         disp
     }
 
     /// A repeated `END` of an open segment: its tag is kept with it (up to a bound).
-    fn v1_duplicate_end(&mut self, device: &DeviceId, b: Bound, tag: Tag, now: u64) -> Disposition {
-        let Some(mut slot) = self.v1_take(device, b) else {
+    fn duplicate_end(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        device: &DeviceId,
+        b: Bound,
+        tag: Tag,
+    ) -> Disposition {
+        let Some(mut slot) = self.take(cx, device, b) else {
             return Disposition::Duplicate { attached: false };
         };
         let attached = match &mut slot.state {
@@ -1496,7 +1525,7 @@ impl Assembler {
             }
             _ => false,
         };
-        self.v1_put(device, b, slot, now, false);
+        self.put(cx, device, b, slot, false);
         Disposition::Duplicate { attached }
     }
 
@@ -1504,20 +1533,20 @@ impl Assembler {
     /// ends in its range, it is that picture's own `END`, late (the picture settled under the
     /// next `END`): redundant, kept only as a boundary. Otherwise its chunks are still to come: it
     /// opens an empty segment that waits for them (until the timeout: `empty_end`).
-    fn v1_bare_end(
+    fn bare_end(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         (e, rid): (i64, Option<u64>),
         tag: Tag,
-        now: u64,
     ) -> Disposition {
         let at = Bound::end(e);
         let settled_below = self
-            .open1
+            .devices
             .get(device)
             .is_some_and(|dev| dev.done_ends_in(dev.bound_below(at), e));
         if settled_below {
-            self.v1_boundary(device, at, now);
+            self.boundary(cx, device, at);
             return Disposition::Duplicate { attached: false };
         }
         let mut pic = V1Pic::new();
@@ -1527,31 +1556,30 @@ impl Assembler {
             rid,
             settled: false,
         });
-        self.v1_new(device, at, V1State::Pic(pic), now);
+        self.open_new(cx, device, at, V1State::Pic(pic));
         Disposition::Stored
     }
 
     /// An `END` at `e` inside the open segment `b`: the chunks at or before `e` are its picture;
     /// the rest stay under `b`.
-    fn v1_split(
+    fn split(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         (e, rid): (i64, Option<u64>),
         tag: Tag,
         b: Bound,
-        now: u64,
-        out: &mut Vec<Action>,
     ) -> Disposition {
-        let Some(Slot { meta, state }) = self.v1_take(device, b) else {
-            return self.v1_bare_end(device, (e, rid), tag, now);
+        let Some(Slot { meta, state }) = self.take(cx, device, b) else {
+            return self.bare_end(cx, device, (e, rid), tag);
         };
         let pic = match state {
             V1State::Discard(mut d) => {
                 if e < d.start && d.absorbed.iter().all(|a| a.time > e) {
                     // The END of an earlier picture.
                     let state = V1State::Discard(d);
-                    self.v1_put(device, b, Slot { meta, state }, now, false);
-                    return self.v1_bare_end(device, (e, rid), tag, now);
+                    self.put(cx, device, b, Slot { meta, state }, false);
+                    return self.bare_end(cx, device, (e, rid), tag);
                 }
                 let lo = d.absorbed.iter().map(|a| a.time).fold(d.start, i64::min);
                 // The END of the spoiled picture: with no chunk discarded since, its record says
@@ -1567,19 +1595,19 @@ impl Assembler {
                         Some(tag),
                         " (up to its END)",
                     );
-                    out.push(Action::Quarantine(q));
+                    cx.out.push(Action::Quarantine(q));
                     Disposition::Quarantined
                 };
                 match d.absorbed.iter().map(|a| a.time).min() {
                     Some(rest) => {
                         d.start = rest;
                         let state = V1State::Discard(d);
-                        self.v1_put(device, b, Slot { meta, state }, now, true);
+                        self.put(cx, device, b, Slot { meta, state }, true);
                     }
-                    None => self.index.close(&meta),
+                    None => cx.index.close(&meta),
                 }
-                self.v1_remember(device, (lo.min(e), e), Box::default(), now);
-                self.v1_boundary(device, Bound::end(e), now);
+                self.remember(cx, device, (lo.min(e), e), Box::default());
+                self.boundary(cx, device, Bound::end(e));
                 return disposition;
             }
             V1State::Pic(pic) => pic,
@@ -1587,10 +1615,10 @@ impl Assembler {
         let n = pic.prefix_len(e);
         if n == 0 {
             let state = V1State::Pic(pic);
-            self.v1_put(device, b, Slot { meta, state }, now, false);
-            return self.v1_bare_end(device, (e, rid), tag, now);
+            self.put(cx, device, b, Slot { meta, state }, false);
+            return self.bare_end(cx, device, (e, rid), tag);
         }
-        let (mut lower, upper) = pic.split(&mut self.cold, n);
+        let (mut lower, upper) = pic.split(cx.cold, n);
         lower.end = Some(End {
             time: e,
             tags: vec![tag],
@@ -1600,7 +1628,7 @@ impl Assembler {
         // The lower part keeps the segment's bookkeeping when nothing stays above it.
         let upper_stays = !upper.is_void();
         let lower = if upper_stays {
-            let mut slot = self.index.slot(V1State::Pic(lower), now);
+            let mut slot = cx.index.slot(V1State::Pic(lower), cx.now);
             slot.meta.opened_ms = meta.opened_ms;
             slot
         } else {
@@ -1609,16 +1637,16 @@ impl Assembler {
                 state: V1State::Pic(lower),
             }
         };
-        let done = self.v1_close(device, Bound::end(e), lower, None, now, true, out);
+        let done = self.close(cx, device, Bound::end(e), lower, None, true);
         let upper = Slot {
             meta,
             state: V1State::Pic(upper),
         };
         if upper_stays {
             // It lost its first chunks to the new END: maybe valid now.
-            self.v1_close(device, b, upper, None, now, false, out);
+            self.close(cx, device, b, upper, None, false);
         } else if b.end_time().is_some() {
-            self.v1_boundary(device, b, now);
+            self.boundary(cx, device, b);
         }
         match done {
             true => Disposition::Completed,
@@ -1627,53 +1655,51 @@ impl Assembler {
     }
 
     /// A v1 chunk with bad hex or an odd length.
-    pub(super) fn v1_bad(
+    pub(super) fn bad(
         &mut self,
+        cx: &mut Ctx<'_>,
         msg: &ImgMessage,
         err: &WireError,
         tag: Tag,
-        now: u64,
-        out: &mut Vec<Action>,
     ) -> Disposition {
-        let t = chunk_time(msg, now);
+        let t = chunk_time(msg, cx.now);
+        let a = Arrival { msg, t, tag };
         let device = &msg.device;
         let why = err.reason();
         let detail = format!("{err}: {}", excerpt(&msg.value));
-        let seg = match self.v1_done_at(device, t) {
+        let seg = match self.done_at(device, t) {
             // A late stray inside a settled picture: alone.
             Some(_) => Seg::Boundary(Bound::end(t)),
-            None => self.v1_seg(device, t),
+            None => self.seg(device, t),
         };
         let slot = match seg {
-            Seg::Open(b) => self.v1_take(device, b).map(|s| (b, s)),
+            Seg::Open(b) => self.take(cx, device, b).map(|s| (b, s)),
             _ => None,
         };
         let disp = match slot {
             Some((b, Slot { meta, state })) => match state {
-                V1State::Discard(d) => self.v1_absorb(msg, t, tag, b, meta, d, now, out),
-                V1State::Pic(pic) => {
-                    self.v1_spoil(device, b, meta, pic, why, detail, t, tag, now, out)
-                }
+                V1State::Discard(d) => self.absorb(cx, a, b, Slot { meta, state: d }),
+                V1State::Pic(pic) => self.spoil(cx, a, b, Slot { meta, state: pic }, why, detail),
             },
             None => {
-                out.push(lone(
+                cx.out.push(lone(
                     msg,
                     tag,
                     Some(Format::V1),
                     None,
                     why,
                     detail.clone(),
-                    now,
+                    cx.now,
                 ));
                 if let Seg::New(b) = seg {
                     // The rest of its picture is useless: discard it up to its END.
                     let discard = V1Discard::new(why, detail, t);
-                    self.v1_new(device, b, V1State::Discard(discard), now);
+                    self.open_new(cx, device, b, V1State::Discard(discard));
                 }
                 Disposition::Quarantined
             }
         };
-        self.v1_bound(device, now, out);
+        self.bound(cx, device);
         disp
     }
 }

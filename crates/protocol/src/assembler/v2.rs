@@ -2,9 +2,11 @@
 //! (docs/protocol.md section 3.2; the rules are summarised in the parent module's docs).
 
 use super::cold::{Cold, Piece};
+use std::collections::HashMap;
+
 use super::{
-    lone, ms_i64, ranges, reason, Action, Assembler, Disposition, Finished, Held, Key, Meta,
-    Quarantined, Slot, Tag, MAX_ATTACHED_DUPLICATES,
+    lone, ms_i64, ranges, reason, Action, Ctx, Disposition, Finished, FormatState, Held, Key, Meta,
+    Quarantined, Recent, Slot, Tag, MAX_ATTACHED_DUPLICATES,
 };
 use crate::message::{DeviceId, ImgMessage};
 use crate::wire::{self, Format, V2Header};
@@ -154,7 +156,8 @@ impl V2Pic {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Its quarantine record, with the present pieces in `seq` order; `extra`: the tag of the
+    /// chunk that settled it, when that chunk is not one of its pieces.
     fn quarantine(
         mut self,
         cold: &mut Cold,
@@ -163,15 +166,21 @@ impl V2Pic {
         reason: &'static str,
         detail: String,
         extra: Option<Tag>,
-        bytes: Option<Vec<u8>>,
     ) -> Quarantined {
-        let bytes = match bytes {
-            Some(b) => {
-                self.discard_cold(cold);
-                b
-            }
-            None => self.concat(cold),
-        };
+        let bytes = self.concat(cold);
+        self.record(device, opened_ms, reason, detail, extra, bytes)
+    }
+
+    /// Its quarantine record with `bytes` (its pieces, already read: nothing may stay cold).
+    fn record(
+        self,
+        device: DeviceId,
+        opened_ms: u64,
+        reason: &'static str,
+        detail: String,
+        extra: Option<Tag>,
+        bytes: Vec<u8>,
+    ) -> Quarantined {
         let mut tags = self.tags;
         tags.extend(extra);
         Quarantined {
@@ -347,7 +356,7 @@ impl V2Done {
 /// What to remember when this open state times out or is evicted: too-large discards only. A
 /// picture that expired (or was evicted) was incomplete, not wrong: its late chunks, or the
 /// camera resending it, open a new assembly that can still deliver it.
-pub(super) fn settled_as(state: &V2State) -> Option<V2Done> {
+fn settled_as(state: &V2State) -> Option<V2Done> {
     match state {
         V2State::Discard(d) => Some(V2Done::quarantined(&d.first)),
         V2State::Pic(_) => None,
@@ -355,10 +364,9 @@ pub(super) fn settled_as(state: &V2State) -> Option<V2Done> {
 }
 
 /// The quarantine record of an open entry that times out or is evicted (`evicted` set).
-pub(super) fn settle(
+fn settle(
     cold: &mut Cold,
     device: DeviceId,
-    _pid: u32,
     slot: Slot<V2State>,
     evicted: Option<&'static str>,
 ) -> Quarantined {
@@ -381,45 +389,124 @@ pub(super) fn settle(
                     format!("no new chunk within the timeout; {progress}"),
                 ),
             };
-            p.quarantine(cold, device, opened, reason, detail, None, None)
+            p.quarantine(cold, device, opened, reason, detail, None)
         }
     }
 }
 
-impl Assembler {
-    fn v2_attach(
+/// The v2 state: open pictures (or too-large discarding states) and the memory of settled ones,
+/// both by device and pid.
+#[derive(Debug, Default)]
+pub(super) struct V2 {
+    /// Open pictures (or too-large discarding states).
+    open: HashMap<(DeviceId, u32), Slot<V2State>>,
+    /// Settled pictures remembered (see the module docs, *Memory*), with the generation of their
+    /// `Recent` record.
+    done: HashMap<(DeviceId, u32), (u64, V2Done)>,
+}
+
+impl FormatState for V2 {
+    fn owns(&self, key: &Key) -> bool {
+        matches!(key, Key::V2(..))
+    }
+
+    fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    fn settle(&mut self, cx: &mut Ctx<'_>, key: Key, evicted: Option<&'static str>) {
+        let Key::V2(device, pid) = key else {
+            return;
+        };
+        let k = (device, pid);
+        // `detach` removes the LRU entry again; harmless since it is gone already.
+        if let Some(slot) = cx.index.detach(&mut self.open, &k) {
+            cx.index.close(&slot.meta);
+            let (device, pid) = k;
+            if let Some(done) = settled_as(&slot.state) {
+                self.insert_done(cx, device.clone(), pid, done);
+            }
+            cx.out
+                .push(Action::Quarantine(settle(cx.cold, device, slot, evicted)));
+        }
+    }
+
+    fn forget(&mut self, _recent: &mut Recent, key: Key, generation: u64) {
+        let Key::V2(device, pid) = key else {
+            return;
+        };
+        let k = (device, pid);
+        if self.done.get(&k).is_some_and(|(g, _)| *g == generation) {
+            self.done.remove(&k);
+        }
+    }
+}
+
+impl V2 {
+    /// Settled pictures remembered.
+    pub(super) fn remembered_count(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Moves the bytes of the open picture `(device, pid)` to cold storage; returns the memory
+    /// freed.
+    pub(super) fn freeze(&mut self, cold: &mut Cold, device: DeviceId, pid: u32) -> usize {
+        match self.open.get_mut(&(device, pid)) {
+            Some(Slot {
+                state: V2State::Pic(pic),
+                ..
+            }) => pic.freeze(cold),
+            _ => 0,
+        }
+    }
+
+    /// The settled picture remembered under `(device, pid)`.
+    fn recalled(&self, device: &DeviceId, pid: u32) -> Option<&V2Done> {
+        // The tuple key costs two reference-count increments; no allocation.
+        self.done.get(&(device.clone(), pid)).map(|(_, d)| d)
+    }
+
+    /// Records a settled picture in the memory (without pruning it).
+    fn insert_done(&mut self, cx: &mut Ctx<'_>, device: DeviceId, pid: u32, done: V2Done) {
+        let generation = cx.recent.next_generation();
+        let key = Key::V2(device.clone(), pid);
+        self.done.insert((device, pid), (generation, done));
+        cx.recent.ring.push_back((key, generation, cx.now));
+    }
+
+    /// Puts an entry (back) under `k`; `touched` marks it as just received a new chunk.
+    fn attach(
         &mut self,
+        cx: &mut Ctx<'_>,
         k: (DeviceId, u32),
         meta: Meta,
         state: V2State,
-        now: u64,
         touched: bool,
     ) {
         let key = Key::V2(k.0.clone(), k.1);
         let slot = Slot { meta, state };
-        self.index
-            .attach(&mut self.open2, k, key, slot, now, touched);
+        cx.index
+            .attach(&mut self.open, k, key, slot, cx.now, touched);
     }
 
     /// Opens a new entry (making room first).
-    fn v2_open(&mut self, k: (DeviceId, u32), state: V2State, now: u64, out: &mut Vec<Action>) {
-        self.make_room(now, out);
-        let slot = self.index.slot(state, now);
-        self.v2_attach(k, slot.meta, slot.state, now, true);
+    fn open_new(&mut self, cx: &mut Ctx<'_>, k: (DeviceId, u32), state: V2State) {
+        cx.make_room(self);
+        let slot = cx.index.slot(state, cx.now);
+        self.attach(cx, k, slot.meta, slot.state, true);
     }
 
     /// A well-formed v2 chunk.
-    pub(super) fn v2_chunk(
+    pub(super) fn chunk(
         &mut self,
+        cx: &mut Ctx<'_>,
         msg: &ImgMessage,
         h: V2Header,
         data: &str,
         tag: Tag,
-        now: u64,
-        out: &mut Vec<Action>,
     ) -> Disposition {
         let device = &msg.device;
-        if let Some(done) = self.recent.v2(device, h.pid).filter(|d| d.matches(&h)) {
+        if let Some(done) = self.recalled(device, h.pid).filter(|d| d.matches(&h)) {
             return if done.quarantined {
                 Disposition::AfterQuarantine
             } else {
@@ -427,14 +514,14 @@ impl Assembler {
             };
         }
         let k = (device.clone(), h.pid);
-        if h.size as usize > self.limits.max_image_bytes {
-            return self.v2_too_large(msg, k, h, tag, now, out);
+        if h.size as usize > cx.limits.max_image_bytes {
+            return self.too_large(cx, msg, k, h, tag);
         }
         let piece = match wire::decode_base64(data) {
             Ok(p) => p,
             Err(e) => {
                 let detail = format!("{e} (seq {})", h.seq);
-                return self.v2_bad(msg, Some(h.pid), Some(h), e.reason(), detail, tag, now, out);
+                return self.bad(cx, msg, tag, (Some(h.pid), Some(h)), e.reason(), detail);
             }
         };
         if h.seq.saturating_add(1) < h.count && piece.len() % 3 != 0 {
@@ -444,18 +531,16 @@ impl Assembler {
                 h.count,
                 piece.len()
             );
-            return self.v2_bad(
+            return self.bad(
+                cx,
                 msg,
-                Some(h.pid),
-                Some(h),
+                tag,
+                (Some(h.pid), Some(h)),
                 reason::BAD_BOUNDARY,
                 detail,
-                tag,
-                now,
-                out,
             );
         }
-        let (meta, mut pic) = match self.index.detach(&mut self.open2, &k) {
+        let (meta, mut pic) = match cx.index.detach(&mut self.open, &k) {
             Some(Slot {
                 meta,
                 state: V2State::Pic(p),
@@ -465,16 +550,16 @@ impl Assembler {
                 state: V2State::Discard(d),
             }) => {
                 // A too-large picture under this pid, and now a normal-sized one: settle the old.
-                self.index.close(&meta);
-                self.v2_settle_discard(device, meta.opened_ms, d, now, out);
+                cx.index.close(&meta);
+                self.settle_discard(cx, device, meta.opened_ms, d);
                 (None, V2Pic::new(h))
             }
             None => (None, V2Pic::new(h)),
         };
-        let opened_ms = meta.map_or(now, |m| m.opened_ms);
+        let opened_ms = meta.map_or(cx.now, |m| m.opened_ms);
         if !pic.same_header(&h) {
             if let Some(m) = &meta {
-                self.index.close(m);
+                cx.index.close(m);
             }
             let detail = format!(
                 "the picture's first chunk (seq {}) has {}; chunk seq {} has {}",
@@ -485,30 +570,29 @@ impl Assembler {
             );
             let first = pic.first;
             let q = pic.quarantine(
-                &mut self.cold,
+                cx.cold,
                 device.clone(),
                 opened_ms,
                 reason::HEADER_MISMATCH,
                 detail,
                 Some(tag),
-                None,
             );
-            out.push(Action::Quarantine(q));
+            cx.out.push(Action::Quarantine(q));
             let done = V2Done {
                 other: Some((h.size, h.crc)),
                 ..V2Done::quarantined(&first)
             };
-            self.v2_remember(device, &first, done, now);
+            self.remember(cx, device, &first, done);
             return Disposition::Quarantined;
         }
         let piece_len = piece.len();
-        let added = pic.add(&mut self.cold, h.seq, piece, tag, msg.item_time);
+        let added = pic.add(cx.cold, h.seq, piece, tag, msg.item_time);
         match (added, meta) {
             (Added::Stored | Added::Duplicate { .. }, m) => {
                 let touched = added == Added::Stored;
                 match m {
-                    Some(m) => self.v2_attach(k, m, V2State::Pic(pic), now, touched),
-                    None => self.v2_open(k, V2State::Pic(pic), now, out),
+                    Some(m) => self.attach(cx, k, m, V2State::Pic(pic), touched),
+                    None => self.open_new(cx, k, V2State::Pic(pic)),
                 }
                 match added {
                     Added::Duplicate { attached } => Disposition::Duplicate { attached },
@@ -517,13 +601,13 @@ impl Assembler {
             }
             (Added::Complete, m) => {
                 if let Some(m) = &m {
-                    self.index.close(m);
+                    cx.index.close(m);
                 }
-                self.v2_finish(device, opened_ms, pic, now, out)
+                self.finish(cx, device, opened_ms, pic)
             }
             (Added::Conflict, m) => {
                 if let Some(m) = &m {
-                    self.index.close(m);
+                    cx.index.close(m);
                 }
                 let detail = format!(
                     "seq {} arrived twice with different data ({piece_len} byte(s) this time); {}",
@@ -532,21 +616,20 @@ impl Assembler {
                 );
                 let first = pic.first;
                 let q = pic.quarantine(
-                    &mut self.cold,
+                    cx.cold,
                     device.clone(),
                     opened_ms,
                     reason::CHUNK_CONFLICT,
                     detail,
                     Some(tag),
-                    None,
                 );
-                out.push(Action::Quarantine(q));
-                self.v2_remember(device, &first, V2Done::quarantined(&first), now);
+                cx.out.push(Action::Quarantine(q));
+                self.remember(cx, device, &first, V2Done::quarantined(&first));
                 Disposition::Quarantined
             }
             (Added::Overflow, m) => {
                 if let Some(m) = &m {
-                    self.index.close(m);
+                    cx.index.close(m);
                 }
                 let detail = format!(
                     "seq {} adds {piece_len} byte(s) to {} already present, over the header's size {} \
@@ -558,29 +641,27 @@ impl Assembler {
                 );
                 let first = pic.first;
                 let q = pic.quarantine(
-                    &mut self.cold,
+                    cx.cold,
                     device.clone(),
                     opened_ms,
                     reason::LENGTH_MISMATCH,
                     detail,
                     Some(tag),
-                    None,
                 );
-                out.push(Action::Quarantine(q));
-                self.v2_remember(device, &first, V2Done::quarantined(&first), now);
+                cx.out.push(Action::Quarantine(q));
+                self.remember(cx, device, &first, V2Done::quarantined(&first));
                 Disposition::Quarantined
             }
         }
     }
 
     /// Every piece is present: check length, CRC and markers, then write or quarantine.
-    fn v2_finish(
+    fn finish(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         opened_ms: u64,
         mut pic: V2Pic,
-        now: u64,
-        out: &mut Vec<Action>,
     ) -> Disposition {
         let first = pic.first;
         if pic.bytes != first.size as usize {
@@ -589,19 +670,18 @@ impl Assembler {
                 first.count, pic.bytes, first.size
             );
             let q = pic.quarantine(
-                &mut self.cold,
+                cx.cold,
                 device.clone(),
                 opened_ms,
                 reason::LENGTH_MISMATCH,
                 detail,
                 None,
-                None,
             );
-            out.push(Action::Quarantine(q));
-            self.v2_remember(device, &first, V2Done::quarantined(&first), now);
+            cx.out.push(Action::Quarantine(q));
+            self.remember(cx, device, &first, V2Done::quarantined(&first));
             return Disposition::Quarantined;
         }
-        let bytes = pic.concat(&mut self.cold);
+        let bytes = pic.concat(cx.cold);
         let crc = wire::crc32(&bytes);
         let bad = if let Some(lost) = &pic.lost {
             Some((
@@ -640,20 +720,13 @@ impl Assembler {
             None
         };
         if let Some((reason, detail)) = bad {
-            let q = pic.quarantine(
-                &mut self.cold,
-                device.clone(),
-                opened_ms,
-                reason,
-                detail,
-                None,
-                Some(bytes),
-            );
-            out.push(Action::Quarantine(q));
-            self.v2_remember(device, &first, V2Done::quarantined(&first), now);
+            pic.discard_cold(cx.cold);
+            let q = pic.record(device.clone(), opened_ms, reason, detail, None, bytes);
+            cx.out.push(Action::Quarantine(q));
+            self.remember(cx, device, &first, V2Done::quarantined(&first));
             return Disposition::Quarantined;
         }
-        out.push(Action::Write(Finished {
+        cx.out.push(Action::Write(Finished {
             device: device.clone(),
             format: Format::V2,
             pid: Some(first.pid),
@@ -670,44 +743,43 @@ impl Assembler {
             quarantined: false,
             other: None,
         };
-        self.v2_remember(device, &first, done, now);
+        self.remember(cx, device, &first, done);
         Disposition::Completed
     }
 
     /// Remembers a settled picture under `(device, pid)` (see the module docs, *Memory*).
-    fn v2_remember(&mut self, device: &DeviceId, h: &V2Header, done: V2Done, now: u64) {
-        self.recent.insert_v2(device.clone(), h.pid, done, now);
-        self.prune_recent(now);
+    fn remember(&mut self, cx: &mut Ctx<'_>, device: &DeviceId, h: &V2Header, done: V2Done) {
+        self.insert_done(cx, device.clone(), h.pid, done);
+        cx.prune_recent(self);
     }
 
     /// A chunk whose header's `size` is over the limit (nothing is decoded or buffered).
-    fn v2_too_large(
+    fn too_large(
         &mut self,
+        cx: &mut Ctx<'_>,
         msg: &ImgMessage,
         k: (DeviceId, u32),
         h: V2Header,
         tag: Tag,
-        now: u64,
-        out: &mut Vec<Action>,
     ) -> Disposition {
         let device = &msg.device;
-        let mut discard = match self.index.detach(&mut self.open2, &k) {
+        let mut discard = match cx.index.detach(&mut self.open, &k) {
             Some(Slot {
                 meta,
                 state: V2State::Discard(mut d),
             }) if d.same_header(&h) => {
                 return match d.absorb(h.seq, tag, msg.item_time) {
                     Added::Complete => {
-                        self.index.close(&meta);
-                        self.v2_settle_discard(device, meta.opened_ms, d, now, out);
+                        cx.index.close(&meta);
+                        self.settle_discard(cx, device, meta.opened_ms, d);
                         Disposition::Quarantined
                     }
                     Added::Duplicate { attached } => {
-                        self.v2_attach(k, meta, V2State::Discard(d), now, false);
+                        self.attach(cx, k, meta, V2State::Discard(d), false);
                         Disposition::Duplicate { attached }
                     }
                     _ => {
-                        self.v2_attach(k, meta, V2State::Discard(d), now, true);
+                        self.attach(cx, k, meta, V2State::Discard(d), true);
                         Disposition::Stored
                     }
                 };
@@ -717,26 +789,25 @@ impl Assembler {
                 state: V2State::Pic(p),
             }) => {
                 // A picture is open under this pid with a small size: settle it with this chunk.
-                self.index.close(&meta);
+                cx.index.close(&meta);
                 let detail = format!(
                     "chunk seq {} has {} (over max_image_bytes {}) while the open picture has {}",
                     h.seq,
                     header_text(&h),
-                    self.limits.max_image_bytes,
+                    cx.limits.max_image_bytes,
                     header_text(&p.first)
                 );
                 let first = p.first;
                 let q = p.quarantine(
-                    &mut self.cold,
+                    cx.cold,
                     device.clone(),
                     meta.opened_ms,
                     reason::TOO_LARGE,
                     detail,
                     Some(tag),
-                    None,
                 );
-                out.push(Action::Quarantine(q));
-                self.v2_remember(device, &first, V2Done::quarantined(&first), now);
+                cx.out.push(Action::Quarantine(q));
+                self.remember(cx, device, &first, V2Done::quarantined(&first));
                 return Disposition::Quarantined;
             }
             Some(Slot {
@@ -744,104 +815,101 @@ impl Assembler {
                 state: V2State::Discard(d),
             }) => {
                 // Another too-large header under this pid: settle the old one, start anew.
-                self.index.close(&meta);
-                self.v2_settle_discard(device, meta.opened_ms, d, now, out);
+                cx.index.close(&meta);
+                self.settle_discard(cx, device, meta.opened_ms, d);
                 V2Discard::new(h)
             }
             None => V2Discard::new(h),
         };
         match discard.absorb(h.seq, tag, msg.item_time) {
             Added::Complete => {
-                self.v2_settle_discard(device, now, discard, now, out);
+                self.settle_discard(cx, device, cx.now, discard);
                 Disposition::Quarantined
             }
             _ => {
-                self.v2_open(k, V2State::Discard(discard), now, out);
+                self.open_new(cx, k, V2State::Discard(discard));
                 Disposition::Stored
             }
         }
     }
 
     /// Emits a too-large picture's quarantine and remembers it (its late chunks are duplicates).
-    fn v2_settle_discard(
+    fn settle_discard(
         &mut self,
+        cx: &mut Ctx<'_>,
         device: &DeviceId,
         opened_ms: u64,
         d: V2Discard,
-        now: u64,
-        out: &mut Vec<Action>,
     ) {
         let first = d.first;
-        out.push(Action::Quarantine(d.quarantine(
+        cx.out.push(Action::Quarantine(d.quarantine(
             device.clone(),
             opened_ms,
             "",
         )));
-        self.v2_remember(device, &first, V2Done::quarantined(&first), now);
+        self.remember(cx, device, &first, V2Done::quarantined(&first));
     }
 
-    /// A v2 chunk that is bad in itself: quarantined alone, or with its open picture. `header`
-    /// is the chunk's header when it parsed (bad data): the picture quarantined with it (the
-    /// open one, else the one that header names) is remembered, so its later chunks are
+    /// A v2 chunk that is bad in itself: quarantined alone, or with its open picture. `(pid,
+    /// header)`: what its header gives away, the pid if it can be read, and the whole header
+    /// when it parsed (bad data): the picture quarantined with it (the open one, else the one
+    /// that header names) is remembered, so its later chunks are
     /// [`Disposition::AfterQuarantine`] instead of a second, misleading record.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn v2_bad(
+    pub(super) fn bad(
         &mut self,
+        cx: &mut Ctx<'_>,
         msg: &ImgMessage,
-        pid: Option<u32>,
-        header: Option<V2Header>,
+        tag: Tag,
+        (pid, header): (Option<u32>, Option<V2Header>),
         why: &'static str,
         detail: String,
-        tag: Tag,
-        now: u64,
-        out: &mut Vec<Action>,
     ) -> Disposition {
         let device = &msg.device;
         if let Some(pid) = pid {
             let k = (device.clone(), pid);
-            match self.index.detach(&mut self.open2, &k) {
+            match cx.index.detach(&mut self.open, &k) {
                 Some(Slot {
                     meta,
                     state: V2State::Pic(p),
                 }) => {
-                    self.index.close(&meta);
+                    cx.index.close(&meta);
                     let detail = format!("{detail}; with the open picture: {}", p.progress());
                     let first = p.first;
                     let q = p.quarantine(
-                        &mut self.cold,
+                        cx.cold,
                         device.clone(),
                         meta.opened_ms,
                         why,
                         detail,
                         Some(tag),
-                        None,
                     );
-                    out.push(Action::Quarantine(q));
-                    self.v2_remember(device, &first, V2Done::quarantined(&first), now);
+                    cx.out.push(Action::Quarantine(q));
+                    self.remember(cx, device, &first, V2Done::quarantined(&first));
                     return Disposition::Quarantined;
                 }
                 Some(slot) => {
                     // A too-large picture's entry stays; the bad chunk goes alone.
                     let Slot { meta, state } = slot;
-                    self.v2_attach(k, meta, state, now, false);
-                    out.push(lone(
+                    self.attach(cx, k, meta, state, false);
+                    cx.out.push(lone(
                         msg,
                         tag,
                         Some(Format::V2),
                         Some(pid),
                         why,
                         detail,
-                        now,
+                        cx.now,
                     ));
                     return Disposition::Quarantined;
                 }
                 None => {}
             }
         }
-        out.push(lone(msg, tag, Some(Format::V2), pid, why, detail, now));
+        cx.out
+            .push(lone(msg, tag, Some(Format::V2), pid, why, detail, cx.now));
         if let Some(h) = header {
             // Nothing was open: the chunk's own picture ends here.
-            self.v2_remember(device, &h, V2Done::quarantined(&h), now);
+            self.remember(cx, device, &h, V2Done::quarantined(&h));
         }
         Disposition::Quarantined
     }
