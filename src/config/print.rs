@@ -1,7 +1,8 @@
 //! The redacted, TOML view of a [`Config`] that `receiver check-config` prints.
 
 use super::{
-    default_data_dir, defaults, AssemblyConfig, AuthMode, Config, Secret, SignMethod, SpoolConfig,
+    default_data_dir, defaults, AssemblyConfig, AuthMode, ByteSize, Config, HumanDuration, Secret,
+    SignMethod, SpoolConfig,
 };
 use crate::ops::{HealthConfig, HookConfig, RetentionConfig};
 use std::fmt;
@@ -17,17 +18,14 @@ fn qp(p: &Path) -> String {
     q(&p.to_string_lossy())
 }
 
+/// A duration as the config file writes it.
 fn dur(d: Duration) -> String {
-    q(&humantime::format_duration(d).to_string())
+    HumanDuration::to_toml(d).to_string()
 }
 
+/// A size as the config file writes it.
 fn size(n: u64) -> String {
-    for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n >= m && n % m == 0 {
-            return q(&format!("{} {unit}", n / m));
-        }
-    }
-    n.to_string()
+    ByteSize(n).to_toml().to_string()
 }
 
 impl fmt::Display for Config {
@@ -48,8 +46,9 @@ impl fmt::Display for Config {
         }
         fn secret(f: &mut fmt::Formatter<'_>, key: &str, s: &Secret) -> fmt::Result {
             match s.source() {
-                Some(src) => writeln!(f, "{key} = \"<redacted>\"  # ({src})"),
-                None => writeln!(f, "{key} = \"<redacted>\""),
+                // `Secret` serializes as the redaction marker: the value is never at hand here.
+                Some(src) => writeln!(f, "{key} = {}  # ({src})", q(&s.to_string())),
+                None => writeln!(f, "{key} = {}", q(&s.to_string())),
             }
         }
         let a = &self.aliyun;

@@ -841,3 +841,20 @@ fn example_parses_and_validates() {
     assert_eq!(c.spool, SpoolConfig::default());
     assert_eq!(c.ops, OpsConfig::default());
 }
+
+#[test]
+fn one_size_spelling_works_in_every_section() {
+    let text = format!(
+        "{MINIMAL}\n[assembly]\nmax_image_bytes = \"8mib\"\n\n[retention]\nmax_total_bytes = \"8mib\"\n\n[spool]\nsegment_bytes = \"8mib\"\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.assembly.max_image_bytes, 8 << 20);
+    assert_eq!(c.ops.retention.limits.max_total_bytes, Some(8 << 20));
+    assert_eq!(c.spool.segment_bytes, 8 << 20);
+    // And one duration type: a bare number is refused the same way everywhere.
+    let m = err(&format!("{MINIMAL}\n[health]\nlink_grace = 60\n"));
+    assert!(
+        m.contains(":16: [health] link_grace: a bare number (60) has no unit"),
+        "{m}"
+    );
+}
