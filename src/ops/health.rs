@@ -19,6 +19,7 @@
 //! recently. Cameras may legitimately be silent for hours, so the delivery age is reported but
 //! only judged when configured.
 
+use crate::config::HumanDuration;
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::Relaxed;
@@ -52,39 +53,35 @@ impl Default for HealthConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawHealthConfig {
     /// Default `"60s"`.
-    pub engine_stall: Option<String>,
+    pub engine_stall: super::Field<HumanDuration>,
     /// Default `"10m"`.
-    pub link_grace: Option<String>,
+    pub link_grace: super::Field<HumanDuration>,
     /// Default: not checked.
-    pub max_delivery_age: Option<String>,
+    pub max_delivery_age: super::Field<HumanDuration>,
 }
 
 impl RawHealthConfig {
     /// Validates into a [`HealthConfig`].
     pub fn validate(&self) -> Result<HealthConfig, super::OpsConfigError> {
-        let d = HealthConfig::default();
-        let engine_stall = super::opt_duration("health.engine_stall", &self.engine_stall)?
-            .unwrap_or(d.engine_stall);
-        let link_grace =
-            super::opt_duration("health.link_grace", &self.link_grace)?.unwrap_or(d.link_grace);
-        let max_delivery_age =
-            super::opt_duration("health.max_delivery_age", &self.max_delivery_age)?;
         for (key, v) in [
-            ("health.engine_stall", Some(engine_stall)),
-            ("health.link_grace", Some(link_grace)),
-            ("health.max_delivery_age", max_delivery_age),
+            ("health.engine_stall", &self.engine_stall),
+            ("health.link_grace", &self.link_grace),
+            ("health.max_delivery_age", &self.max_delivery_age),
         ] {
-            if v.is_some_and(|v| v.is_zero()) {
-                return Err(super::OpsConfigError::Invalid {
+            if v.as_ref().is_some_and(|v| v.get_ref().0.is_zero()) {
+                return Err(super::OpsConfigError::invalid(
                     key,
-                    why: "must be greater than zero".into(),
-                });
+                    v.as_ref(),
+                    "must be greater than zero",
+                ));
             }
         }
+        let d = HealthConfig::default();
+        let get = |f| super::value(f).map(Duration::from);
         Ok(HealthConfig {
-            engine_stall,
-            link_grace,
-            max_delivery_age,
+            engine_stall: get(&self.engine_stall).unwrap_or(d.engine_stall),
+            link_grace: get(&self.link_grace).unwrap_or(d.link_grace),
+            max_delivery_age: get(&self.max_delivery_age),
         })
     }
 }
@@ -379,10 +376,7 @@ mod tests {
         assert_eq!(cfg.engine_stall, Duration::from_secs(30));
         assert_eq!(cfg.link_grace, Duration::from_secs(600));
         assert_eq!(cfg.max_delivery_age, Some(Duration::from_secs(7200)));
-        let bad = RawHealthConfig {
-            link_grace: Some("0s".into()),
-            ..Default::default()
-        };
+        let bad: RawHealthConfig = toml::from_str("link_grace = \"0s\"").unwrap();
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<RawHealthConfig>("nope = 1").is_err());
     }

@@ -28,6 +28,7 @@
 //!   hook started outlives it. A hook must not daemonize (`setsid`, double fork): what leaves
 //!   the group is only stopped with the service.
 
+use crate::config::HumanDuration;
 use crate::events::ops::{HookDropCause, HookDropped, HookRan};
 use crate::message::DeviceId;
 use crate::metrics::Metrics;
@@ -133,71 +134,98 @@ impl HookConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawHookConfig {
     /// argv array; absent or empty = no hook.
-    pub command: Option<Vec<String>>,
+    pub command: super::Field<Vec<String>>,
     /// Default `"30s"`.
-    pub timeout: Option<String>,
+    pub timeout: super::Field<HumanDuration>,
     /// Default 4.
-    pub max_concurrent: Option<usize>,
+    pub max_concurrent: super::Field<usize>,
     /// Default 256.
-    pub queue: Option<usize>,
+    pub queue: super::Field<usize>,
     /// Extra variables: `"NAME"` (passed through) or `"NAME=value"`.
-    pub env: Option<Vec<String>>,
+    pub env: super::Field<Vec<String>>,
 }
 
 impl RawHookConfig {
     /// Validates; `Ok(None)` when no command is configured.
     pub fn validate(&self) -> Result<Option<HookConfig>, super::OpsConfigError> {
-        let invalid = |key, why: &str| super::OpsConfigError::Invalid {
-            key,
-            why: why.to_string(),
-        };
-        let Some(command) = self.command.clone().filter(|c| !c.is_empty()) else {
-            if self.timeout.is_some()
-                || self.max_concurrent.is_some()
-                || self.queue.is_some()
-                || self.env.is_some()
-            {
-                return Err(invalid(
-                    "hook.command",
-                    "is required when [hook] has settings",
-                ));
+        use super::{value, OpsConfigError};
+        let command = self.command.as_ref();
+        let Some(argv) = command.map(|c| c.get_ref()).filter(|c| !c.is_empty()) else {
+            // Point at the first setting that needs the command.
+            let first = [
+                self.timeout.as_ref().map(|s| s.span()),
+                self.max_concurrent.as_ref().map(|s| s.span()),
+                self.queue.as_ref().map(|s| s.span()),
+                self.env.as_ref().map(|s| s.span()),
+            ]
+            .into_iter()
+            .flatten()
+            .min_by_key(|s| s.start);
+            if let Some(span) = first {
+                return Err(OpsConfigError::Invalid {
+                    key: "hook.command",
+                    why: "is required when [hook] has settings".into(),
+                    span: Some(span),
+                });
             }
             return Ok(None);
         };
-        if command[0].is_empty() {
-            return Err(invalid("hook.command", "the program name is empty"));
+        if argv[0].is_empty() {
+            return Err(OpsConfigError::invalid(
+                "hook.command",
+                command,
+                "the program name is empty",
+            ));
         }
-        if command.iter().any(|a| a.contains('\0')) {
-            return Err(invalid("hook.command", "contains a NUL character"));
+        if argv.iter().any(|a| a.contains('\0')) {
+            return Err(OpsConfigError::invalid(
+                "hook.command",
+                command,
+                "contains a NUL character",
+            ));
         }
-        let mut cfg = HookConfig::new(command);
-        for entry in self.env.iter().flatten() {
-            let e = parse_env_entry(entry).map_err(|why| invalid("hook.env", &why))?;
+        let mut cfg = HookConfig::new(argv.clone());
+        let env = self.env.as_ref();
+        for entry in env.map(|e| e.get_ref().as_slice()).unwrap_or_default() {
+            let e = parse_env_entry(entry)
+                .map_err(|why| OpsConfigError::invalid("hook.env", env, why))?;
             if cfg.env.iter().any(|o| o.name() == e.name()) {
-                return Err(invalid(
+                return Err(OpsConfigError::invalid(
                     "hook.env",
-                    &format!("{:?} is listed twice", e.name()),
+                    env,
+                    format!("{:?} is listed twice", e.name()),
                 ));
             }
             cfg.env.push(e);
         }
-        if let Some(t) = super::opt_duration("hook.timeout", &self.timeout)? {
-            if t.is_zero() {
-                return Err(invalid("hook.timeout", "must be greater than zero"));
+        if let Some(t) = value(&self.timeout) {
+            if t.0.is_zero() {
+                return Err(OpsConfigError::invalid(
+                    "hook.timeout",
+                    self.timeout.as_ref(),
+                    "must be greater than zero",
+                ));
             }
-            cfg.timeout = t;
+            cfg.timeout = t.0;
         }
-        if let Some(n) = self.max_concurrent {
-            if n == 0 {
-                return Err(invalid("hook.max_concurrent", "must be at least 1"));
+        for (key, field, slot) in [
+            (
+                "hook.max_concurrent",
+                &self.max_concurrent,
+                &mut cfg.max_concurrent,
+            ),
+            ("hook.queue", &self.queue, &mut cfg.queue),
+        ] {
+            if let Some(n) = value(field) {
+                if n == 0 {
+                    return Err(OpsConfigError::invalid(
+                        key,
+                        field.as_ref(),
+                        "must be at least 1",
+                    ));
+                }
+                *slot = n;
             }
-            cfg.max_concurrent = n;
-        }
-        if let Some(n) = self.queue {
-            if n == 0 {
-                return Err(invalid("hook.queue", "must be at least 1"));
-            }
-            cfg.queue = n;
         }
         Ok(Some(cfg))
     }
@@ -626,11 +654,12 @@ mod tests {
             "command = [\"\"]",
             "command = [\"/x\"]\nmax_concurrent = 0",
             "command = [\"/x\"]\ntimeout = \"0s\"",
-            "command = [\"/x\"]\ntimeout = \"soon\"",
             "timeout = \"5s\"",
         ] {
             let raw: RawHookConfig = toml::from_str(bad).unwrap();
             assert!(raw.validate().is_err(), "{bad}");
         }
+        // A value of the wrong kind is refused by the types themselves.
+        assert!(toml::from_str::<RawHookConfig>("command = [\"/x\"]\ntimeout = \"soon\"").is_err());
     }
 }

@@ -46,7 +46,7 @@ pub struct MetricsConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawMetricsConfig {
     /// `ip:port`; unset = no listener.
-    pub listen: Option<String>,
+    pub listen: super::Field<String>,
 }
 
 impl RawMetricsConfig {
@@ -54,11 +54,12 @@ impl RawMetricsConfig {
     pub fn validate(&self) -> Result<MetricsConfig, super::OpsConfigError> {
         let listen = match &self.listen {
             None => None,
-            Some(s) => Some(s.trim().parse::<SocketAddr>().map_err(|e| {
-                super::OpsConfigError::Invalid {
-                    key: "metrics.listen",
-                    why: format!("{s:?} is not an ip:port address ({e})"),
-                }
+            Some(s) => Some(s.get_ref().trim().parse::<SocketAddr>().map_err(|e| {
+                super::OpsConfigError::invalid(
+                    "metrics.listen",
+                    Some(s),
+                    format!("{:?} is not an ip:port address ({e})", s.get_ref()),
+                )
             })?),
         };
         Ok(MetricsConfig { listen })
@@ -351,9 +352,7 @@ mod tests {
             Some("127.0.0.1:9898".parse().unwrap())
         );
         assert_eq!(RawMetricsConfig::default().validate().unwrap().listen, None);
-        let bad = RawMetricsConfig {
-            listen: Some("localhost".into()),
-        };
+        let bad: RawMetricsConfig = toml::from_str("listen = \"localhost\"").unwrap();
         assert!(bad.validate().is_err());
     }
 }

@@ -19,12 +19,14 @@ pub mod retention;
 use crate::metrics::Metrics;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use toml::Spanned;
 
 pub use health::HealthConfig;
 pub use hook::{Hook, HookConfig, HookJob};
@@ -42,23 +44,32 @@ pub enum OpsConfigError {
         key: &'static str,
         /// What is wrong.
         why: String,
+        /// Where in the config text the offending setting is (`None`: not in the file).
+        span: Option<Range<usize>>,
     },
 }
 
-/// Parses an optional humantime duration (`"30s"`, `"10m"`, `"30d"`).
-pub(crate) fn opt_duration(
-    key: &'static str,
-    value: &Option<String>,
-) -> Result<Option<Duration>, OpsConfigError> {
-    value
-        .as_deref()
-        .map(|s| {
-            humantime::parse_duration(s.trim()).map_err(|e| OpsConfigError::Invalid {
-                key,
-                why: format!("{s:?} is not a duration like \"30s\" or \"10m\" ({e})"),
-            })
-        })
-        .transpose()
+impl OpsConfigError {
+    /// `key` is wrong because of `why`; `at` is the setting to point at.
+    pub(crate) fn invalid<T>(
+        key: &'static str,
+        at: Option<&Spanned<T>>,
+        why: impl Into<String>,
+    ) -> OpsConfigError {
+        OpsConfigError::Invalid {
+            key,
+            why: why.into(),
+            span: at.map(Spanned::span),
+        }
+    }
+}
+
+/// An optional setting and where it is written.
+pub(crate) type Field<T> = Option<Spanned<T>>;
+
+/// The value of an optional setting.
+pub(crate) fn value<T: Copy>(f: &Field<T>) -> Option<T> {
+    f.as_ref().map(|s| *s.get_ref())
 }
 
 /// The operations sections as written in TOML. Every section and key is optional.
@@ -354,8 +365,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let raw: RawOpsConfig = toml::from_str("[retention]\nmax_age = \"forever\"").unwrap();
-        let e = raw.validate().unwrap_err().to_string();
-        assert!(e.starts_with("retention.max_age: "), "{e}");
+        let raw: RawOpsConfig = toml::from_str("[retention]\nmax_age = \"10s\"").unwrap();
+        let e = raw.validate().unwrap_err();
+        assert!(e.to_string().starts_with("retention.max_age: "), "{e}");
+        assert!(matches!(e, OpsConfigError::Invalid { span: Some(s), .. } if s == (22..27)));
     }
 }

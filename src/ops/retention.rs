@@ -19,6 +19,7 @@
 //! Each sweep logs one `info` line with its counts, and one `debug` line per deleted file. Sweeps
 //! run on a blocking thread ([`spawn`]), every `interval`.
 
+use crate::config::{ByteSize, HumanDuration};
 use crate::events::ops::{RetentionSweepFailed, RetentionSwept};
 use crate::metrics::Metrics;
 use serde::Deserialize;
@@ -71,101 +72,54 @@ impl Default for RetentionConfig {
     }
 }
 
-/// A byte count in TOML: an integer, or a string with a unit (`"500MB"`, `"20 GiB"`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ByteSize {
-    /// Bytes.
-    Bytes(u64),
-    /// With a unit: B, kB/KB/K, MB/M, GB/G, TB/T (powers of 1000) or KiB, MiB, GiB, TiB (1024).
-    Text(String),
-}
-
-impl ByteSize {
-    /// The number of bytes.
-    pub fn bytes(&self) -> Result<u64, String> {
-        match self {
-            ByteSize::Bytes(n) => Ok(*n),
-            ByteSize::Text(s) => parse_bytes(s),
-        }
-    }
-}
-
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like \"500MB\" or \"20GiB\""))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "k" | "K" | "kB" | "KB" => 1_000,
-        "M" | "MB" => 1_000_000,
-        "G" | "GB" => 1_000_000_000,
-        "T" | "TB" => 1_000_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
-    };
-    let v = num * mult as f64;
-    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(v as u64)
-}
-
 /// `[retention]` as written in TOML.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetentionConfig {
     /// `"30d"` (humantime).
-    pub max_age: Option<String>,
+    pub max_age: super::Field<HumanDuration>,
     /// Bytes or `"50GiB"`.
-    pub max_total_bytes: Option<ByteSize>,
+    pub max_total_bytes: super::Field<ByteSize>,
     /// Images per device.
-    pub max_files_per_device: Option<usize>,
+    pub max_files_per_device: super::Field<usize>,
     /// Time between sweeps, default `"10m"`.
-    pub interval: Option<String>,
+    pub interval: super::Field<HumanDuration>,
 }
 
 impl RawRetentionConfig {
     /// Validates into a [`RetentionConfig`].
     pub fn validate(&self) -> Result<RetentionConfig, super::OpsConfigError> {
-        let invalid = |key, why: &str| super::OpsConfigError::Invalid {
-            key,
-            why: why.to_string(),
-        };
-        let max_age = super::opt_duration("retention.max_age", &self.max_age)?;
+        use super::{value, OpsConfigError};
+        let max_age = value(&self.max_age).map(Duration::from);
         if max_age.is_some_and(|a| a < RECENT) {
-            return Err(invalid("retention.max_age", "must be at least 1 minute"));
+            return Err(OpsConfigError::invalid(
+                "retention.max_age",
+                self.max_age.as_ref(),
+                "must be at least 1 minute",
+            ));
         }
-        let max_total_bytes = self
-            .max_total_bytes
-            .as_ref()
-            .map(ByteSize::bytes)
-            .transpose()
-            .map_err(|e| invalid("retention.max_total_bytes", &e))?;
-        if self.max_files_per_device == Some(0) {
-            return Err(invalid(
+        let max_files_per_device = value(&self.max_files_per_device);
+        if max_files_per_device == Some(0) {
+            return Err(OpsConfigError::invalid(
                 "retention.max_files_per_device",
+                self.max_files_per_device.as_ref(),
                 "must be at least 1",
             ));
         }
-        let interval = super::opt_duration("retention.interval", &self.interval)?
-            .unwrap_or(RetentionConfig::default().interval);
+        let interval =
+            value(&self.interval).map_or(RetentionConfig::default().interval, Duration::from);
         if interval < Duration::from_secs(1) {
-            return Err(invalid("retention.interval", "must be at least 1 second"));
+            return Err(OpsConfigError::invalid(
+                "retention.interval",
+                self.interval.as_ref(),
+                "must be at least 1 second",
+            ));
         }
         Ok(RetentionConfig {
             limits: RetentionLimits {
                 max_age,
-                max_total_bytes,
-                max_files_per_device: self.max_files_per_device,
+                max_total_bytes: value(&self.max_total_bytes).map(u64::from),
+                max_files_per_device,
             },
             interval,
         })
@@ -848,16 +802,6 @@ mod tests {
         ] {
             assert_eq!(parse_name_time(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn parses_sizes() {
-        assert_eq!(ByteSize::Bytes(5).bytes(), Ok(5));
-        assert_eq!(ByteSize::Text("500MB".into()).bytes(), Ok(500_000_000));
-        assert_eq!(ByteSize::Text("20 GiB".into()).bytes(), Ok(20 << 30));
-        assert_eq!(ByteSize::Text("1.5K".into()).bytes(), Ok(1500));
-        assert!(ByteSize::Text("5 parsecs".into()).bytes().is_err());
-        assert!(ByteSize::Text("MB".into()).bytes().is_err());
     }
 
     #[test]

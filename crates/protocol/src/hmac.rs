@@ -3,8 +3,9 @@
 
 use hmac::{Hmac, Mac};
 
-/// HMAC used for a password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// HMAC used for a password. In a config file its name, ASCII case ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum SignMethod {
     /// `hmacsha1` (the default and what the official demos use).
     HmacSha1,
@@ -64,6 +65,17 @@ impl SignMethod {
             SignMethod::HmacSha256 => run::<Hmac<sha2::Sha256>>(key, data, tag),
             SignMethod::HmacMd5 => run::<Hmac<md5::Md5>>(key, data, tag),
         }
+    }
+}
+
+impl TryFrom<String> for SignMethod {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        SignMethod::parse(&s).ok_or_else(|| {
+            format!(
+                "{s:?} is not a sign method; expected \"hmacsha1\", \"hmacsha256\" or \"hmacmd5\""
+            )
+        })
     }
 }
 

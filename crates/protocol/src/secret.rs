@@ -1,5 +1,7 @@
-//! Secrets that are never printed.
+//! Secrets that are never printed: `Debug`, `Display` and `Serialize` all give the redaction
+//! marker.
 
+use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -34,6 +36,9 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// What is shown instead of a secret.
+    pub const REDACTED: &'static str = "<redacted>";
+
     /// Wraps a secret.
     pub fn new(s: impl Into<String>) -> Self {
         Secret {
@@ -71,12 +76,26 @@ impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
+        write!(f, "{:?}", Secret::REDACTED)
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+        f.write_str(Secret::REDACTED)
+    }
+}
+
+/// A secret written inline in the config file.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Secret::with_source(s, SecretSource::Inline))
+    }
+}
+
+/// Serializes as the redaction marker, never as the value.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(Secret::REDACTED)
     }
 }
