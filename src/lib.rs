@@ -2,36 +2,35 @@
 //! subscription, into image files, without losing an accepted chunk, without writing a corrupt
 //! image as if it were good, and without letting hostile input escape its folders.
 //!
-//! The binary (`src/main.rs`) only parses the command line and calls [`cli::main`]; everything
-//! else is this library, so tests, the demo and the benchmarks drive the same code the daemon runs.
+//! This is the daemon, the workspace's root package. The binary (`src/main.rs`) only parses the
+//! command line and calls [`cli::main`]; everything else is this library.
 //!
 //! # Layout
 //!
-//! Sans-IO core (pure functions and state machines; time is a parameter):
+//! The sans-IO core is its own crate, `receiver-protocol` (`crates/protocol`: wire formats,
+//! message classification, assembler, dedup, signing, JPEG checks, the one clock and backoff);
+//! its modules are re-exported here under the paths the daemon has always used ([`wire`],
+//! [`message`], [`assembler`], [`dedup`], [`sign`], [`jpeg`]). This crate is the I/O around it:
 //!
-//! - [`wire`]: the `img` value formats (v1 hex + `END`, v2 framed Base64), the camera-side
-//!   encoder, Alink payloads. [`golden`] derives the golden vectors from it.
-//! - [`message`]: one AMQP delivery → an [`message::ImgMessage`] or a skip reason.
-//! - [`assembler`]: chunks → pictures (ordering, validation, expiry, bounds); [`dedup`]: recent
-//!   message ids.
-//! - [`sign`]: Aliyun's aksign/STS AMQP credentials.
-//!
-//! I/O at the edges:
-//!
-//! - [`engine`]: the batch loop on its own thread: classify → [`spool`] (durable group commit) →
-//!   assemble → [`sink`] (atomic files, quarantine) → settle. [`spill`]: where the assembler's
-//!   bytes beyond `[assembly] memory_limit` go ([`assembler::cold`]).
-//! - [`amqp`]: the only module that uses fe2o3-amqp: [`amqp::client`] (sign in, receive, settle,
-//!   reconnect) and [`amqp::fake`] (the fake Aliyun endpoint for tests, demo, benchmarks); [`tls`]
-//!   builds the rustls configurations.
+//! - [`engine`]: the batch loop on its own thread: classify → chunk store → assemble → output →
+//!   settle. [`output`]: the two seams, [`output::Output`] (where a finished picture goes) and
+//!   [`output::ChunkStore`] (where an accepted chunk is durable until then); [`sink`]: the folder
+//!   output and the local quarantine; [`spool`]: the durable chunk store; [`spill`]: where the
+//!   assembler's bytes beyond `[assembly] memory_limit` go.
+//! - [`amqp`]: the daemon's only user of fe2o3-amqp ([`amqp::client`]: sign in, receive, settle,
+//!   reconnect); [`tls`] builds the rustls client configuration.
+//! - [`events`]: each outcome as one typed event that logs and counts together; [`metrics`]: the
+//!   counters and gauges they update.
 //! - [`daemon`]: wiring and shutdown; [`ops`]: systemd notify/watchdog, `/healthz` + `/metrics`,
-//!   retention, the on-image hook; [`metrics`]: the counters and gauges; [`events`]: each
-//!   outcome as one typed event that logs and counts together.
-//! - [`config`]: `receiver.toml` → validated [`config::Config`]; [`logging`]; [`cli`]: commands.
-//! - Tools: [`demo`] (the whole pipeline on loopback), [`camera`] (`simulate-camera` over MQTT),
-//!   [`tail`] (print the subscription), [`sample`] (sample JPEG frames).
+//!   retention, the on-image hook; [`reload`]: SIGHUP.
+//! - [`config`]: `receiver.toml` → validated [`config::Config`]; [`secret_file`], [`paths`];
+//!   [`logging`]; [`cli`]: commands; [`tail`]: print the subscription.
+//! - `tools` (feature `tools`, on by default, off in the production build): `demo` and `bench`,
+//!   built on the test kit (`crates/testkit`: fake endpoint, test CA, sample frames, camera
+//!   simulator).
 //!
-//! `ARCHITECTURE.md` shows the data flow; `docs/protocol.md` specifies the wire formats.
+//! `ARCHITECTURE.md` shows the crates and the data flow; `docs/protocol.md` specifies the wire
+//! formats.
 
 pub mod amqp;
 pub mod cli;
