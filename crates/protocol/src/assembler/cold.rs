@@ -5,7 +5,7 @@
 //!
 //! The assembler stays free of I/O: the store is a parameter ([`ColdStore`], given to
 //! [`Assembler::with_cold_store`](super::Assembler::with_cold_store)). The daemon's store is a set
-//! of unlinked files in the state folder ([`crate::spill`]); tests use [`MemStore`].
+//! of unlinked files in the state folder (the daemon's `spill` module); tests use [`MemStore`].
 //!
 //! Each byte goes cold at most once: a picture's buffer is a cold prefix (extents in the store)
 //! plus a hot tail in memory, and new chunks go to the tail. Reading a picture back (a *thaw*)

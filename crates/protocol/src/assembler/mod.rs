@@ -606,7 +606,7 @@ fn recent_cap(limits: &Limits) -> usize {
     limits.max_open.saturating_mul(4).max(RECENT_MIN)
 }
 
-/// The per-process reassembly state: each format's own ([`V1`], [`V2`]) and what they share.
+/// The per-process reassembly state: each format's own (`V1`, `V2`) and what they share.
 #[derive(Debug)]
 pub struct Assembler {
     limits: Limits,
