@@ -3,8 +3,6 @@
 //! between fsync and settle, between rename and settle, before a batch is settled, and at random
 //! times — then restarted on the same state folder. Every image must come out exactly once and
 //! byte-identical, with nothing quarantined and no temporary file left.
-#![cfg(feature = "failpoints")] // the kill points exist only in builds with this feature
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::message::DeviceId;
 use receiver::sink::encode_component;

@@ -2,7 +2,6 @@
 //! rest as "needs restart", a bad file is refused and the running configuration kept; SIGUSR1
 //! logs a status line, SIGUSR2 is logged and ignored, SIGQUIT stops cleanly like SIGTERM. Before,
 //! SIGHUP killed the daemon by its default action (no log line).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::tools::FakeClientConfig as _;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};

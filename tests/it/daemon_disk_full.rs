@@ -3,9 +3,8 @@
 //! it: Aliyun keeps it), must withhold credit while the disk is full, and must resume by itself
 //! once space returns, with every image written exactly once and byte-identical.
 //!
-//! Needs root (mount). Without it the test prints SKIP; `tests/spool_disk_full.rs` and the
+//! Needs root (mount). Without it the test prints SKIP; `tests/it/spool_disk_full.rs` and the
 //! engine's unit tests cover the same paths with injected faults.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::config::Config;
 use receiver::daemon::{self, Shared};

@@ -2,14 +2,11 @@
 //! a middle record flipped, garbage appended or inserted, damaged headers, short and foreign
 //! segments, and random damage. Recovery must never panic, never return a record that was not
 //! written, and must report every damaged stretch.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod spool_util;
-
+use crate::support::spool::*;
 use rand::{Rng, SeedableRng};
 use receiver::assembler::Tag;
 use receiver::spool::{CorruptKind, Record, Spool};
-use spool_util::*;
 use std::path::{Path, PathBuf};
 
 /// A spool with one segment holding `n` records (mixed kinds), committed in two batches so the

@@ -9,11 +9,8 @@
 //! accepted. The original-firmware tests (section 14) publish in camera order and cut the
 //! connection at every position instead: the exact scan check and the redelivery grace must keep
 //! every picture whole (docs/protocol.md section 2).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod common;
-
-use common::*;
+use crate::support::harness::*;
 use receiver::message::{DeviceId, SkipReason};
 use receiver::metrics::Kind;
 use receiver::sink;

@@ -2,7 +2,6 @@
 //! the seed baseline and its transport floor when `npm ci --prefix bench/seed` was run) and
 //! reports figures. Only the presence of figures is checked, never their values: timings belong
 //! in BENCHMARKS.md, not in assertions.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::process::Command;
 

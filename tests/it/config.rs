@@ -1,5 +1,4 @@
 //! Config loading through the public API: files, errors, the example, docs coverage.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::config::{
     known_keys, AuthMode, Config, ConfigError, SecretSource, ENV_ACCESS_KEY_SECRET, EXAMPLE_TOML,

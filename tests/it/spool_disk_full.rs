@@ -6,13 +6,10 @@
 //!
 //! Needs root (mount). When mounting is impossible the test prints `SKIP` and passes; the same
 //! failure paths are covered with injected faults in `src/spool/tests.rs`.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod spool_util;
-
+use crate::support::spool::*;
 use receiver::assembler::Tag;
 use receiver::spool::{Record, Spool, SpoolError, SpoolOptions};
-use spool_util::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

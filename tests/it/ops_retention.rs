@@ -1,6 +1,5 @@
 //! Retention on a real folder: oldest first, temp/recent files kept, symlinks neither followed nor
 //! deleted, nothing outside `<output>/<pk>/<dn>/*.jpg` touched.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::metrics::Metrics;
 use receiver::ops::retention::{self, sweep, RetentionConfig, RetentionLimits};

@@ -1,5 +1,4 @@
 //! The sink: atomic, confined, idempotent writes of images and quarantine records.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use proptest::prelude::*;
 use receiver::assembler::{Finished, Quarantined};

@@ -1,10 +1,7 @@
 //! Protocol rules and failure handling: auth refusal, timers, idle-time-out, one link per
 //! connection. Time-dependent tests run on tokio's paused clock (real loopback sockets).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod amqp_common;
-
-use amqp_common::*;
+use crate::support::amqp::*;
 use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp::Session;
 use receiver::amqp::Outcome;

@@ -1,5 +1,4 @@
 //! The checked-in golden vectors are exactly what the Rust encoder produces from the images.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::Path;
 

@@ -4,12 +4,11 @@
 //! `ExecStart` points at the binary built for this test run (verify insists the program exists).
 //! Where `systemd-analyze` is not installed the test prints a SKIP line and passes; CI installs it
 //! (`scripts/test.sh`).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::Path;
 use std::process::Command;
 
-const UNIT: &str = include_str!("../systemd/receiver.service");
+const UNIT: &str = include_str!("../../systemd/receiver.service");
 
 fn settings() -> Vec<(String, String)> {
     UNIT.lines()
@@ -102,7 +101,7 @@ fn unit_passes_systemd_analyze_verify() {
 #[test]
 fn deb_metadata_installs_binary_unit_and_config() {
     let manifest: toml::Value =
-        toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml parses");
+        toml::from_str(include_str!("../../Cargo.toml")).expect("Cargo.toml parses");
     let deb = &manifest["package"]["metadata"]["deb"];
     let assets: Vec<(String, String)> = deb["assets"]
         .as_array()

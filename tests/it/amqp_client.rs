@@ -1,9 +1,6 @@
 //! The AMQP client against the fake Aliyun endpoint, over real TLS sockets on 127.0.0.1.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod amqp_common;
-
-use amqp_common::*;
+use crate::support::amqp::*;
 use receiver::amqp::Outcome;
 use receiver::tools::FakeClientConfig as _;
 use receiver_testkit::fake::{FakeConfig, FakeOutcome};
@@ -304,7 +301,7 @@ async fn shutdown_grace_lets_the_engine_settle() {
 }
 
 /// Rough throughput of client + fake over TLS on loopback (debug build; run with
-/// `cargo test --test amqp_client -- --ignored --nocapture throughput`).
+/// `cargo test --test it -- --ignored --nocapture throughput`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn throughput() {

@@ -3,11 +3,8 @@
 //! messages with a Data body and topic/messageId/generateTime application properties.
 //!
 //! Needs Node.js and `npm ci --prefix tests/interop` (CI runs it before the tests).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod amqp_common;
-
-use amqp_common::*;
+use crate::support::amqp::*;
 use receiver::amqp::Outcome;
 use receiver::tools::client_config_for;
 use receiver_testkit::fake::{FakeConfig, FAKE_ACCESS_KEY_ID};

@@ -1,6 +1,5 @@
 //! `simulate --dry-run`: the printed payloads are the golden vectors, the secret never appears, and
 //! bad arguments fail with an error naming the flag.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::{Path, PathBuf};
 

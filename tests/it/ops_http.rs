@@ -1,5 +1,4 @@
 //! The `/healthz` + `/metrics` listener, scraped over real TCP on 127.0.0.1:0 with a raw client.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::metrics::{Kind, Metrics};
 use receiver::ops::http::{serve, serve_with};

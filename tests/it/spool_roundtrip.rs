@@ -1,12 +1,9 @@
 //! Spool lifecycle through the public API: append/commit/reopen, tags, roll-over, release and
 //! deletion, the size cap.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod spool_util;
-
+use crate::support::spool::*;
 use receiver::assembler::Tag;
 use receiver::spool::{Record, Spool, SpoolError, SpoolOptions, MAX_BODY_LEN};
-use spool_util::*;
 use std::collections::HashSet;
 
 #[test]

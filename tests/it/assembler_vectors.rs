@@ -1,7 +1,6 @@
 //! The assembler against the golden vectors: `malformed.tsv` verdicts, and every encoded picture of
 //! `index.tsv` reassembled byte for byte (v2 shuffled, all with duplicates), one by one and all
 //! interleaved. Every run also checks tag conservation: each pushed tag comes back exactly once.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,6 @@
 //! its receiver link is attached to the (fake) Aliyun endpoint, WATCHDOG=1 while healthy,
 //! STOPPING=1 on SIGTERM, and exits 0. Also scrapes `/metrics` and `/healthz` of the running
 //! daemon.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::tools::FakeClientConfig as _;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};

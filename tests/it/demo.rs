@@ -1,6 +1,5 @@
 //! `receiver demo` (the README's "run the main job" command) from the real binary: it must exit 0
 //! after verifying every image, and the images must be real JPEGs in the output folder.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::process::Command;
 

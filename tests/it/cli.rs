@@ -1,5 +1,4 @@
 //! The built binary: exit codes, `check-config` output, `print-default-config`.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,6 @@
 //! End-to-end proof without hardware: what the firmware's portable C core emits (built on the
 //! host as `fw_emit`) goes through the fake Aliyun endpoint into the real daemon and comes out as
 //! the identical JPEG, for v2 and v1, interleaved on two cameras of one product.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::config::Config;
 use receiver::daemon::{self, Shared};

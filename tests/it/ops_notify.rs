@@ -1,6 +1,5 @@
 //! sd_notify: the messages the daemon sends to a `NOTIFY_SOCKET` (a unix datagram socket bound in
 //! a temp dir and handed to the notifier explicitly, so the process environment is not touched).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use receiver::metrics::Metrics;
 use receiver::ops::{notify::Notifier, Ops, OpsConfig};

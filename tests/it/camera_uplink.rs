@@ -1,6 +1,5 @@
 //! The camera's upload state machine (`camera::uplink::Uplink`) with synthetic time: window,
 //! pacing, resend with identical payloads, ack timeout, reconnect backoff and the connect limit.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
