@@ -6,8 +6,8 @@
 
 use receiver::message::DeviceId;
 use receiver::sink::encode_component;
-use receiver::tools::FakeClientConfig as _;
 use receiver::wire::{self, Format};
+use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,53 +83,22 @@ fn publish_round(fake: &FakeAliyun, round: u32, devices: u32, pictures: u32) -> 
 }
 
 fn write_config(dir: &Path, fake: &FakeAliyun) -> PathBuf {
-    let aliyun = fake
-        .client_config(dir, "crash-test")
-        .expect("client config");
-    let toml = format!(
-        r#"[aliyun]
-host = "{host}"
-port = {port}
-access_key_id = "{ak}"
-access_key_secret = "{secret}"
-iot_instance_id = "{iid}"
-consumer_group_id = "{group}"
-client_id = "crash-test"
-ca_file = "{ca}"
-credit = 32
-reconnect_max = "1s"
-
-[output]
-dir = "{out}"
-
-[state]
-dir = "{state}"
-
-[assembly]
-timeout = "10m"
-# The fake redelivers at once, not after Aliyun's 30 s ACK timeout.
-redelivery_grace = "1s"
-
-[spool]
-batch_max = 8
-batch_delay = "1ms"
-
-[log]
-format = "json"
-"#,
-        host = aliyun.host,
-        port = aliyun.port,
-        ak = aliyun.access_key_id,
-        secret = aliyun.access_key_secret.expose(),
-        iid = aliyun.iot_instance_id,
-        group = aliyun.consumer_group_id,
-        ca = aliyun.ca_file.as_ref().expect("ca file").display(),
-        out = dir.join("out").display(),
-        state = dir.join("state").display(),
-    );
-    let path = dir.join("receiver.toml");
-    std::fs::write(&path, toml).expect("write config");
-    path
+    let ca = fake.write_ca(dir).expect("ca file");
+    ConfigBuilder::new()
+        .aliyun_from_fake(fake, &ca)
+        .aliyun("client_id", "crash-test")
+        .aliyun("credit", 32)
+        .aliyun("reconnect_max", "1s")
+        .output_dir(dir.join("out"))
+        .state_dir(dir.join("state"))
+        .assembly("timeout", "10m")
+        // The fake redelivers at once, not after Aliyun's 30 s ACK timeout.
+        .assembly("redelivery_grace", "1s")
+        .spool("batch_max", 8)
+        .spool("batch_delay", "1ms")
+        .log("format", "json")
+        .write(dir.join("receiver.toml"))
+        .expect("write config")
 }
 
 fn spawn(config: &Path, failpoint: Option<&str>, log: &Path) -> Child {

@@ -12,6 +12,7 @@ use receiver::message::DeviceId;
 use receiver::sink::Sink;
 use receiver::tools::FakeClientConfig as _;
 use receiver::wire;
+use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::path::Path;
 use std::process::Command;
@@ -63,13 +64,13 @@ async fn full_disk_pauses_releases_and_resumes_without_loss() {
     let fake = FakeAliyun::start(FakeConfig::default())
         .await
         .expect("fake");
-    let toml = format!(
-        "[aliyun]\nhost = \"127.0.0.1\"\naccess_key_id = \"x\"\naccess_key_secret = \"x\"\n\
-         iot_instance_id = \"\"\nconsumer_group_id = \"g\"\n[output]\ndir = {:?}\n[state]\ndir = {:?}\n\
-         [spool]\nmax_bytes = 67108864\nsegment_bytes = 1048576\n",
-        root.join("out").display().to_string(),
-        root.join("state").display().to_string()
-    );
+    let toml = ConfigBuilder::new()
+        .aliyun_placeholder()
+        .output_dir(root.join("out"))
+        .state_dir(root.join("state"))
+        .spool("max_bytes", 67_108_864)
+        .spool("segment_bytes", 1_048_576)
+        .build();
     let mut config = Config::from_toml(&toml, Path::new("t.toml"), &|_| None).expect("config");
     config.aliyun = fake
         .client_config(tmp.path(), "disk-full")

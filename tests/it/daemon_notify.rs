@@ -3,11 +3,10 @@
 //! STOPPING=1 on SIGTERM, and exits 0. Also scrapes `/metrics` and `/healthz` of the running
 //! daemon.
 
-use receiver::tools::FakeClientConfig as _;
+use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,26 +36,15 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
     let fake = FakeAliyun::start(FakeConfig::default())
         .await
         .expect("fake");
-    let a = fake
-        .client_config(dir.path(), "notify-test")
-        .expect("client config");
+    let ca = fake.write_ca(dir.path()).expect("ca file");
     let port = free_port();
-    let config = format!(
-        "[aliyun]\nhost = \"{}\"\nport = {}\naccess_key_id = \"{}\"\naccess_key_secret = \"{}\"\n\
-         iot_instance_id = \"{}\"\nconsumer_group_id = \"{}\"\nca_file = \"{}\"\n\
-         [output]\ndir = \"{}\"\n[state]\ndir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
-        a.host,
-        a.port,
-        a.access_key_id,
-        a.access_key_secret.expose(),
-        a.iot_instance_id,
-        a.consumer_group_id,
-        a.ca_file.as_deref().map(Path::display).expect("ca"),
-        dir.path().join("out").display(),
-        dir.path().join("state").display(),
-    );
-    let config_path = dir.path().join("receiver.toml");
-    std::fs::write(&config_path, config).expect("config");
+    let config_path = ConfigBuilder::new()
+        .aliyun_from_fake(&fake, &ca)
+        .output_dir(dir.path().join("out"))
+        .state_dir(dir.path().join("state"))
+        .set("metrics", "listen", format!("127.0.0.1:{port}"))
+        .write(dir.path().join("receiver.toml"))
+        .expect("config");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
     socket

@@ -3,7 +3,7 @@
 //! logs a status line, SIGUSR2 is logged and ignored, SIGQUIT stops cleanly like SIGTERM. Before,
 //! SIGHUP killed the daemon by its default action (no log line).
 
-use receiver::tools::FakeClientConfig as _;
+use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -103,44 +103,36 @@ async fn sighup_reloads_sigusr1_reports_sigquit_stops() {
     let fake = FakeAliyun::start(FakeConfig::default())
         .await
         .expect("fake");
-    let a = fake
-        .client_config(dir.path(), "signals-test")
-        .expect("client config");
-    let base = format!(
-        "[aliyun]\nhost = \"{}\"\nport = {}\naccess_key_id = \"{}\"\naccess_key_secret = \"{}\"\n\
-         iot_instance_id = \"{}\"\nconsumer_group_id = \"{}\"\nca_file = \"{}\"\n",
-        a.host,
-        a.port,
-        a.access_key_id,
-        a.access_key_secret.expose(),
-        a.iot_instance_id,
-        a.consumer_group_id,
-        a.ca_file.as_deref().map(Path::display).expect("ca"),
-    );
-    let folders = format!(
-        "[output]\ndir = \"{}\"\n[state]\ndir = \"{}\"\n",
-        dir.path().join("out").display(),
-        dir.path().join("state").display(),
-    );
+    let ca = fake.write_ca(dir.path()).expect("ca file");
+    let base = ConfigBuilder::new()
+        .aliyun_from_fake(&fake, &ca)
+        .output_dir(dir.path().join("out"))
+        .state_dir(dir.path().join("state"));
     let config_path = dir.path().join("receiver.toml");
-    let write = |text: String| {
-        std::fs::write(&config_path, text).expect("config");
+    let write = |config: ConfigBuilder| {
+        config.write(&config_path).expect("config");
         std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600))
             .expect("chmod");
     };
-    write(format!(
-        "{base}{folders}[log]\nformat = \"json\"\n[hook]\ncommand = [\"/bin/true\"]\n"
-    ));
+    write(
+        base.clone()
+            .log("format", "json")
+            .set("hook", "command", ["/bin/true"]),
+    );
 
     let mut d = Daemon::start(&config_path);
     d.wait_line(0, &["first receiver link attached; ready"]);
 
     // 1. A reload that changes reloadable and restart-only settings.
-    write(format!(
-        "{}{folders}[log]\nformat = \"json\"\nlevel = \"receiver=debug\"\n\
-         [retention]\nmax_age = \"30d\"\n[hook]\ncommand = [\"/bin/true\"]\ntimeout = \"5s\"\n",
-        base.replace("[aliyun]\n", "[aliyun]\ncredit = 10\n")
-    ));
+    write(
+        base.clone()
+            .aliyun("credit", 10)
+            .log("format", "json")
+            .log("level", "receiver=debug")
+            .set("retention", "max_age", "30d")
+            .set("hook", "command", ["/bin/true"])
+            .set("hook", "timeout", "5s"),
+    );
     let n = d.len();
     d.signal(libc::SIGHUP);
     d.wait_line(n, &["SIGHUP: reloading the configuration"]);
@@ -158,7 +150,7 @@ async fn sighup_reloads_sigusr1_reports_sigquit_stops() {
     d.wait_line(n, &["retention sweep"]);
 
     // 2. A bad file is refused; the daemon keeps running with what it has.
-    write(format!("{base}{folders}[spool]\nbatch_max = \"lots\"\n"));
+    write(base.clone().spool("batch_max", "lots"));
     let n = d.len();
     d.signal(libc::SIGHUP);
     d.wait_line(
@@ -179,9 +171,11 @@ async fn sighup_reloads_sigusr1_reports_sigquit_stops() {
     d.wait_line(n, &["SIGUSR2", "ignored"]);
 
     // 4. The format reloads too: text from now on.
-    write(format!(
-        "{base}{folders}[log]\nformat = \"text\"\n[hook]\ncommand = [\"/bin/true\"]\n"
-    ));
+    write(
+        base.clone()
+            .log("format", "text")
+            .set("hook", "command", ["/bin/true"]),
+    );
     let n = d.len();
     d.signal(libc::SIGHUP);
     d.wait_line(n, &["configuration reloaded; applied", "[log] format"]);

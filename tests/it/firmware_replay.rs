@@ -7,6 +7,7 @@ use receiver::daemon::{self, Shared};
 use receiver::message::DeviceId;
 use receiver::sink::Sink;
 use receiver::tools::FakeClientConfig as _;
+use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,12 +61,11 @@ async fn firmware_core_output_becomes_identical_jpegs() {
     let fake = FakeAliyun::start(FakeConfig::default())
         .await
         .expect("fake");
-    let toml = format!(
-        "[aliyun]\nhost = \"127.0.0.1\"\naccess_key_id = \"x\"\naccess_key_secret = \"x\"\n\
-         iot_instance_id = \"\"\nconsumer_group_id = \"g\"\n[output]\ndir = {:?}\n[state]\ndir = {:?}\n",
-        dir.path().join("out").display().to_string(),
-        dir.path().join("state").display().to_string()
-    );
+    let toml = ConfigBuilder::new()
+        .aliyun_placeholder()
+        .output_dir(dir.path().join("out"))
+        .state_dir(dir.path().join("state"))
+        .build();
     let mut config = Config::from_toml(&toml, Path::new("test.toml"), &|_| None).expect("config");
     config.aliyun = fake
         .client_config(dir.path(), "fw-replay")

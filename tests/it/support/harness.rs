@@ -9,6 +9,7 @@ use receiver::metrics::Metrics;
 use receiver::sink::{self, Sink};
 use receiver::tools::FakeClientConfig as _;
 use receiver::wire::{self, Format};
+use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig, FakeOutcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -60,13 +61,11 @@ impl Harness {
         let fake = FakeAliyun::start(FakeConfig::default())
             .await
             .expect("fake endpoint");
-        let toml = format!(
-            "[aliyun]\nhost = \"127.0.0.1\"\naccess_key_id = \"x\"\naccess_key_secret = \"x\"\n\
-             iot_instance_id = \"\"\nconsumer_group_id = \"x\"\nclient_id = \"x\"\n\
-             [output]\ndir = {:?}\n[state]\ndir = {:?}\n",
-            root.path().join("out").display().to_string(),
-            root.path().join("state").display().to_string(),
-        );
+        let toml = ConfigBuilder::new()
+            .aliyun_placeholder()
+            .output_dir(root.path().join("out"))
+            .state_dir(root.path().join("state"))
+            .build();
         let mut config = Config::from_toml(&toml, &root.path().join("receiver.toml"), &|_| None)
             .expect("test configuration");
         config.aliyun = fake
