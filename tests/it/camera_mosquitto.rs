@@ -6,8 +6,10 @@
 //! mosquitto is a hard requirement (`apt-get install mosquitto`; `.ci/run` installs it): without it
 //! these tests fail rather than skip.
 
+// mosquitto cannot listen on port 0: take a free port from the kernel and hand it over.
+use crate::support::http::free_port;
 use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,12 +75,6 @@ impl Broker {
     fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
-}
-
-fn free_port() -> u16 {
-    // mosquitto cannot listen on port 0: take a free port from the kernel and hand it over.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 fn write_tls_files(dir: &Path) {

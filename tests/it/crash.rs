@@ -4,6 +4,8 @@
 //! times — then restarted on the same state folder. Every image must come out exactly once and
 //! byte-identical, with nothing quarantined and no temporary file left.
 
+use crate::support::daemon::receiver_command;
+use crate::support::poll;
 use receiver::message::DeviceId;
 use receiver::sink::encode_component;
 use receiver::wire::{self, Format};
@@ -11,7 +13,7 @@ use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const PK: &str = "a1CrashPK01";
@@ -107,10 +109,8 @@ fn spawn(config: &Path, failpoint: Option<&str>, log: &Path) -> Child {
         .append(true)
         .open(log)
         .expect("log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_receiver"));
-    cmd.arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "receiver=info")
+    let mut cmd = receiver_command(config);
+    cmd.env("RUST_LOG", "receiver=info")
         .env_remove("RECEIVER_FAILPOINT")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -238,10 +238,10 @@ async fn sigkill_at_many_points_loses_nothing_and_writes_each_image_once() {
     let mut child = spawn(&config, None, &log);
     let drained = fake.wait_drained(Duration::from_secs(60)).await;
     // SIGTERM only once the daemon is up (its signal handler is installed before it starts).
-    let up_by = Instant::now() + Duration::from_secs(20);
-    while starts(&log) == before && Instant::now() < up_by {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::until(Duration::from_secs(20), Duration::from_millis(20), || {
+        starts(&log) != before
+    })
+    .await;
     // Pictures rebuilt from the spool wait out the redelivery grace before they are written.
     let out = dir.path().join("out");
     let all_by = Instant::now() + Duration::from_secs(20);

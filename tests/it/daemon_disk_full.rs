@@ -6,6 +6,7 @@
 //! Needs root (mount). Without it the test prints SKIP; `tests/it/spool_disk_full.rs` and the
 //! engine's unit tests cover the same paths with injected faults.
 
+use crate::support::poll;
 use receiver::config::Config;
 use receiver::daemon::{self, Shared};
 use receiver::message::DeviceId;
@@ -17,7 +18,7 @@ use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 struct Tmpfs(tempfile::TempDir);
@@ -79,10 +80,10 @@ async fn full_disk_pauses_releases_and_resumes_without_loss() {
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(daemon::run_with(config, shutdown.clone(), shared.clone()));
     // Let the daemon create its folders and first spool segment, then fill the disk.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !shared.any_link_attached() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::until(Duration::from_secs(20), Duration::from_millis(20), || {
+        shared.any_link_attached()
+    })
+    .await;
     let filler = root.join("filler");
     fill(&filler, 32 << 10);
 
@@ -108,10 +109,10 @@ async fn full_disk_pauses_releases_and_resumes_without_loss() {
     }
     // The disk fills: intake pauses, and what could not be persisted is released.
     let m = shared.metrics.clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(m.paused.load(Relaxed) && m.released.load(Relaxed) > 0) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::until(Duration::from_secs(30), Duration::from_millis(20), || {
+        m.paused.load(Relaxed) && m.released.load(Relaxed) > 0
+    })
+    .await;
     assert!(
         m.io_errors.load(Relaxed) > 0,
         "no write failed: was the disk not full?"
@@ -135,10 +136,10 @@ async fn full_disk_pauses_releases_and_resumes_without_loss() {
     fake.wait_drained(Duration::from_secs(90))
         .await
         .expect("drained after space returned");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while (m.images_written() as usize) < expected.len() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::until(Duration::from_secs(20), Duration::from_millis(20), || {
+        m.images_written() as usize >= expected.len()
+    })
+    .await;
     assert!(!m.paused.load(Relaxed), "still paused after space returned");
     shutdown.cancel();
     daemon.await.expect("join").expect("daemon");

@@ -3,32 +3,13 @@
 //! STOPPING=1 on SIGTERM, and exits 0. Also scrapes `/metrics` and `/healthz` of the running
 //! daemon.
 
+use crate::support::daemon::receiver_command;
+use crate::support::http::{free_port, get_blocking};
 use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
-use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read");
-    body
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
@@ -51,9 +32,7 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_receiver"))
-        .arg("--config")
-        .arg(&config_path)
+    let mut child = receiver_command(&config_path)
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000")
         .env_remove("WATCHDOG_PID")
@@ -90,12 +69,12 @@ async fn ready_watchdog_stopping_and_metrics_from_the_real_binary() {
     fake.wait_accepted(1, Duration::from_secs(10))
         .await
         .expect("accepted");
-    let metrics = http_get(port, "/metrics");
+    let metrics = get_blocking(port, "/metrics");
     assert!(
         metrics.contains("receiver_skipped_total{reason=\"no_img\"} 1"),
         "{metrics}"
     );
-    let health = http_get(port, "/healthz");
+    let health = get_blocking(port, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
     // SAFETY: kill(2) on our own child's pid.

@@ -3,99 +3,11 @@
 //! logs a status line, SIGUSR2 is logged and ignored, SIGQUIT stops cleanly like SIGTERM. Before,
 //! SIGHUP killed the daemon by its default action (no log line).
 
+use crate::support::daemon::{Daemon, WAIT};
 use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Daemon {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_receiver"))
-            .arg("--config")
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("RECEIVER_ACCESS_KEY_SECRET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Daemon { child, lines }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child, which has not been reaped (we own the `Child`).
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    /// Waits for a log line after the first `from` lines that contains every one of `want`;
-    /// returns its index. Panics with the log if the daemon exits or time runs out.
-    fn wait_line(&mut self, from: usize, want: &[&str]) -> usize {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            {
-                let lines = self.lines.lock().unwrap();
-                if let Some(i) = lines
-                    .iter()
-                    .enumerate()
-                    .skip(from)
-                    .find(|(_, l)| want.iter().all(|w| l.contains(w)))
-                    .map(|(i, _)| i)
-                {
-                    return i;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(200));
-                panic!(
-                    "daemon exited ({status:?}) while waiting for {want:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {want:?}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.lines.lock().unwrap().len()
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_sigusr1_reports_sigquit_stops() {

@@ -2,6 +2,7 @@
 //! host as `fw_emit`) goes through the fake Aliyun endpoint into the real daemon and comes out as
 //! the identical JPEG, for v2 and v1, interleaved on two cameras of one product.
 
+use crate::support::poll;
 use receiver::config::Config;
 use receiver::daemon::{self, Shared};
 use receiver::message::DeviceId;
@@ -11,7 +12,7 @@ use receiver_testkit::config::ConfigBuilder;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const PK: &str = "a1FirmwarePK";
@@ -90,10 +91,10 @@ async fn firmware_core_output_becomes_identical_jpegs() {
     fake.wait_drained(Duration::from_secs(30))
         .await
         .expect("drained");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.metrics.images_written() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::until(Duration::from_secs(10), Duration::from_millis(20), || {
+        shared.metrics.images_written() >= 2
+    })
+    .await;
     shutdown.cancel();
     daemon.await.expect("join").expect("daemon");
 

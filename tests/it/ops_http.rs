@@ -1,5 +1,7 @@
 //! The `/healthz` + `/metrics` listener, scraped over real TCP on 127.0.0.1:0 with a raw client.
 
+use crate::support::http::{get, raw};
+use crate::support::poll;
 use receiver::metrics::{Kind, Metrics};
 use receiver::ops::http::{serve, serve_with};
 use receiver::ops::{notify::Notifier, HealthConfig, MetricsConfig, Ops, OpsConfig};
@@ -8,32 +10,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-
-/// Sends `request` raw and returns (status code, headers, body).
-async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("header end");
-    let status = head[9..12].parse().unwrap();
-    (status, head.to_string(), body.to_string())
-}
-
-async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    raw(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n").as_bytes(),
-    )
-    .await
-}
 
 async fn start(
     metrics: Arc<Metrics>,
@@ -215,14 +193,13 @@ async fn ops_start_serves_when_configured() {
     let addr = ops.http_addr().expect("bound");
     assert_ne!(addr.port(), 0);
     // Without a systemd watchdog, liveness is still evaluated (at once, then every 10 s).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !metrics.live.load(Relaxed) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "receiver_live never set"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        poll::until(Duration::from_secs(5), Duration::from_millis(10), || {
+            metrics.live.load(Relaxed)
+        })
+        .await,
+        "receiver_live never set"
+    );
     let (status, _, body) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(body.lines().any(|l| l == "receiver_live 1"), "{body}");

@@ -1,6 +1,7 @@
 //! Retention on a real folder: oldest first, temp/recent files kept, symlinks neither followed nor
 //! deleted, nothing outside `<output>/<pk>/<dn>/*.jpg` touched.
 
+use crate::support::poll;
 use receiver::metrics::Metrics;
 use receiver::ops::retention::{self, sweep, RetentionConfig, RetentionLimits};
 use std::fs::{self, File};
@@ -212,11 +213,13 @@ async fn periodic_sweeps_update_metrics_and_stop() {
         interval: HOUR,
     };
     let task = retention::spawn(cfg, t.out.clone(), metrics.clone(), shutdown.clone());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while metrics.retention_sweeps.load(Relaxed) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no sweep");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        poll::until(Duration::from_secs(10), Duration::from_millis(10), || {
+            metrics.retention_sweeps.load(Relaxed) != 0
+        })
+        .await,
+        "no sweep"
+    );
     assert_eq!(metrics.retention_deleted_files.load(Relaxed), 2);
     assert_eq!(metrics.retention_deleted_bytes.load(Relaxed), 20);
     assert_eq!(fs::read_dir(&dev).unwrap().count(), 1);

@@ -2,6 +2,7 @@
 //! "engine" that settles deliveries.
 #![allow(dead_code)]
 
+pub use super::poll::eventually;
 use receiver::amqp::client::{run_connection, ClientError, ConnState, ConnectLimiter};
 use receiver::amqp::{Inbound, Outcome};
 use receiver::config::AliyunConfig;
@@ -160,18 +161,6 @@ pub fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
         .with_writer(move || c.clone())
         .finish();
     (cap, tracing::subscriber::set_default(sub))
-}
-
-/// Polls `f` until it is true (paused-time friendly: sleeps advance the clock).
-pub async fn eventually(what: &str, timeout: Duration, f: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Opens a raw fe2o3 connection to the fake with valid credentials (for protocol-rule tests).
