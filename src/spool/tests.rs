@@ -1,7 +1,7 @@
 //! Unit tests that need the injected-fault storage layer: failures a real file system will not
 //! produce on demand (EIO from fdatasync, a short write followed by a failing truncate, a failing
 //! directory sync or unlink). Disk-full on a real (tmpfs) file system is in
-//! `tests/spool_disk_full.rs`.
+//! `tests/it/spool_disk_full.rs`.
 
 use super::io::{RealStorage, SegmentFile, Storage};
 use super::*;

@@ -1,5 +1,5 @@
 // A third-party AMQP 1.0 server (rhea) that behaves like Aliyun's server-side subscription, for
-// tests/amqp_interop.rs: pure TLS, SASL PLAIN verified with Aliyun's aksign scheme, one receiver
+// tests/it/amqp_interop.rs: pure TLS, SASL PLAIN verified with Aliyun's aksign scheme, one receiver
 // link per connection, messages with a Data body and topic/messageId/generateTime application
 // properties. Every event is printed on stdout as one JSON object per line.
 //

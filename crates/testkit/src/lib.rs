@@ -10,10 +10,12 @@
 //! - [`sample`]: sample JPEG frames (a drawn scene, any size and quality).
 //! - [`golden`]: the golden test vectors in `tests/vectors/`, derived from the protocol crate's
 //!   encoder and checked by the C and the Rust tests alike.
+//! - [`config`]: [`ConfigBuilder`](config::ConfigBuilder), a daemon configuration file for tests.
 //! - [`camera`]: `simulate-camera`, a device that signs in to an MQTT broker and uploads pictures
 //!   the way the firmware does.
 
 pub mod camera;
+pub mod config;
 pub mod fake;
 pub mod golden;
 pub mod pki;
