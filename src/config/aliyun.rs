@@ -75,6 +75,18 @@ struct SecretSpec {
     credential: &'static str,
 }
 
+/// `auth_mode`, and `security_token` with `ststoken`: the keys [`AuthMode`] is written as
+/// (`#[serde(flatten)]` on [`AliyunConfig`]; the token serializes redacted, as every [`Secret`]).
+pub(super) fn auth_mode_keys<S: serde::Serializer>(m: &AuthMode, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(None)?;
+    map.serialize_entry("auth_mode", m.as_str())?;
+    if let AuthMode::StsToken { security_token } = m {
+        map.serialize_entry("security_token", security_token)?;
+    }
+    map.end()
+}
+
 /// Characters that would break the `clientId|k=v,k=v|` AMQP user name.
 fn username_breaker(c: char) -> bool {
     matches!(c, '|' | ',' | '=') || c.is_whitespace() || c.is_control()

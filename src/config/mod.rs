@@ -25,11 +25,11 @@ mod tests;
 mod units;
 
 pub use load::{known_keys, HostChecks};
-pub use units::{ByteSize, HumanDuration};
+pub use units::{as_toml, ByteSize, HumanDuration};
 
 use crate::ops::{OpsConfig, OpsConfigError, RawOpsConfig};
 use load::{Cx, RawConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -118,7 +118,9 @@ pub mod defaults {
 pub use receiver_protocol::{AuthMode, Secret, SecretSource, SignMethod};
 
 /// `[aliyun]`: the AMQP endpoint and credentials.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Serialize` writes the keys as the config file does (secrets as [`Secret::REDACTED`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AliyunConfig {
     /// Endpoint host name (also the TLS server name).
     pub host: String,
@@ -137,8 +139,13 @@ pub struct AliyunConfig {
     /// HMAC for the password.
     pub sign_method: SignMethod,
     /// aksign or ststoken.
+    #[serde(flatten, serialize_with = "aliyun::auth_mode_keys")]
     pub auth_mode: AuthMode,
     /// Extra trusted CA (PEM), added to the public roots.
+    #[serde(
+        serialize_with = "as_toml::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ca_file: Option<PathBuf>,
     /// Parallel connections, each with one receiver link.
     pub connections: usize,
@@ -147,10 +154,13 @@ pub struct AliyunConfig {
     /// Link credit (prefetch) per connection.
     pub credit: u32,
     /// Idle time-out; the Open frame advertises a value within Aliyun's 30-300 s.
+    #[serde(serialize_with = "as_toml::duration")]
     pub idle_timeout: Duration,
     /// Time allowed for TCP+TLS+SASL+open+begin+attach.
+    #[serde(serialize_with = "as_toml::duration")]
     pub setup_timeout: Duration,
     /// Longest reconnect backoff.
+    #[serde(serialize_with = "as_toml::duration")]
     pub reconnect_max: Duration,
 }
 
@@ -168,13 +178,15 @@ impl AliyunConfig {
 }
 
 /// `[assembly]`: reassembly bounds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AssemblyConfig {
     /// Largest image, bytes.
+    #[serde(serialize_with = "as_toml::size")]
     pub max_image_bytes: usize,
     /// Most open pictures.
     pub max_open: usize,
     /// Idle time after which a partial picture is quarantined.
+    #[serde(serialize_with = "as_toml::duration")]
     pub timeout: Duration,
     /// Remembered message ids for duplicate detection.
     pub dedup_window: usize,
@@ -182,9 +194,11 @@ pub struct AssemblyConfig {
     pub decode_check: bool,
     /// Most bytes of open pictures held in memory; the rest goes to spill files in the state
     /// folder (0: no limit, nothing spilled).
+    #[serde(serialize_with = "as_toml::size")]
     pub memory_limit: u64,
     /// How long a v1 picture that straddles a lost connection waits for the deliveries that were
     /// in flight (0: not at all).
+    #[serde(serialize_with = "as_toml::duration")]
     pub redelivery_grace: Duration,
 }
 
@@ -203,17 +217,20 @@ impl Default for AssemblyConfig {
 }
 
 /// `[spool]`: durability (group commit).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpoolConfig {
     /// Persist before accepting (default true). `false` = in-memory mode.
     pub enabled: bool,
     /// Most messages per group commit.
     pub batch_max: usize,
     /// Longest wait to fill a batch.
+    #[serde(serialize_with = "as_toml::duration")]
     pub batch_delay: Duration,
     /// Spool size cap, bytes.
+    #[serde(serialize_with = "as_toml::size")]
     pub max_bytes: u64,
     /// Size at which the spool starts a new segment file, bytes (at most `max_bytes`).
+    #[serde(serialize_with = "as_toml::size")]
     pub segment_bytes: u64,
 }
 
@@ -249,6 +266,13 @@ impl LogFormat {
     }
 }
 
+/// As the config file writes it: `"text"` or `"json"`.
+impl Serialize for LogFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl TryFrom<String> for LogFormat {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
@@ -263,27 +287,32 @@ impl TryFrom<String> for LogFormat {
 }
 
 /// `[log]`: logging (added to the skeleton's field set).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LogConfig {
     /// Output format; `None` = text when stderr is a terminal, JSON otherwise. The command
     /// line's `--log-format` wins over this.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<LogFormat>,
     /// Verbosity, as `RUST_LOG` directives (`"receiver=debug"`); wins over `RUST_LOG`.
     /// `None` = `RUST_LOG`, else `receiver=info`. Reloaded on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
 }
 
 /// The whole validated configuration.
 ///
-/// `Debug` never shows secrets ([`Secret`] redacts itself); `Display` is the redacted TOML-like
-/// view printed by `receiver check-config`.
-#[derive(Debug, Clone, PartialEq)]
+/// `Debug` never shows secrets ([`Secret`] redacts itself); `Display` is the redacted TOML
+/// view printed by `receiver check-config`. `Serialize` gives that view's tables and keys (without
+/// its comments): one table per config file section, values written as the file writes them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// `[aliyun]`.
     pub aliyun: AliyunConfig,
     /// `[output] dir`: finished images land in `<dir>/<productKey>/<deviceName>/`.
+    #[serde(rename = "output", serialize_with = "as_toml::dir_table")]
     pub output_dir: PathBuf,
     /// `[state] dir`: quarantine and spool.
+    #[serde(rename = "state", serialize_with = "as_toml::dir_table")]
     pub state_dir: PathBuf,
     /// `[assembly]`.
     pub assembly: AssemblyConfig,
@@ -293,6 +322,7 @@ pub struct Config {
     pub log: LogConfig,
     /// `[metrics]`, `[health]`, `[retention]`, `[hook]`: the operations side (all optional, off
     /// or at their defaults when absent).
+    #[serde(flatten)]
     pub ops: crate::ops::OpsConfig,
 }
 

@@ -1,311 +1,251 @@
 //! The redacted, TOML view of a [`Config`] that `receiver check-config` prints.
+//!
+//! Derived, not hand-written: the config serializes (serde) to a TOML table per section, with
+//! values as the config file writes them and secrets as [`Secret::REDACTED`]; sections and keys
+//! are printed in file order ([`known_keys`]). A key is marked `# default` when its value equals
+//! the one in the serialized [`defaults_for`] config ([`default_view`]); the other comments come
+//! from [`NOTES`].
 
 use super::{
-    default_data_dir, defaults, AssemblyConfig, AuthMode, ByteSize, Config, HumanDuration, Secret,
+    default_data_dir, defaults, known_keys, AliyunConfig, AssemblyConfig, AuthMode, Config, Secret,
     SignMethod, SpoolConfig,
 };
-use crate::ops::{HealthConfig, HookConfig, RetentionConfig};
+use crate::ops::{HookConfig, OpsConfig};
 use std::fmt;
-use std::path::Path;
-use std::time::Duration;
+use toml::{Table, Value};
 
-/// A TOML string literal.
-fn q(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
+/// Where a [`Note`] goes, relative to its key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A comment line before the key's line (or where the key would be).
+    Before,
+    /// At the end of the key's line, when the key is set.
+    Trailing,
+    /// A comment line after the key's line.
+    After,
+    /// `# {key} not set{text}` in place of the key, when it is not set.
+    Unset,
 }
 
-fn qp(p: &Path) -> String {
-    q(&p.to_string_lossy())
+/// A comment at `[section] key`; `text` says what it is for this config (`None`: no comment).
+struct Note {
+    section: &'static str,
+    key: &'static str,
+    place: Place,
+    text: fn(&Config) -> Option<String>,
 }
 
-/// A duration as the config file writes it.
-fn dur(d: Duration) -> String {
-    HumanDuration::to_toml(d).to_string()
+/// Where a secret came from, as a trailing comment: `(from env RECEIVER_ACCESS_KEY_SECRET)`.
+fn source(s: &Secret) -> Option<String> {
+    s.source().map(|src| format!("({src})"))
 }
 
-/// A size as the config file writes it.
-fn size(n: u64) -> String {
-    ByteSize(n).to_toml().to_string()
+/// A [`Note`].
+const fn note(
+    section: &'static str,
+    key: &'static str,
+    place: Place,
+    text: fn(&Config) -> Option<String>,
+) -> Note {
+    Note {
+        section,
+        key,
+        place,
+        text,
+    }
+}
+
+/// The comments besides `# default`.
+const NOTES: &[Note] = &[
+    note("aliyun", "access_key_secret", Place::Trailing, |c| {
+        source(&c.aliyun.access_key_secret)
+    }),
+    note("aliyun", "client_id", Place::After, |c| {
+        let a = &c.aliyun;
+        (a.connections > 1).then(|| {
+            let (first, last) = (a.client_id_for(0), a.client_id_for(a.connections - 1));
+            format!("connection client ids: {first} .. {last}")
+        })
+    }),
+    note("aliyun", "security_token", Place::Trailing, |c| {
+        match &c.aliyun.auth_mode {
+            AuthMode::StsToken { security_token } => source(security_token),
+            AuthMode::AkSign => None,
+        }
+    }),
+    note("aliyun", "ca_file", Place::Unset, |_| {
+        Some(": public root certificates only".into())
+    }),
+    note("log", "format", Place::Unset, |_| {
+        Some(": text on a terminal, json otherwise (--log-format overrides)".into())
+    }),
+    note("log", "level", Place::Unset, |_| {
+        Some(format!(
+            ": RUST_LOG, else \"{}\"",
+            crate::logging::DEFAULT_FILTER
+        ))
+    }),
+    note("metrics", "listen", Place::Unset, |_| {
+        Some(" (default): no /healthz or /metrics listener".into())
+    }),
+    note("health", "max_delivery_age", Place::Unset, |_| {
+        Some(" (default): /healthz does not check delivery age".into())
+    }),
+    note("retention", "max_age", Place::Before, |c| {
+        (!c.ops.retention.limits.any())
+            .then(|| "no limit set (default): images are kept forever".into())
+    }),
+    note(
+        "retention",
+        "max_age",
+        Place::Unset,
+        |_| Some(String::new()),
+    ),
+    note("retention", "max_total_bytes", Place::Unset, |_| {
+        Some(String::new())
+    }),
+    note("retention", "max_files_per_device", Place::Unset, |_| {
+        Some(String::new())
+    }),
+    note("hook", "command", Place::Unset, |_| {
+        Some(" (default): no hook".into())
+    }),
+    // Only with a command: without one, `[hook]` has nothing to explain but that.
+    note("hook", "env", Place::Unset, |c| {
+        c.ops.hook.as_ref().map(|_| {
+            " (default): PATH, HOME, locale, TZ and the RECEIVER_* image variables only".into()
+        })
+    }),
+];
+
+/// Keys that have no default (required, or defaulted only by being required elsewhere): never
+/// marked `# default`, whatever [`defaults_for`] holds for them.
+const NO_DEFAULT: &[(&str, &str)] = &[
+    ("aliyun", "host"),
+    ("aliyun", "access_key_id"),
+    ("aliyun", "access_key_secret"),
+    ("aliyun", "iot_instance_id"),
+    ("aliyun", "consumer_group_id"),
+    ("hook", "command"),
+];
+
+/// `c` with every key that has a default at that default, including the defaults that depend on
+/// other keys: `[spool] segment_bytes` (at most `max_bytes`), the folders (under the platform
+/// data folder; no default without one). The keys of [`NO_DEFAULT`] keep `c`'s values (and
+/// [`default_view`] drops them).
+fn defaults_for(c: &Config) -> Config {
+    let data = default_data_dir();
+    let spool = SpoolConfig::default();
+    Config {
+        aliyun: AliyunConfig {
+            port: defaults::PORT,
+            client_id: defaults::CLIENT_ID.to_owned(),
+            sign_method: SignMethod::HmacSha1,
+            auth_mode: AuthMode::AkSign,
+            ca_file: None,
+            connections: defaults::CONNECTIONS,
+            source_address: defaults::SOURCE_ADDRESS.to_owned(),
+            credit: defaults::CREDIT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            setup_timeout: defaults::SETUP_TIMEOUT,
+            reconnect_max: defaults::RECONNECT_MAX,
+            ..c.aliyun.clone()
+        },
+        // Without a data folder the folders are required: `c`'s own, dropped by `default_view`.
+        output_dir: data
+            .as_ref()
+            .map_or_else(|| c.output_dir.clone(), |d| d.join("images")),
+        state_dir: data
+            .as_ref()
+            .map_or_else(|| c.state_dir.clone(), |d| d.join("state")),
+        assembly: AssemblyConfig::default(),
+        spool: SpoolConfig {
+            segment_bytes: spool.segment_bytes.min(c.spool.max_bytes),
+            ..spool
+        },
+        log: Default::default(),
+        ops: OpsConfig {
+            hook: c
+                .ops
+                .hook
+                .as_ref()
+                .map(|h| HookConfig::new(h.command.clone())),
+            ..OpsConfig::default()
+        },
+    }
+}
+
+/// [`defaults_for`] serialized, without the keys that have no default: what `# default` is
+/// judged against.
+fn default_view(c: &Config) -> Result<Table, toml::ser::Error> {
+    let mut view = Table::try_from(defaults_for(c))?;
+    let mut no_default = NO_DEFAULT.to_vec();
+    if default_data_dir().is_none() {
+        no_default.extend([("output", "dir"), ("state", "dir")]);
+    }
+    for (section, key) in no_default {
+        if let Some(t) = view.get_mut(section).and_then(Value::as_table_mut) {
+            t.remove(key);
+        }
+    }
+    Ok(view)
+}
+
+/// The table `section` of `doc`, if it has one.
+fn table_of<'a>(doc: &'a Table, section: &str) -> Option<&'a Table> {
+    doc.get(section).and_then(Value::as_table)
 }
 
 impl fmt::Display for Config {
     /// The effective configuration with defaults applied and secrets redacted, as TOML with
-    /// comments (`# default`, where a secret came from).
+    /// comments (`# default`, where a secret came from, what an unset key means).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn line(
-            f: &mut fmt::Formatter<'_>,
-            key: &str,
-            value: String,
-            is_default: bool,
-        ) -> fmt::Result {
-            if is_default {
-                writeln!(f, "{key} = {value}  # default")
-            } else {
-                writeln!(f, "{key} = {value}")
+        // Serializing cannot fail (no non-string keys, no None in arrays, paths lossy, sizes past
+        // i64 as strings); if it ever did, `to_string` would panic rather than print half a view.
+        let shown = Table::try_from(self).map_err(|_| fmt::Error)?;
+        let default = default_view(self).map_err(|_| fmt::Error)?;
+        let empty = Table::new();
+        let table = |doc, section| table_of(doc, section).unwrap_or(&empty);
+        for (i, (section, keys)) in known_keys().into_iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
             }
-        }
-        fn secret(f: &mut fmt::Formatter<'_>, key: &str, s: &Secret) -> fmt::Result {
-            match s.source() {
-                // `Secret` serializes as the redaction marker: the value is never at hand here.
-                Some(src) => writeln!(f, "{key} = {}  # ({src})", q(&s.to_string())),
-                None => writeln!(f, "{key} = {}", q(&s.to_string())),
-            }
-        }
-        let a = &self.aliyun;
-        writeln!(f, "[aliyun]")?;
-        line(f, "host", q(&a.host), false)?;
-        line(f, "port", a.port.to_string(), a.port == defaults::PORT)?;
-        line(f, "access_key_id", q(&a.access_key_id), false)?;
-        secret(f, "access_key_secret", &a.access_key_secret)?;
-        line(f, "iot_instance_id", q(&a.iot_instance_id), false)?;
-        line(f, "consumer_group_id", q(&a.consumer_group_id), false)?;
-        line(
-            f,
-            "client_id",
-            q(&a.client_id),
-            a.client_id == defaults::CLIENT_ID,
-        )?;
-        if a.connections > 1 {
-            writeln!(
-                f,
-                "# connection client ids: {} .. {}",
-                a.client_id_for(0),
-                a.client_id_for(a.connections - 1)
-            )?;
-        }
-        line(
-            f,
-            "sign_method",
-            q(a.sign_method.as_str()),
-            a.sign_method == SignMethod::HmacSha1,
-        )?;
-        line(
-            f,
-            "auth_mode",
-            q(a.auth_mode.as_str()),
-            a.auth_mode == AuthMode::AkSign,
-        )?;
-        if let AuthMode::StsToken { security_token } = &a.auth_mode {
-            secret(f, "security_token", security_token)?;
-        }
-        match &a.ca_file {
-            Some(p) => line(f, "ca_file", qp(p), false)?,
-            None => writeln!(f, "# ca_file not set: public root certificates only")?,
-        }
-        line(
-            f,
-            "connections",
-            a.connections.to_string(),
-            a.connections == defaults::CONNECTIONS,
-        )?;
-        line(
-            f,
-            "source_address",
-            q(&a.source_address),
-            a.source_address == defaults::SOURCE_ADDRESS,
-        )?;
-        line(
-            f,
-            "credit",
-            a.credit.to_string(),
-            a.credit == defaults::CREDIT,
-        )?;
-        line(
-            f,
-            "idle_timeout",
-            dur(a.idle_timeout),
-            a.idle_timeout == defaults::IDLE_TIMEOUT,
-        )?;
-        line(
-            f,
-            "setup_timeout",
-            dur(a.setup_timeout),
-            a.setup_timeout == defaults::SETUP_TIMEOUT,
-        )?;
-        line(
-            f,
-            "reconnect_max",
-            dur(a.reconnect_max),
-            a.reconnect_max == defaults::RECONNECT_MAX,
-        )?;
-
-        let data = default_data_dir();
-        let is_default_dir = |p: &Path, sub: &str| data.as_ref().is_some_and(|d| d.join(sub) == p);
-        writeln!(f, "\n[output]")?;
-        line(
-            f,
-            "dir",
-            qp(&self.output_dir),
-            is_default_dir(&self.output_dir, "images"),
-        )?;
-        writeln!(f, "\n[state]")?;
-        line(
-            f,
-            "dir",
-            qp(&self.state_dir),
-            is_default_dir(&self.state_dir, "state"),
-        )?;
-
-        let (s, d) = (&self.assembly, AssemblyConfig::default());
-        writeln!(f, "\n[assembly]")?;
-        line(
-            f,
-            "max_image_bytes",
-            size(s.max_image_bytes as u64),
-            s.max_image_bytes == d.max_image_bytes,
-        )?;
-        line(
-            f,
-            "max_open",
-            s.max_open.to_string(),
-            s.max_open == d.max_open,
-        )?;
-        line(f, "timeout", dur(s.timeout), s.timeout == d.timeout)?;
-        line(
-            f,
-            "dedup_window",
-            s.dedup_window.to_string(),
-            s.dedup_window == d.dedup_window,
-        )?;
-        line(
-            f,
-            "decode_check",
-            s.decode_check.to_string(),
-            s.decode_check == d.decode_check,
-        )?;
-        line(
-            f,
-            "memory_limit",
-            size(s.memory_limit),
-            s.memory_limit == d.memory_limit,
-        )?;
-        line(
-            f,
-            "redelivery_grace",
-            dur(s.redelivery_grace),
-            s.redelivery_grace == d.redelivery_grace,
-        )?;
-
-        let (s, d) = (&self.spool, SpoolConfig::default());
-        writeln!(f, "\n[spool]")?;
-        line(f, "enabled", s.enabled.to_string(), s.enabled == d.enabled)?;
-        line(
-            f,
-            "batch_max",
-            s.batch_max.to_string(),
-            s.batch_max == d.batch_max,
-        )?;
-        line(
-            f,
-            "batch_delay",
-            dur(s.batch_delay),
-            s.batch_delay == d.batch_delay,
-        )?;
-        line(
-            f,
-            "max_bytes",
-            size(s.max_bytes),
-            s.max_bytes == d.max_bytes,
-        )?;
-        line(
-            f,
-            "segment_bytes",
-            size(s.segment_bytes),
-            s.segment_bytes == d.segment_bytes.min(s.max_bytes),
-        )?;
-
-        writeln!(f, "\n[log]")?;
-        match self.log.format {
-            Some(fmt) => line(f, "format", q(fmt.as_str()), false)?,
-            None => writeln!(
-                f,
-                "# format not set: text on a terminal, json otherwise (--log-format overrides)"
-            )?,
-        }
-        match &self.log.level {
-            Some(l) => line(f, "level", q(l), false)?,
-            None => writeln!(
-                f,
-                "# level not set: RUST_LOG, else \"{}\"",
-                crate::logging::DEFAULT_FILTER
-            )?,
-        }
-
-        let ops = &self.ops;
-        writeln!(f, "\n[metrics]")?;
-        match ops.metrics.listen {
-            Some(addr) => line(f, "listen", q(&addr.to_string()), false)?,
-            None => writeln!(
-                f,
-                "# listen not set (default): no /healthz or /metrics listener"
-            )?,
-        }
-
-        let (h, d) = (&ops.health, HealthConfig::default());
-        writeln!(f, "\n[health]")?;
-        line(
-            f,
-            "engine_stall",
-            dur(h.engine_stall),
-            h.engine_stall == d.engine_stall,
-        )?;
-        line(
-            f,
-            "link_grace",
-            dur(h.link_grace),
-            h.link_grace == d.link_grace,
-        )?;
-        match h.max_delivery_age {
-            Some(age) => line(f, "max_delivery_age", dur(age), false)?,
-            None => writeln!(
-                f,
-                "# max_delivery_age not set (default): /healthz does not check delivery age"
-            )?,
-        }
-
-        let (r, d) = (&ops.retention, RetentionConfig::default());
-        writeln!(f, "\n[retention]")?;
-        if !r.limits.any() {
-            writeln!(f, "# no limit set (default): images are kept forever")?;
-        }
-        match r.limits.max_age {
-            Some(age) => line(f, "max_age", dur(age), false)?,
-            None => writeln!(f, "# max_age not set")?,
-        }
-        match r.limits.max_total_bytes {
-            Some(n) => line(f, "max_total_bytes", size(n), false)?,
-            None => writeln!(f, "# max_total_bytes not set")?,
-        }
-        match r.limits.max_files_per_device {
-            Some(n) => line(f, "max_files_per_device", n.to_string(), false)?,
-            None => writeln!(f, "# max_files_per_device not set")?,
-        }
-        line(f, "interval", dur(r.interval), r.interval == d.interval)?;
-
-        writeln!(f, "\n[hook]")?;
-        match &ops.hook {
-            None => writeln!(f, "# command not set (default): no hook")?,
-            Some(h) => {
-                let d = HookConfig::new(Vec::new());
-                let argv: Vec<String> = h.command.iter().map(|a| q(a)).collect();
-                line(f, "command", format!("[{}]", argv.join(", ")), false)?;
-                line(f, "timeout", dur(h.timeout), h.timeout == d.timeout)?;
-                line(
-                    f,
-                    "max_concurrent",
-                    h.max_concurrent.to_string(),
-                    h.max_concurrent == d.max_concurrent,
-                )?;
-                line(f, "queue", h.queue.to_string(), h.queue == d.queue)?;
-                if h.env.is_empty() {
-                    writeln!(
-                        f,
-                        "# env not set (default): PATH, HOME, locale, TZ and the RECEIVER_* \
-                         image variables only"
-                    )?;
-                } else {
-                    let env: Vec<String> = h.env.iter().map(|e| q(&e.as_config())).collect();
-                    line(f, "env", format!("[{}]", env.join(", ")), false)?;
+            writeln!(f, "[{section}]")?;
+            let (values, default) = (table(&shown, section), table(&default, section));
+            // File order; then any key the file does not know (none: the reload tests check).
+            let extra = values
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !keys.contains(k));
+            for key in keys.iter().copied().chain(extra) {
+                let notes = |place: Place| {
+                    NOTES
+                        .iter()
+                        .filter(move |n| n.section == section && n.key == key && n.place == place)
+                        .filter_map(|n| (n.text)(self))
+                };
+                for text in notes(Place::Before) {
+                    writeln!(f, "# {text}")?;
+                }
+                match values.get(key) {
+                    Some(value) => {
+                        write!(f, "{key} = {value}")?;
+                        if default.get(key) == Some(value) {
+                            write!(f, "  # default")?;
+                        }
+                        for text in notes(Place::Trailing) {
+                            write!(f, "  # {text}")?;
+                        }
+                        writeln!(f)?;
+                    }
+                    None => {
+                        for text in notes(Place::Unset) {
+                            writeln!(f, "# {key} not set{text}")?;
+                        }
+                    }
+                }
+                for text in notes(Place::After) {
+                    writeln!(f, "# {text}")?;
                 }
             }
         }

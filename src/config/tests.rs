@@ -858,3 +858,291 @@ fn one_size_spelling_works_in_every_section() {
         "{m}"
     );
 }
+
+/// Every setting away from its default, secrets from a file and the environment: for the
+/// printing tests. `{dir}` is a folder holding `ca.pem` and `secret` (mode 600).
+const RICH: &str = r#"
+[aliyun]
+host = "iot-06z00xxxxxxx.amqp.iothub.aliyuncs.com"
+port = 5672
+access_key_id = "LTAI5tExample"
+access_key_secret_file = "{dir}/secret"
+iot_instance_id = ""
+consumer_group_id = "DEFAULT_GROUP"
+client_id = "rx-01"
+sign_method = "HmacSHA256"
+auth_mode = "StsToken"
+ca_file = "{dir}/ca.pem"
+connections = 3
+source_address = "x"
+credit = 100
+idle_timeout = "90s"
+setup_timeout = "15s"
+reconnect_max = "30m 5s"
+
+[output]
+dir = "images"
+
+[state]
+dir = "{dir}/state"
+
+[assembly]
+max_image_bytes = 5000
+max_open = 10
+timeout = "1m"
+dedup_window = 7
+decode_check = true
+memory_limit = 0
+redelivery_grace = "30s"
+
+[spool]
+enabled = false
+batch_delay = "0s"
+max_bytes = "4 MiB"
+
+[log]
+format = "JSON"
+level = "receiver=debug"
+
+[metrics]
+listen = "[::1]:9898"
+
+[health]
+max_delivery_age = "1d"
+
+[retention]
+max_total_bytes = 123456789
+
+[hook]
+command = ["/bin/x", "it's"]
+timeout = "30s"
+env = ["FOO", "BAR=baz qux", "Q=a'b\"c"]
+"#;
+
+/// A folder with the files [`RICH`] names, and [`RICH`] pointing at it.
+fn rich() -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ck.cert.pem()).unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "file-secret-value\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = RICH.replace("{dir}", dir.path().to_str().unwrap());
+    (dir, text)
+}
+
+#[test]
+fn display_is_the_documented_view() {
+    let (dir, text) = rich();
+    let c = parse_env(&text, &[(ENV_SECURITY_TOKEN, "env-token-value")]).unwrap();
+    let want = r#"[aliyun]
+host = "iot-06z00xxxxxxx.amqp.iothub.aliyuncs.com"
+port = 5672
+access_key_id = "LTAI5tExample"
+access_key_secret = "<redacted>"  # (from file {dir}/secret)
+iot_instance_id = ""
+consumer_group_id = "DEFAULT_GROUP"
+client_id = "rx-01"
+# connection client ids: rx-01-0 .. rx-01-2
+sign_method = "hmacsha256"
+auth_mode = "ststoken"
+security_token = "<redacted>"  # (from env RECEIVER_SECURITY_TOKEN)
+ca_file = "{dir}/ca.pem"
+connections = 3
+source_address = "x"
+credit = 100
+idle_timeout = "1m 30s"
+setup_timeout = "15s"  # default
+reconnect_max = "30m 5s"
+
+[output]
+dir = "/etc/receiver/images"
+
+[state]
+dir = "{dir}/state"
+
+[assembly]
+max_image_bytes = 5000
+max_open = 10
+timeout = "1m"
+dedup_window = 7
+decode_check = true
+memory_limit = 0
+redelivery_grace = "30s"
+
+[spool]
+enabled = false
+batch_max = 256  # default
+batch_delay = "0s"
+max_bytes = "4 MiB"
+segment_bytes = "4 MiB"  # default
+
+[log]
+format = "json"
+level = "receiver=debug"
+
+[metrics]
+listen = "[::1]:9898"
+
+[health]
+engine_stall = "1m"  # default
+link_grace = "10m"  # default
+max_delivery_age = "1day"
+
+[retention]
+# max_age not set
+max_total_bytes = 123456789
+# max_files_per_device not set
+interval = "10m"  # default
+
+[hook]
+command = ["/bin/x", "it's"]
+timeout = "30s"  # default
+max_concurrent = 4  # default
+queue = 256  # default
+env = ["FOO", "BAR=baz qux", """Q=a'b"c"""]
+"#
+    .replace("{dir}", dir.path().to_str().unwrap());
+    assert_eq!(c.to_string(), want);
+}
+
+/// `shown` with each redacted secret replaced by its value, written inline.
+fn unredact(shown: &str, c: &Config) -> String {
+    let mut secrets = vec![("access_key_secret", &c.aliyun.access_key_secret)];
+    if let AuthMode::StsToken { security_token } = &c.aliyun.auth_mode {
+        secrets.push(("security_token", security_token));
+    }
+    let mut text = shown.to_owned();
+    for (key, secret) in secrets {
+        let redacted = format!("{key} = \"{}\"", Secret::REDACTED);
+        assert_eq!(text.matches(&redacted).count(), 1, "{key}\n{shown}");
+        text = text.replace(&redacted, &format!("{key} = {:?}", secret.expose()));
+    }
+    text
+}
+
+#[test]
+fn printed_config_is_toml_and_loads_as_the_same_config() {
+    let (_dir, rich) = rich();
+    let no_dirs: String = MINIMAL.split("[output]").next().unwrap().to_owned();
+    let env = [
+        (ENV_SECURITY_TOKEN, "env-token-value"),
+        (ENV_ACCESS_KEY_SECRET, "dummy"),
+    ];
+    for (name, text, env) in [
+        ("minimal", MINIMAL.to_owned(), &env[..0]),
+        ("ops", format!("{MINIMAL}{OPS_FULL}"), &env[..0]),
+        ("rich", rich, &env[..1]),
+        ("example", EXAMPLE_TOML.to_owned(), &env[1..]),
+        ("default dirs", no_dirs, &env[..0]),
+    ] {
+        if name == "default dirs" && default_data_dir().is_none() {
+            continue;
+        }
+        let c = parse_env(&text, env).unwrap();
+        let shown = c.to_string();
+        // Valid TOML whose tables and keys are exactly the serialized config's (the printer
+        // drops nothing and adds only comments), all of them keys a config file may hold.
+        let doc: toml::Table = toml::from_str(&shown).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut serialized = toml::Table::try_from(&c).unwrap();
+        let known = known_keys();
+        for (section, _) in &known {
+            // The printer shows every section, even one with nothing set (no hook).
+            serialized
+                .entry(*section)
+                .or_insert_with(|| toml::Table::new().into());
+        }
+        assert_eq!(doc, serialized, "{name}");
+        for (section, keys) in &doc {
+            let (_, allowed) = known.iter().find(|(s, _)| s == section).unwrap();
+            for key in keys.as_table().unwrap().keys() {
+                assert!(allowed.contains(&key.as_str()), "{name}: [{section}] {key}");
+            }
+        }
+        // Loaded back (secrets inline, nothing from the environment): the same config.
+        let again = parse(&unredact(&shown, &c)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(again, c, "{name}");
+        // And printed again, the same view but for where the secrets came from.
+        let strip = |s: &str| {
+            s.lines()
+                .map(|l| l.split("  # (").next().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&again.to_string()), strip(&shown), "{name}");
+    }
+}
+
+#[test]
+fn printed_config_never_holds_a_secret() {
+    let no_secret = MINIMAL.replace("access_key_secret = \"inline-secret-value\"\n", "");
+    let sts = |s: &str| s.replace("[output]", "auth_mode = \"ststoken\"\n[output]");
+    let (dir, _) = rich();
+    let file = dir.path().join("secret");
+    let creds = credentials(&[
+        (CREDENTIAL_ACCESS_KEY_SECRET, "credential-secret-value\n"),
+        (CREDENTIAL_SECURITY_TOKEN, "credential-token-value\n"),
+    ]);
+    let creds_dir = creds.path().to_str().unwrap();
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    // Config text, its environment, the secret values it holds.
+    let cases: Vec<(String, Env, &[&str])> = vec![
+        (MINIMAL.into(), vec![], &["inline-secret-value"]),
+        (
+            no_secret.clone(),
+            vec![(ENV_ACCESS_KEY_SECRET, "env-secret-value")],
+            &["env-secret-value"],
+        ),
+        (
+            no_secret.replace(
+                "[output]",
+                &format!(
+                    "access_key_secret_file = {:?}\n[output]",
+                    file.to_str().unwrap()
+                ),
+            ),
+            vec![],
+            &["file-secret-value"],
+        ),
+        (
+            sts(&no_secret),
+            vec![(ENV_CREDENTIALS_DIRECTORY, creds_dir)],
+            &["credential-secret-value", "credential-token-value"],
+        ),
+        (
+            sts(MINIMAL).replace(
+                "[output]",
+                "security_token = \"inline-token-value\"\n[output]",
+            ),
+            vec![],
+            &["inline-secret-value", "inline-token-value"],
+        ),
+        (
+            sts(MINIMAL),
+            vec![(ENV_SECURITY_TOKEN, "env-token-value")],
+            &["inline-secret-value", "env-token-value"],
+        ),
+        (
+            sts(MINIMAL).replace(
+                "[output]",
+                &format!(
+                    "security_token_file = {:?}\n[output]",
+                    file.to_str().unwrap()
+                ),
+            ),
+            vec![],
+            &["inline-secret-value", "file-secret-value"],
+        ),
+    ];
+    for (text, env, secrets) in cases {
+        let c = parse_env(&text, &env).unwrap();
+        let shown = c.to_string();
+        let serialized = toml::to_string(&c).unwrap();
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret}\n{shown}");
+            assert!(!serialized.contains(secret), "{secret}\n{serialized}");
+        }
+        let redacted = format!("\"{}\"  # (", Secret::REDACTED);
+        assert_eq!(shown.matches(&redacted).count(), secrets.len(), "{shown}");
+    }
+}

@@ -169,6 +169,69 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// `#[serde(serialize_with = ...)]` helpers: how the validated config's plain values serialize,
+/// so `check-config` prints them as the config file writes them (`"1m"`, `"4 MiB"`).
+pub mod as_toml {
+    use super::{ByteSize, HumanDuration};
+    use serde::{Serialize, Serializer};
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// A duration as [`HumanDuration::to_toml`] writes it.
+    pub fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        HumanDuration::to_toml(*d).serialize(s)
+    }
+
+    /// [`duration`], for an optional setting (pair with `skip_serializing_if`).
+    pub fn opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A byte count as [`ByteSize::to_toml`] writes it.
+    pub fn size<T: Copy, S: Serializer>(n: &T, s: S) -> Result<S::Ok, S::Error>
+    where
+        u64: TryFrom<T>,
+    {
+        let n = u64::try_from(*n).map_err(|_| serde::ser::Error::custom("size too large"))?;
+        ByteSize(n).to_toml().serialize(s)
+    }
+
+    /// [`size`], for an optional setting (pair with `skip_serializing_if`).
+    pub fn opt_size<T: Copy, S: Serializer>(n: &Option<T>, s: S) -> Result<S::Ok, S::Error>
+    where
+        u64: TryFrom<T>,
+    {
+        match n {
+            Some(n) => size(n, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A path as a string; a part that is not UTF-8 shows as U+FFFD rather than failing.
+    pub fn path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    /// [`path`], for an optional setting (pair with `skip_serializing_if`).
+    pub fn opt_path<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => path(p, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A folder setting that is a table of its own: `[output] dir = "..."`.
+    pub fn dir_table<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("dir", &p.to_string_lossy())?;
+        m.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,14 +27,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// `[health]`: thresholds for liveness (watchdog) and readiness (`/healthz`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct HealthConfig {
     /// Longest time the engine may spend on one batch or tick before it counts as stuck.
+    #[serde(serialize_with = "crate::config::as_toml::duration")]
     pub engine_stall: Duration,
     /// Longest time without any attached receiver link before liveness fails (the watchdog then
     /// lets systemd restart the process).
+    #[serde(serialize_with = "crate::config::as_toml::duration")]
     pub link_grace: Duration,
     /// When set, `/healthz` fails if no delivery arrived for this long (since ready).
+    #[serde(
+        serialize_with = "crate::config::as_toml::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_delivery_age: Option<Duration>,
 }
 

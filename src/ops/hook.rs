@@ -84,6 +84,13 @@ pub enum HookEnv {
     Set(String, String),
 }
 
+/// As written in the config ([`HookEnv::as_config`]).
+impl serde::Serialize for HookEnv {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_config())
+    }
+}
+
 impl HookEnv {
     /// The variable's name.
     pub fn name(&self) -> &str {
@@ -102,13 +109,15 @@ impl HookEnv {
 }
 
 /// `[hook]`: the command and its limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HookConfig {
     /// Program and leading arguments (non-empty).
     pub command: Vec<String>,
     /// Extra environment (`[hook] env`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<HookEnv>,
     /// Longest run; the command's process group is killed after it.
+    #[serde(serialize_with = "crate::config::as_toml::duration")]
     pub timeout: Duration,
     /// Commands running at once.
     pub max_concurrent: usize,

@@ -35,9 +35,10 @@ const MAX_LINGER_BYTES: usize = 64 * 1024;
 const MAX_CONNECTIONS: usize = 64;
 
 /// `[metrics]`: the health and metrics listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct MetricsConfig {
     /// Address to listen on; `None` (the default) = no listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
 }
 

@@ -17,7 +17,7 @@ pub mod notify;
 pub mod retention;
 
 use crate::metrics::Metrics;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
@@ -102,8 +102,9 @@ impl RawOpsConfig {
     }
 }
 
-/// The validated operations configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The validated operations configuration (`Serialize`: one table per section, as the config
+/// file writes them; no hook, no `[hook]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct OpsConfig {
     /// `[metrics]`.
     pub metrics: MetricsConfig,
@@ -112,6 +113,7 @@ pub struct OpsConfig {
     /// `[retention]`.
     pub retention: RetentionConfig,
     /// `[hook]`, when a command is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hook: Option<HookConfig>,
 }
 

@@ -35,13 +35,22 @@ use tokio_util::sync::CancellationToken;
 pub const RECENT: Duration = Duration::from_secs(60);
 
 /// The limits. A limit that is `None` is not applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct RetentionLimits {
     /// Delete files older than this.
+    #[serde(
+        serialize_with = "crate::config::as_toml::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_age: Option<Duration>,
     /// Keep at most this many bytes of images in the whole output folder.
+    #[serde(
+        serialize_with = "crate::config::as_toml::opt_size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_total_bytes: Option<u64>,
     /// Keep at most this many images per device.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_files_per_device: Option<usize>,
 }
 
@@ -55,11 +64,13 @@ impl RetentionLimits {
 }
 
 /// `[retention]`: limits and how often to apply them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RetentionConfig {
-    /// The limits.
+    /// The limits (in the config file, keys of `[retention]` itself).
+    #[serde(flatten)]
     pub limits: RetentionLimits,
     /// Time between sweeps (the first runs at start).
+    #[serde(serialize_with = "crate::config::as_toml::duration")]
     pub interval: Duration,
 }
 

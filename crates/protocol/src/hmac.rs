@@ -15,6 +15,13 @@ pub enum SignMethod {
     HmacMd5,
 }
 
+/// As the config file writes it: [`SignMethod::as_str`].
+impl serde::Serialize for SignMethod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl SignMethod {
     /// The name used in the config file and in the AMQP user name.
     pub fn as_str(self) -> &'static str {
