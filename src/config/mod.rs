@@ -54,6 +54,13 @@ pub const CREDENTIAL_ACCESS_KEY_SECRET: &str = "access_key_secret";
 /// systemd credential holding the STS security token (`auth_mode = "ststoken"` only).
 pub const CREDENTIAL_SECURITY_TOKEN: &str = "security_token";
 
+/// Environment variable holding the object store's secret access key (`[output] backend = "s3"`).
+pub const ENV_OUTPUT_SECRET_ACCESS_KEY: &str = "RECEIVER_OUTPUT_SECRET_ACCESS_KEY";
+
+/// systemd credential holding the object store's secret access key
+/// (`LoadCredential=output_secret_access_key:...`).
+pub const CREDENTIAL_OUTPUT_SECRET_ACCESS_KEY: &str = "output_secret_access_key";
+
 /// Longest client id Aliyun accepts, including the per-connection suffix.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
 
@@ -95,6 +102,13 @@ pub mod defaults {
     pub const DEDUP_WINDOW: usize = 65_536;
     /// `[assembly] memory_limit`: 8 MiB of open pictures' bytes in memory.
     pub const ASSEMBLY_MEMORY_LIMIT: u64 = 8 << 20;
+    /// `[output] region` (S3).
+    pub const S3_REGION: &str = "us-east-1";
+    /// `[output] timeout` (S3): the longest one request may take.
+    pub const S3_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `[output] concurrency` (S3): uploads at once (the folder output writes up to 16 files at
+    /// once too).
+    pub const S3_CONCURRENCY: usize = 16;
     /// `[spool] enabled`.
     pub const SPOOL_ENABLED: bool = true;
     /// `[spool] batch_max`.
@@ -281,8 +295,11 @@ pub struct LogConfig {
 pub struct Config {
     /// `[aliyun]`.
     pub aliyun: AliyunConfig,
-    /// `[output] dir`: finished images land in `<dir>/<productKey>/<deviceName>/`.
+    /// `[output] dir`: finished images land in `<dir>/<productKey>/<deviceName>/` (backend
+    /// `"fs"`; empty with backend `"s3"`).
     pub output_dir: PathBuf,
+    /// `[output]` with `backend = "s3"`: the bucket finished images go to instead of `output_dir`.
+    pub output_s3: Option<crate::s3::S3Options>,
     /// `[state] dir`: quarantine and spool.
     pub state_dir: PathBuf,
     /// `[assembly]`.
@@ -599,7 +616,7 @@ impl RawConfig {
     /// Validates every section into a [`Config`]: each section's `validate()` sits beside it.
     fn validate(self, cx: &Cx) -> Result<Config, ConfigError> {
         let aliyun = self.aliyun.validate(cx)?;
-        let (output_dir, state_dir) = self.output.validate(self.state, cx)?;
+        let (output_dir, output_s3, state_dir) = self.output.validate(self.state, cx)?;
         let assembly = self.assembly.validate(cx)?;
         let spool = self.spool.validate(&assembly, cx)?;
         let log = self.log.validate(cx)?;
@@ -612,9 +629,20 @@ impl RawConfig {
             },
             cx,
         )?;
+        if output_s3.is_some() && ops.retention.limits.any() {
+            return Err(cx.invalid(
+                "retention",
+                "max_age",
+                None,
+                "[retention] sweeps the output folder, but [output] backend is \"s3\"; expected \
+                 no [retention] limits: set a lifecycle rule on the bucket instead (see \
+                 docs/operations.md, \"Write to S3\")",
+            ));
+        }
         Ok(Config {
             aliyun,
             output_dir,
+            output_s3,
             state_dir,
             assembly,
             spool,

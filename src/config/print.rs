@@ -132,12 +132,62 @@ impl fmt::Display for Config {
         let data = default_data_dir();
         let is_default_dir = |p: &Path, sub: &str| data.as_ref().is_some_and(|d| d.join(sub) == p);
         writeln!(f, "\n[output]")?;
-        line(
-            f,
-            "dir",
-            qp(&self.output_dir),
-            is_default_dir(&self.output_dir, "images"),
-        )?;
+        match &self.output_s3 {
+            None => {
+                line(f, "backend", q("fs"), true)?;
+                line(
+                    f,
+                    "dir",
+                    qp(&self.output_dir),
+                    is_default_dir(&self.output_dir, "images"),
+                )?;
+            }
+            Some(o) => {
+                line(f, "backend", q("s3"), false)?;
+                line(f, "endpoint", q(&o.endpoint), false)?;
+                line(f, "bucket", q(&o.bucket), false)?;
+                line(f, "region", q(&o.region), o.region == defaults::S3_REGION)?;
+                line(f, "prefix", q(&o.prefix), o.prefix.is_empty())?;
+                writeln!(
+                    f,
+                    "# object keys: {}<productKey>/<deviceName>/<time>[-n].jpg",
+                    if o.prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}/", o.prefix)
+                    }
+                )?;
+                line(f, "access_key_id", q(&o.access_key_id), false)?;
+                secret(f, "secret_access_key", &o.secret_access_key)?;
+                line(
+                    f,
+                    "virtual_host_style",
+                    o.virtual_host_style.to_string(),
+                    !o.virtual_host_style,
+                )?;
+                line(
+                    f,
+                    "timeout",
+                    dur(o.timeout),
+                    o.timeout == defaults::S3_TIMEOUT,
+                )?;
+                line(
+                    f,
+                    "concurrency",
+                    o.concurrency.to_string(),
+                    o.concurrency == defaults::S3_CONCURRENCY,
+                )?;
+                match &o.storage_class {
+                    Some(c) => line(f, "storage_class", q(c), false)?,
+                    None => writeln!(f, "# storage_class not set: the bucket's default")?,
+                }
+                line(f, "create_only", o.create_only.to_string(), o.create_only)?;
+                match &o.ca_file {
+                    Some(p) => line(f, "ca_file", qp(p), false)?,
+                    None => writeln!(f, "# ca_file not set: public root certificates only")?,
+                }
+            }
+        }
         writeln!(f, "\n[state]")?;
         line(
             f,
