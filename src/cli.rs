@@ -446,8 +446,13 @@ fn probe_output(config: &Config, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
         return Ok(());
     };
-    let output = crate::s3::S3Output::new(opts.clone()).map_err(ProbeError)?;
-    let report = output.probe().map_err(ProbeError)?;
+    // The output blocks on its own runtime: off this (async) thread.
+    let opts2 = opts.clone();
+    let report =
+        std::thread::spawn(move || crate::s3::S3Output::new(opts2).and_then(|o| o.probe()))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the output probe panicked"))?
+            .map_err(ProbeError)?;
     writeln!(
         out,
         "\n# --probe-output: OK: wrote, read back and deleted s3://{}/{}",

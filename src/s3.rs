@@ -416,6 +416,9 @@ impl S3Output {
     /// `check-config --probe-output`: writes a small object, reads it back, compares, deletes
     /// it. The error says which step failed.
     pub fn probe(&self) -> Result<ProbeReport, SinkError> {
+        // A HEAD first: its answer tells credentials and bucket problems apart (some stores
+        // answer a refused PUT before reading its body and close the connection).
+        self.check()?;
         let key = self.probe_key("probe");
         let body = format!("receiver probe {key}\n").into_bytes();
         let put = self

@@ -343,6 +343,11 @@ async fn upload(h: &Harness, pictures: &[Picture], rng: &mut Rng) -> Vec<String>
     all
 }
 
+/// Every payload of a picture in camera order (`END` last).
+fn all_items(p: &Picture) -> Vec<(DeviceId, String)> {
+    p.data_items().into_iter().chain(p.end_item()).collect()
+}
+
 fn mixed_pictures(prefix: &str, n: u32, names: &[&str]) -> Vec<Picture> {
     let mut pictures = Vec::new();
     for i in 0..n {
@@ -492,4 +497,339 @@ fn hostile_names_give_safe_reversible_keys() {
     assert!(errors.is_empty(), "{errors:#?}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(assert_bucket(&weed, &expected));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store stops answering.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_or_killed_store_pauses_intake_and_nothing_is_lost_or_doubled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut weed = Weed::start(&tmp.path().join("weed"));
+    let mut h = s3_harness(&weed, 1).await;
+    if let Some(s3) = h.config.output_s3.as_mut() {
+        s3.timeout = Duration::from_secs(2);
+    }
+    h.start();
+    h.wait_links().await;
+
+    // 1. SIGSTOP: requests hang until the time-out; intake pauses; SIGCONT resumes it.
+    weed.signal(libc::SIGSTOP);
+    let first = mixed_pictures("stop", 10, &[]);
+    let ids = h.publish_all(&interleave(
+        first.iter().map(all_items).collect(),
+        &mut Rng(0x57),
+    ));
+    h.wait_metrics("paused after a time-out", WAIT, |m| {
+        m.paused.load(Relaxed)
+            && m.upload_errors(receiver::sink::StoreErrorKind::Timeout) > 0
+            && m.images_written() == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // longer than the upload time-out
+    assert_eq!(h.metrics().images_written(), 0);
+    weed.signal(libc::SIGCONT);
+    h.wait_images(10).await;
+    h.wait_ids_accepted(&ids).await;
+    h.wait_metrics("resumed", WAIT, |m| !m.paused.load(Relaxed))
+        .await;
+
+    // 2. Killed: refused connections; restarted on the same data, intake resumes by itself.
+    weed.kill();
+    let second = mixed_pictures("kill", 10, &[]);
+    let ids2 = h.publish_all(&interleave(
+        second.iter().map(all_items).collect(),
+        &mut Rng(0x58),
+    ));
+    h.wait_metrics("paused while the store is down", WAIT, |m| {
+        m.paused.load(Relaxed) && m.upload_errors(receiver::sink::StoreErrorKind::Unavailable) > 0
+    })
+    .await;
+    let before = h.metrics().images_written();
+    assert!(
+        before < 20,
+        "nothing can be written while the store is down"
+    );
+    weed.restart();
+    h.wait_images(20).await;
+    h.wait_ids_accepted(&ids2).await;
+    h.wait_drained().await;
+    let mut all = first;
+    all.extend(second);
+    assert_bucket(&weed, &expected(&all)).await;
+    assert_no_quarantine(h.state());
+    assert!(
+        h.metrics().released.load(Relaxed) > 0,
+        "deliveries were released while paused"
+    );
+    h.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon as a child process: exit codes, check-config, kill points.
+// ---------------------------------------------------------------------------------------------
+
+fn write_config(dir: &Path, fake: &FakeAliyun, weed: &Weed, secret: &str, bucket: &str) -> PathBuf {
+    use receiver::tools::FakeClientConfig as _;
+    let aliyun = fake.client_config(dir, "s3-test").expect("client config");
+    let toml = format!(
+        r#"[aliyun]
+host = "{host}"
+port = {port}
+access_key_id = "{ak}"
+access_key_secret = "{asecret}"
+iot_instance_id = "{iid}"
+consumer_group_id = "{group}"
+client_id = "s3-test"
+ca_file = "{ca}"
+credit = 32
+reconnect_max = "1s"
+
+[output]
+backend = "s3"
+endpoint = "{endpoint}"
+bucket = "{bucket}"
+prefix = "{PREFIX}"
+access_key_id = "{ACCESS_KEY}"
+secret_access_key_file = "{secret_file}"
+timeout = "3s"
+concurrency = 4
+
+[state]
+dir = "{state}"
+
+[assembly]
+redelivery_grace = "1s"
+
+[spool]
+batch_max = 8
+batch_delay = "1ms"
+
+[log]
+format = "json"
+"#,
+        host = aliyun.host,
+        port = aliyun.port,
+        ak = aliyun.access_key_id,
+        asecret = aliyun.access_key_secret.expose(),
+        iid = aliyun.iot_instance_id,
+        group = aliyun.consumer_group_id,
+        ca = aliyun.ca_file.as_ref().expect("ca file").display(),
+        endpoint = weed.endpoint(),
+        secret_file = dir.join("oss_secret").display(),
+        state = dir.join("state").display(),
+    );
+    let secret_file = dir.join("oss_secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = dir.join("receiver.toml");
+    std::fs::write(&path, toml).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn receiver() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_receiver"));
+    cmd.env("RUST_LOG", "receiver=info")
+        .env_remove("RECEIVER_FAILPOINT")
+        .env_remove("RECEIVER_OUTPUT_SECRET_ACCESS_KEY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs the daemon until it exits by itself (within 60 s); status code and stderr.
+fn run_to_exit(config: &Path) -> (Option<i32>, String) {
+    let mut child = receiver()
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_or_a_missing_bucket_stop_the_start_with_status_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"));
+    let fake = FakeAliyun::start(FakeConfig::default()).await.unwrap();
+    let wrong = "not-the-secret-9876543210";
+    let config = write_config(tmp.path(), &fake, &weed, wrong, BUCKET);
+    let (code, err) = tokio::task::spawn_blocking(move || run_to_exit(&config))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the output bucket cannot be used"), "{err}");
+    assert!(err.contains("access denied"), "{err}");
+    assert!(!err.contains(wrong), "the secret leaked: {err}");
+
+    let config = write_config(tmp.path(), &fake, &weed, SECRET_KEY, "no-such-bucket");
+    let (code, err) = tokio::task::spawn_blocking(move || run_to_exit(&config))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no such bucket"), "{err}");
+    assert!(!err.contains(SECRET_KEY), "the secret leaked: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_probe_output_writes_reads_and_deletes_an_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"));
+    let fake = FakeAliyun::start(FakeConfig::default()).await.unwrap();
+    let config = write_config(tmp.path(), &fake, &weed, SECRET_KEY, BUCKET);
+    let out = receiver()
+        .args(["check-config", "--probe-output", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("backend = \"s3\""), "{stdout}");
+    assert!(stdout.contains("--probe-output: OK"), "{stdout}");
+    assert!(!stdout.contains(SECRET_KEY), "secret printed: {stdout}");
+    assert!(
+        weed.objects().await.is_empty(),
+        "the probe object is deleted"
+    );
+
+    let config = write_config(tmp.path(), &fake, &weed, "wrong-secret-000000", BUCKET);
+    let out = receiver()
+        .args(["check-config", "--probe-output", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("output probe failed: cannot check bucket"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("access denied"), "{stderr}");
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_around_uploads_then_restart_writes_each_picture_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"));
+    let fake = FakeAliyun::start(FakeConfig::default()).await.unwrap();
+    let config = write_config(tmp.path(), &fake, &weed, SECRET_KEY, BUCKET);
+    let log = tmp.path().join("receiver.log");
+    let spawn = |fp: Option<&str>| {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = receiver();
+        cmd.arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(logf));
+        if let Some(fp) = fp {
+            cmd.env("RECEIVER_FAILPOINT", fp);
+        }
+        cmd.spawn().unwrap()
+    };
+    let plan = [
+        "before_upload:1",
+        "after_write:1",
+        "before_settle:2",
+        "random:80",
+        "before_upload:3",
+        "after_write:2",
+        "random:200",
+    ];
+    let mut published = Vec::new();
+    let mut kills = 0;
+    for (round, step) in plan.iter().enumerate() {
+        let pictures = mixed_pictures(&format!("r{round}"), 6, &[]);
+        for (d, payload) in interleave(
+            pictures.iter().map(all_items).collect(),
+            &mut Rng(round as u64 + 1),
+        ) {
+            fake.publish_property_post(&d.product_key, &d.device_name, payload.as_bytes())
+                .unwrap();
+        }
+        published.extend(pictures);
+        let (point, n) = step.split_once(':').unwrap();
+        let mut child = spawn((point != "random").then_some(*step));
+        let limit = if point == "random" {
+            Duration::from_millis(n.parse().unwrap())
+        } else {
+            Duration::from_secs(20)
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                kills += 1;
+                break;
+            }
+            if Instant::now() > deadline {
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGKILL);
+                }
+                let _ = child.wait();
+                kills += usize::from(point == "random");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // A clean run drains everything.
+    let mut child = spawn(None);
+    let drained = fake.wait_drained(Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while weed.objects().await.len() < published.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: Vec<&str> = logs.lines().rev().take(30).collect();
+    assert!(drained.is_ok(), "not drained; log tail: {tail:#?}");
+    assert!(status.success(), "{status}; log tail: {tail:#?}");
+    assert!(kills >= 5, "only {kills} kills");
+    for fp in ["before_upload", "after_write", "before_settle"] {
+        assert!(
+            logs.contains(&format!("\"failpoint\":\"{fp}\"")),
+            "kill point {fp} never reached"
+        );
+    }
+    assert_bucket(&weed, &expected(&published)).await;
+    assert!(std::fs::read_dir(tmp.path().join("state/quarantine"))
+        .map(|d| d.count() == 0)
+        .unwrap_or(true));
+    println!("s3 kill test: {kills} kills, {} pictures", published.len());
 }
