@@ -213,6 +213,24 @@ fn store_err(
 fn classify(e: &opendal::Error) -> StoreErrorKind {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
+    // The HTTP client's own verdict, when the request never got an answer.
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<reqwest::Error>() {
+            if r.is_timeout() {
+                return StoreErrorKind::Timeout;
+            }
+            if r.is_connect() {
+                return StoreErrorKind::Unavailable;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return StoreErrorKind::Timeout;
+            }
+        }
+        source = s.source();
+    }
     match e.kind() {
         ErrorKind::NotFound => StoreErrorKind::NotFound,
         ErrorKind::PermissionDenied => StoreErrorKind::Denied,
