@@ -95,9 +95,9 @@ impl RawOutput {
         const T: &str = "output";
         let backend = self.backend.as_ref().map_or(Backend::Fs, |b| *b.get_ref());
         if backend == Backend::Fs {
+            let r = &self;
             let set = |k: &str| -> Option<usize> {
-                let r = &self;
-                let line = match k {
+                match k {
                     "endpoint" => cx.at(&r.endpoint),
                     "bucket" => cx.at(&r.bucket),
                     "region" => cx.at(&r.region),
@@ -112,8 +112,7 @@ impl RawOutput {
                     "create_only" => cx.at(&r.create_only),
                     "ca_file" => cx.at(&r.ca_file),
                     _ => None,
-                };
-                line
+                }
             };
             for k in S3_KEYS {
                 if let Some(line) = set(k) {

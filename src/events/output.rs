@@ -81,7 +81,8 @@ mod tests {
             }
             .emit(&m)
         });
-        assert_eq!(line["fields"]["kind"], "timeout");
+        assert_eq!(line["kind"], "timeout");
+        assert_eq!(line["target"], "receiver::s3");
         assert_eq!(m.upload_errors(StoreErrorKind::Timeout), 1);
         let text = m.render_prometheus();
         assert!(text.contains("receiver_uploads_total 1"), "{text}");
