@@ -68,7 +68,7 @@ pub enum Command {
     /// Run the daemon until SIGTERM or SIGINT (the default without a command).
     Run,
     /// Validate the config file and print the effective settings with secrets redacted.
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// Print a commented example config file.
     PrintDefaultConfig,
     #[cfg(feature = "tools")]
@@ -90,6 +90,15 @@ pub enum Command {
     BenchFloor,
 }
 
+/// `check-config` flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckConfigArgs {
+    /// With `[output] backend = "s3"`: also write, read back and delete a small object in the
+    /// bucket, and report exactly which step failed.
+    #[arg(long)]
+    pub probe_output: bool,
+}
+
 /// A usage problem found after parsing (exit code 2), e.g. a missing `--config`.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -100,7 +109,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     let global = cli.global;
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&global).await,
-        Command::CheckConfig => check_config(&global, &mut io::stdout().lock()),
+        Command::CheckConfig(args) => check_config_with(&global, &args, &mut io::stdout().lock()),
         Command::PrintDefaultConfig => print_default_config(&mut io::stdout().lock()),
         #[cfg(feature = "tools")]
         Command::Demo(args) => demo(&global, *args).await,
@@ -130,9 +139,15 @@ pub async fn main(cli: Cli) -> ExitCode {
 /// The exit code for an error: [`EXIT_CONFIG`] if a [`ConfigError`] or [`UsageError`] is in
 /// its chain, else [`EXIT_FAILURE`].
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain()
-        .any(|c| c.is::<ConfigError>() || c.is::<UsageError>())
-    {
+    let bad_output = |c: &(dyn std::error::Error + 'static)| {
+        matches!(
+            c.downcast_ref::<crate::daemon::DaemonError>(),
+            Some(crate::daemon::DaemonError::OutputRejected(_))
+        )
+    };
+    if e.chain().any(|c| {
+        c.is::<ConfigError>() || c.is::<UsageError>() || c.is::<ProbeError>() || bad_output(c)
+    }) {
         EXIT_CONFIG
     } else {
         EXIT_FAILURE
@@ -376,6 +391,20 @@ pub async fn tail(global: &GlobalArgs, args: crate::tail::TailArgs) -> anyhow::R
 
 /// `receiver check-config --config PATH`: validate and print the effective settings.
 pub fn check_config(global: &GlobalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    check_config_with(global, &CheckConfigArgs::default(), out)
+}
+
+/// The output probe failed: the bucket cannot be used as configured (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("output probe failed: {0}")]
+pub struct ProbeError(#[source] crate::sink::SinkError);
+
+/// `receiver check-config [--probe-output] --config PATH`.
+pub fn check_config_with(
+    global: &GlobalArgs,
+    args: &CheckConfigArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let path = config_path(global, "check a config")?;
     let loaded = Config::load_checked(path)?;
     let config = loaded.config;
@@ -400,6 +429,35 @@ pub fn check_config(global: &GlobalArgs, out: &mut dyn Write) -> anyhow::Result<
         "# Effective settings: defaults applied (marked \"# default\"), secrets redacted.\n"
     )?;
     write!(out, "{config}")?;
+    out.flush()?;
+    if args.probe_output {
+        probe_output(&config, out)?;
+    }
+    Ok(())
+}
+
+/// `--probe-output`: write, read back and delete a small object (backend "s3").
+fn probe_output(config: &Config, out: &mut dyn Write) -> anyhow::Result<()> {
+    let Some(opts) = &config.output_s3 else {
+        writeln!(
+            out,
+            "\n# --probe-output: backend is \"fs\"; nothing to probe (the folder is checked \
+             at start-up)"
+        )?;
+        return Ok(());
+    };
+    // The output blocks on its own runtime: off this (async) thread.
+    let opts2 = opts.clone();
+    let report =
+        std::thread::spawn(move || crate::s3::S3Output::new(opts2).and_then(|o| o.probe()))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the output probe panicked"))?
+            .map_err(ProbeError)?;
+    writeln!(
+        out,
+        "\n# --probe-output: OK: wrote, read back and deleted s3://{}/{}",
+        opts.bucket, report.key
+    )?;
     out.flush()?;
     Ok(())
 }
@@ -435,7 +493,7 @@ mod tests {
             "json",
         ])
         .unwrap();
-        assert!(matches!(c.command, Some(Command::CheckConfig)));
+        assert!(matches!(c.command, Some(Command::CheckConfig(_))));
         assert_eq!(c.global.log_format, Some(LogFormat::Json));
         assert!(Cli::try_parse_from(["receiver", "--log-format", "xml"]).is_err());
     }

@@ -30,6 +30,10 @@ pub enum DaemonError {
     /// The engine could not start (folders, spool).
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
+    /// The object store refused the start-up check (wrong credentials, a missing bucket, a bad
+    /// endpoint): a configuration problem (exit status 2).
+    #[error("the output bucket cannot be used: {0}")]
+    OutputRejected(#[source] crate::sink::SinkError),
     /// A connection failed in a way retrying cannot fix.
     #[error("connection failed: {0}")]
     Connection(#[from] client::ClientError),
@@ -81,7 +85,54 @@ pub fn engine_options(config: &Config) -> EngineOptions {
         batch_max: config.spool.batch_max,
         batch_delay: config.spool.batch_delay,
         max_in_flight: config.aliyun.connections.max(1) * config.aliyun.credit.max(1) as usize,
+        parallel_writes: config
+            .output_s3
+            .as_ref()
+            .map_or(engine::PARALLEL_WRITES, |s| s.concurrency),
         ..EngineOptions::default()
+    }
+}
+
+/// Clears what a crash left half-written, then opens (and replays) the engine over `sink`.
+fn open_engine<O: crate::output::Output + 'static>(
+    config: &Config,
+    sink: Sink<O>,
+    metrics: Arc<Metrics>,
+) -> Result<(Engine, RecoveryReport), DaemonError> {
+    match sink.remove_stale_temp_files() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed temporary files left by a crash"),
+        Err(e) => tracing::warn!(error = %e, "cannot clean temporary files"),
+    }
+    Ok(Engine::open(
+        engine_options(config),
+        spool_options(config),
+        sink,
+        metrics,
+        receiver_protocol::time::now_ms(),
+    )?)
+}
+
+/// The object-store output, checked: wrong credentials, a missing bucket or a bad endpoint stop
+/// the start-up ([`DaemonError::OutputRejected`]); a store that is down or slow does not (the
+/// engine pauses intake and retries until it answers).
+fn open_bucket(
+    opts: &crate::s3::S3Options,
+    metrics: &Arc<Metrics>,
+) -> Result<crate::s3::S3Output, DaemonError> {
+    let output = crate::s3::S3Output::new(opts.clone())
+        .map_err(DaemonError::OutputRejected)?
+        .with_metrics(metrics.clone());
+    match output.check() {
+        Ok(()) => {
+            tracing::info!(output = %crate::output::Output::describe(&output), "object store reachable");
+            Ok(output)
+        }
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(error = %e, "object store not reachable yet; starting anyway: pictures stay in the spool and intake pauses until it answers");
+            Ok(output)
+        }
+        Err(e) => Err(DaemonError::OutputRejected(e)),
     }
 }
 
@@ -135,26 +186,29 @@ pub async fn run_with_control(
         let config = config.clone();
         let metrics = metrics.clone();
         tokio::task::spawn_blocking(move || -> Result<(Engine, RecoveryReport), DaemonError> {
-            let sink = Sink::new(&config.output_dir, &config.state_dir)
-                .map_err(engine::EngineError::from)?;
-            match sink.remove_stale_temp_files() {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(files = n, "removed temporary files left by a crash"),
-                Err(e) => tracing::warn!(error = %e, "cannot clean temporary files"),
+            match &config.output_s3 {
+                None => {
+                    let sink = Sink::new(&config.output_dir, &config.state_dir)
+                        .map_err(engine::EngineError::from)?;
+                    open_engine(&config, sink, metrics)
+                }
+                Some(opts) => {
+                    let output = open_bucket(opts, &metrics)?;
+                    let sink = Sink::with_output(output, &config.state_dir)
+                        .map_err(engine::EngineError::from)?;
+                    open_engine(&config, sink, metrics)
+                }
             }
-            Ok(Engine::open(
-                engine_options(&config),
-                spool_options(&config),
-                sink,
-                metrics,
-                receiver_protocol::time::now_ms(),
-            )?)
         })
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))??
     };
+    let output = match &config.output_s3 {
+        Some(s3) => format!("s3://{}/{} at {}", s3.bucket, s3.prefix, s3.endpoint),
+        None => config.output_dir.display().to_string(),
+    };
     tracing::info!(
-        output = %config.output_dir.display(),
+        output = %output,
         state = %config.state_dir.display(),
         spool = config.spool.enabled,
         recovered_records = report.records,

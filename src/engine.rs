@@ -40,10 +40,11 @@ use tokio::sync::{mpsc, watch};
 /// tests enable; the production build has none): with `RECEIVER_FAILPOINT=<name>:<n>` in the
 /// environment the process kills itself with SIGKILL the `n`-th time it passes `<name>`
 /// (`after_commit`: chunks fsynced but not settled; `after_write`: an image renamed into place but
-/// its last chunk not settled; `before_settle`: a batch fully done but not settled). Unset, it
+/// its last chunk not settled; `before_settle`: a batch fully done but not settled;
+/// `before_upload`: an object store's key checked free, its PUT not sent). Unset, it
 /// costs one relaxed load.
 #[cfg(feature = "failpoints")]
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     use std::sync::atomic::AtomicU64;
     use std::sync::OnceLock;
     static SPEC: OnceLock<Option<(String, u64, AtomicU64)>> = OnceLock::new();
@@ -69,7 +70,7 @@ fn failpoint(name: &str) {
 /// Without the `failpoints` feature there is nothing to reach.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-fn failpoint(_name: &str) {}
+pub(crate) fn failpoint(_name: &str) {}
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -97,6 +98,9 @@ pub struct EngineOptions {
     pub max_in_flight: usize,
     /// Where the assembler spills bytes beyond [`Limits::memory_budget`] (`None`: no spilling).
     pub spill_dir: Option<std::path::PathBuf>,
+    /// Most images written at once ([`PARALLEL_WRITES`] for the folder; `[output] concurrency`
+    /// for an object store, where each write waits on the network).
+    pub parallel_writes: usize,
 }
 
 impl Default for EngineOptions {
@@ -111,6 +115,7 @@ impl Default for EngineOptions {
             release_delay: Duration::from_secs(10),
             max_in_flight: usize::MAX,
             spill_dir: None,
+            parallel_writes: PARALLEL_WRITES,
         }
     }
 }
@@ -153,8 +158,9 @@ struct Degraded {
 
 /// Most image files the engine writes at once. Each write ends in two fsyncs (file, folder) that
 /// take milliseconds on real (and virtual) disks; concurrent ones overlap, so a batch that
-/// completes many pictures costs about one write's time instead of one per picture.
-const PARALLEL_WRITES: usize = 16;
+/// completes many pictures costs about one write's time instead of one per picture. The default
+/// of [`EngineOptions::parallel_writes`].
+pub const PARALLEL_WRITES: usize = 16;
 
 /// An image write's result and when it completed (µs since the epoch).
 type WriteDone = (Result<Written, SinkError>, u64);
@@ -610,7 +616,8 @@ impl Engine {
         failed
     }
 
-    /// Writes the image files of `actions` (up to [`PARALLEL_WRITES`] at once) and returns, at
+    /// Writes the image files of `actions` (up to [`EngineOptions::parallel_writes`] at once) and
+    /// returns, at
     /// each image's index, the result and when it completed (µs since the epoch).
     fn write_images(&self, actions: &[Action]) -> Vec<Option<WriteDone>> {
         let mut done: Vec<Option<WriteDone>> = actions.iter().map(|_| None).collect();
@@ -653,7 +660,7 @@ impl Engine {
             }
         };
         let results: Vec<(usize, Result<Written, SinkError>, u64)> = std::thread::scope(|s| {
-            let helpers: Vec<_> = (1..ready.len().min(PARALLEL_WRITES))
+            let helpers: Vec<_> = (1..ready.len().min(self.opts.parallel_writes.max(1)))
                 .filter_map(|_| {
                     std::thread::Builder::new()
                         .name("engine-write".into())
@@ -723,6 +730,7 @@ impl Engine {
                             device: img.device.clone(),
                             bytes: w.bytes,
                             format: img.format,
+                            object: w.object.clone(),
                         });
                     }
                 }

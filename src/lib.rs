@@ -17,6 +17,7 @@
 //!   [`output::ChunkStore`] (where an accepted chunk is durable until then); [`sink`]: the folder
 //!   output and the local quarantine; [`spool`]: the durable chunk store; [`spill`]: where the
 //!   assembler's bytes beyond `[assembly] memory_limit` go.
+//! - [`s3`]: the object-store [`output::Output`] (`[output] backend = "s3"`, on Apache OpenDAL).
 //! - [`amqp`]: the daemon's only user of fe2o3-amqp ([`amqp::client`]: sign in, receive, settle,
 //!   reconnect); [`tls`] builds the rustls client configuration.
 //! - [`events`]: each outcome as one typed event that logs and counts together; [`metrics`]: the
@@ -44,6 +45,7 @@ pub mod ops;
 pub mod output;
 pub mod paths;
 pub mod reload;
+pub mod s3;
 pub mod secret_file;
 pub mod sink;
 pub mod spill;

@@ -7,6 +7,7 @@
 //! tests and tools can read them (and set them up); the daemon's code goes through the events.
 
 use crate::message::SkipReason;
+use crate::sink::StoreErrorKind;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -226,6 +227,14 @@ pub struct Metrics {
     pub hook_spawn_errors: AtomicU64,
     /// Images not handed to the hook because its queue was full.
     pub hook_dropped: AtomicU64,
+    /// Objects uploaded to the output bucket (`[output] backend = "s3"`).
+    pub uploads: AtomicU64,
+    /// Bytes of those objects.
+    pub upload_bytes: AtomicU64,
+    /// Failed object-store requests, by [`StoreErrorKind`] (in [`StoreErrorKind::ALL`] order).
+    upload_errors: [AtomicU64; StoreErrorKind::ALL.len()],
+    /// Duration of successful uploads (the PUT alone).
+    pub upload_latency: Histogram,
 }
 
 impl Metrics {
@@ -278,6 +287,21 @@ impl Metrics {
     /// The engine goes back to waiting for deliveries (call after `process`/`tick`).
     pub fn engine_idle(&self) {
         self.engine_busy_since_ms.store(0, Relaxed);
+    }
+
+    /// Counts one failed object-store request (used by [`crate::events::output`]).
+    pub fn upload_error(&self, kind: StoreErrorKind) {
+        if let Some(i) = StoreErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.upload_errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Failed object-store requests of `kind` so far.
+    pub fn upload_errors(&self, kind: StoreErrorKind) -> u64 {
+        StoreErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.upload_errors[i].load(Relaxed))
     }
 
     /// Images written so far (all formats).
@@ -474,7 +498,47 @@ impl Metrics {
             "Receipt of an image's last chunk to its file being durable.",
         );
         self.render_ops(&mut s);
+        self.render_uploads(&mut s);
         s
+    }
+
+    /// The object-store output's metrics (zero with the folder output).
+    fn render_uploads(&self, s: &mut String) {
+        for (name, help, v) in [
+            (
+                "receiver_uploads_total",
+                "Objects uploaded to the output bucket.",
+                &self.uploads,
+            ),
+            (
+                "receiver_upload_bytes_total",
+                "Bytes of the objects uploaded.",
+                &self.upload_bytes,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP receiver_upload_errors_total Failed requests to the output bucket, by kind.\n# TYPE receiver_upload_errors_total counter"
+        );
+        for k in StoreErrorKind::ALL {
+            let _ = writeln!(
+                s,
+                "receiver_upload_errors_total{{kind=\"{}\"}} {}",
+                k.as_str(),
+                self.upload_errors(k)
+            );
+        }
+        self.upload_latency.render(
+            s,
+            "receiver_upload_latency_seconds",
+            "Duration of an object upload (the PUT, until the store confirmed it).",
+        );
     }
 
     /// The operations metrics (`ops`: health, retention, hook).

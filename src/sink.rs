@@ -95,6 +95,80 @@ pub enum SinkError {
         /// State folder.
         state: PathBuf,
     },
+    /// An object store (`[output] backend = "s3"`) refused or did not answer a request.
+    #[error("cannot {op} {}: {kind}: {message}", location.display())]
+    Store {
+        /// What was being done (`"upload"`, `"inspect"`, `"check bucket"`, ...).
+        op: &'static str,
+        /// `s3://<bucket>/<key>`.
+        location: PathBuf,
+        /// The class of failure: what the engine and start-up act on.
+        kind: StoreErrorKind,
+        /// The store's (or the client's) words, one line, never a secret.
+        message: String,
+    },
+}
+
+/// Why an object-store request failed, in the classes that decide what happens next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// No answer within `[output] timeout`. Retryable.
+    Timeout,
+    /// Connection refused or reset, `5xx`, throttling (`429`, `SlowDown`). Retryable.
+    Unavailable,
+    /// `403`: wrong credentials, a clock far off, or a policy that does not allow the request.
+    Denied,
+    /// The bucket does not exist.
+    NoSuchBucket,
+    /// The object does not exist (`404`).
+    NotFound,
+    /// The key already exists (`412` to a create-only write).
+    Exists,
+    /// Any other refusal (`400`, a bad endpoint, ...).
+    Rejected,
+}
+
+impl StoreErrorKind {
+    /// The label used in logs and in `receiver_upload_errors_total{kind}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreErrorKind::Timeout => "timeout",
+            StoreErrorKind::Unavailable => "unavailable",
+            StoreErrorKind::Denied => "denied",
+            StoreErrorKind::NoSuchBucket => "no_such_bucket",
+            StoreErrorKind::NotFound => "not_found",
+            StoreErrorKind::Exists => "exists",
+            StoreErrorKind::Rejected => "rejected",
+        }
+    }
+
+    /// Every kind, for the metrics.
+    pub const ALL: [StoreErrorKind; 7] = [
+        StoreErrorKind::Timeout,
+        StoreErrorKind::Unavailable,
+        StoreErrorKind::Denied,
+        StoreErrorKind::NoSuchBucket,
+        StoreErrorKind::NotFound,
+        StoreErrorKind::Exists,
+        StoreErrorKind::Rejected,
+    ];
+}
+
+impl std::fmt::Display for StoreErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreErrorKind::Timeout => "timed out",
+            StoreErrorKind::Unavailable => "store unavailable",
+            StoreErrorKind::Denied => {
+                "access denied (check the access key, the secret and the bucket policy)"
+            }
+            StoreErrorKind::NoSuchBucket => "no such bucket",
+            StoreErrorKind::NotFound => "not found",
+            StoreErrorKind::Exists => "already exists",
+            StoreErrorKind::Rejected => "rejected",
+        })
+    }
 }
 
 /// Linux errno values without a stable `io::ErrorKind` at the crate's minimum Rust version.
@@ -110,6 +184,15 @@ impl SinkError {
             | SinkError::OutsideBase { path, .. }
             | SinkError::NoFreeName { path, .. } => path,
             SinkError::Overlap { output, .. } => output,
+            SinkError::Store { location, .. } => location,
+        }
+    }
+
+    /// The object-store failure class, for [`SinkError::Store`].
+    pub fn store_kind(&self) -> Option<StoreErrorKind> {
+        match self {
+            SinkError::Store { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 
@@ -137,8 +220,13 @@ impl SinkError {
     /// Retrying the same write later may succeed without anyone changing the configuration:
     /// a full disk, an interrupted or timed-out call, a busy resource, EIO. Permission errors,
     /// read-only file systems, bad names and [`SinkError::NoFreeName`] are not retryable.
+    /// For an object store: time-outs, refused connections, `5xx` and throttling are; wrong
+    /// credentials, a missing bucket and other refusals are not.
     pub fn is_retryable(&self) -> bool {
         use io::ErrorKind as K;
+        if let Some(kind) = self.store_kind() {
+            return matches!(kind, StoreErrorKind::Timeout | StoreErrorKind::Unavailable);
+        }
         self.is_disk_full()
             || matches!(
                 self.io_kind(),
@@ -171,6 +259,17 @@ pub struct Written {
     pub bytes: u64,
     /// The file already held exactly these bytes (a replay); nothing new was created.
     pub already_present: bool,
+    /// For an object store: the bucket and key (then `path` is `s3://<bucket>/<key>`).
+    pub object: Option<ObjectLocation>,
+}
+
+/// Where an object-store output put a picture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectLocation {
+    /// The bucket.
+    pub bucket: String,
+    /// The object key.
+    pub key: String,
 }
 
 /// The folder output (`[output] dir`): the first [`Output`]. Finished images become
@@ -483,6 +582,7 @@ fn written(path: PathBuf, bytes: &[u8], already_present: bool) -> Written {
         path,
         bytes: bytes.len() as u64,
         already_present,
+        object: None,
     }
 }
 

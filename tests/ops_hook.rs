@@ -28,6 +28,7 @@ fn job(path: &str, pk: &str, dn: &str) -> HookJob {
         device: DeviceId::new(pk, dn),
         bytes: 4242,
         format: Format::V2,
+        object: None,
     }
 }
 

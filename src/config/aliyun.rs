@@ -59,20 +59,22 @@ impl TryFrom<String> for AuthModeName {
 
 /// The ways one secret may be given.
 #[derive(Clone, Copy)]
-struct SecretSpec {
+pub(super) struct SecretSpec {
+    /// The table its keys are in.
+    pub(super) table: &'static str,
     /// For messages: `access key secret`, `security token`.
-    what: &'static str,
+    pub(super) what: &'static str,
     /// `[aliyun]` key holding it inline.
-    inline_key: &'static str,
+    pub(super) inline_key: &'static str,
     /// `[aliyun]` key naming a file holding it.
-    file_key: &'static str,
+    pub(super) file_key: &'static str,
     /// The same as `table.key`.
-    file_key_dotted: &'static str,
+    pub(super) file_key_dotted: &'static str,
     /// Environment variable holding it.
-    env_var: &'static str,
+    pub(super) env_var: &'static str,
     /// systemd credential name (a file in `$CREDENTIALS_DIRECTORY`), used when none of the
     /// others is given.
-    credential: &'static str,
+    pub(super) credential: &'static str,
 }
 
 /// `auth_mode`, and `security_token` with `ststoken`: the keys [`AuthMode`] is written as
@@ -127,6 +129,7 @@ impl RawAliyun {
         let access_key_secret = cx
             .secret(
                 &SecretSpec {
+                    table: T,
                     what: "access key secret",
                     inline_key: "access_key_secret",
                     file_key: "access_key_secret_file",
@@ -244,6 +247,7 @@ impl RawAliyun {
                 let security_token = cx
                     .secret(
                         &SecretSpec {
+                            table: T,
                             what: "security token",
                             inline_key: "security_token",
                             file_key: "security_token_file",
@@ -403,15 +407,15 @@ impl Cx<'_> {
     /// Loads a secret from exactly one of: inline key, file key, environment variable; when
     /// none is given, from the systemd credential `spec.credential` if
     /// `$CREDENTIALS_DIRECTORY` holds it.
-    fn secret(
+    pub(super) fn secret(
         &self,
         spec: &SecretSpec,
         inline: Field<Secret>,
         file: Field<String>,
         required_because: &str,
     ) -> Result<Option<Secret>, ConfigError> {
-        const TABLE: &str = "aliyun";
         let SecretSpec {
+            table,
             what,
             inline_key,
             file_key,
@@ -435,7 +439,7 @@ impl Cx<'_> {
         let err = |problem: String| ConfigError::SecretSource {
             path: self.path.to_owned(),
             line,
-            table: TABLE,
+            table,
             what,
             problem,
         };
@@ -449,7 +453,7 @@ impl Cx<'_> {
         }
         let credentials_dir = (self.env)(ENV_CREDENTIALS_DIRECTORY).filter(|d| !d.is_empty());
         let secret = if let Some(v) = inline {
-            self.warn_inline_secret(TABLE, inline_key, line);
+            self.warn_inline_secret(table, inline_key, line);
             v.into_inner()
         } else if let Some(f) = file {
             let file = self.resolve(f.get_ref());
@@ -546,11 +550,21 @@ impl Cx<'_> {
     }
 
     fn ca_file(&self, f: &str, line: Option<usize>) -> Result<PathBuf, ConfigError> {
+        self.ca_file_for("aliyun.ca_file", f, line)
+    }
+
+    /// A PEM file of CA certificates named by `key` (`table.key`).
+    pub(super) fn ca_file_for(
+        &self,
+        key: &'static str,
+        f: &str,
+        line: Option<usize>,
+    ) -> Result<PathBuf, ConfigError> {
         let file = self.resolve(f);
         let err = |message: String, source: Option<std::io::Error>| ConfigError::File {
             path: self.path.to_owned(),
             line,
-            key: "aliyun.ca_file",
+            key,
             file: file.clone(),
             message,
             source,

@@ -6,7 +6,7 @@
 //! `serde_path_to_error`, the table and key it happened at.
 
 use super::aliyun::RawAliyun;
-use super::sections::{RawAssembly, RawDir, RawLog, RawSpool};
+use super::sections::{RawAssembly, RawDir, RawLog, RawOutput, RawSpool};
 use super::{ConfigError, ConfigWarning};
 use crate::ops::health::RawHealthConfig;
 use crate::ops::hook::RawHookConfig;
@@ -28,7 +28,7 @@ pub(super) type Field<T> = Option<Spanned<T>>;
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawConfig {
     pub(super) aliyun: RawAliyun,
-    pub(super) output: RawDir,
+    pub(super) output: RawOutput,
     pub(super) state: RawDir,
     pub(super) assembly: RawAssembly,
     pub(super) spool: RawSpool,
@@ -46,7 +46,7 @@ pub(super) struct RawConfig {
 pub fn known_keys() -> [(&'static str, &'static [&'static str]); 10] {
     [
         ("aliyun", fields_of::<RawAliyun>()),
-        ("output", fields_of::<RawDir>()),
+        ("output", fields_of::<RawOutput>()),
         ("state", fields_of::<RawDir>()),
         ("assembly", fields_of::<RawAssembly>()),
         ("spool", fields_of::<RawSpool>()),

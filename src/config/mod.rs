@@ -54,6 +54,13 @@ pub const CREDENTIAL_ACCESS_KEY_SECRET: &str = "access_key_secret";
 /// systemd credential holding the STS security token (`auth_mode = "ststoken"` only).
 pub const CREDENTIAL_SECURITY_TOKEN: &str = "security_token";
 
+/// Environment variable holding the object store's secret access key (`[output] backend = "s3"`).
+pub const ENV_OUTPUT_SECRET_ACCESS_KEY: &str = "RECEIVER_OUTPUT_SECRET_ACCESS_KEY";
+
+/// systemd credential holding the object store's secret access key
+/// (`LoadCredential=output_secret_access_key:...`).
+pub const CREDENTIAL_OUTPUT_SECRET_ACCESS_KEY: &str = "output_secret_access_key";
+
 /// Longest client id Aliyun accepts, including the per-connection suffix.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
 
@@ -95,6 +102,13 @@ pub mod defaults {
     pub const DEDUP_WINDOW: usize = 65_536;
     /// `[assembly] memory_limit`: 8 MiB of open pictures' bytes in memory.
     pub const ASSEMBLY_MEMORY_LIMIT: u64 = 8 << 20;
+    /// `[output] region` (S3).
+    pub const S3_REGION: &str = "us-east-1";
+    /// `[output] timeout` (S3): the longest one request may take.
+    pub const S3_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `[output] concurrency` (S3): uploads at once (the folder output writes up to 16 files at
+    /// once too).
+    pub const S3_CONCURRENCY: usize = 16;
     /// `[spool] enabled`.
     pub const SPOOL_ENABLED: bool = true;
     /// `[spool] batch_max`.
@@ -304,15 +318,17 @@ pub struct LogConfig {
 /// `Debug` never shows secrets ([`Secret`] redacts itself); `Display` is the redacted TOML
 /// view printed by `receiver check-config`. `Serialize` gives that view's tables and keys (without
 /// its comments): one table per config file section, values written as the file writes them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `[aliyun]`.
     pub aliyun: AliyunConfig,
-    /// `[output] dir`: finished images land in `<dir>/<productKey>/<deviceName>/`.
-    #[serde(rename = "output", serialize_with = "as_toml::dir_table")]
+    /// `[output] dir`: finished images land in `<dir>/<productKey>/<deviceName>/` (backend
+    /// `"fs"`; empty with backend `"s3"`).
     pub output_dir: PathBuf,
+    /// `[output]` with `backend = "s3"`: the bucket finished images go to instead of `output_dir`.
+    /// (Both are serialized together as the `[output]` table.)
+    pub output_s3: Option<crate::s3::S3Options>,
     /// `[state] dir`: quarantine and spool.
-    #[serde(rename = "state", serialize_with = "as_toml::dir_table")]
     pub state_dir: PathBuf,
     /// `[assembly]`.
     pub assembly: AssemblyConfig,
@@ -322,8 +338,64 @@ pub struct Config {
     pub log: LogConfig,
     /// `[metrics]`, `[health]`, `[retention]`, `[hook]`: the operations side (all optional, off
     /// or at their defaults when absent).
-    #[serde(flatten)]
     pub ops: crate::ops::OpsConfig,
+}
+
+/// `Serialize` derived on a view of borrowed sections: the daemon's field names are not the file's
+/// (`output_dir` + `output_s3` are one `[output]` table, `state_dir` is `[state] dir`, the ops
+/// sections are top-level tables).
+impl Serialize for Config {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            aliyun: &'a AliyunConfig,
+            output: OutputView<'a>,
+            #[serde(serialize_with = "as_toml::dir_table")]
+            state: &'a std::path::Path,
+            assembly: &'a AssemblyConfig,
+            spool: &'a SpoolConfig,
+            log: &'a LogConfig,
+            #[serde(flatten)]
+            ops: &'a crate::ops::OpsConfig,
+        }
+        View {
+            aliyun: &self.aliyun,
+            output: OutputView::of(self),
+            state: &self.state_dir,
+            assembly: &self.assembly,
+            spool: &self.spool,
+            log: &self.log,
+            ops: &self.ops,
+        }
+        .serialize(s)
+    }
+}
+
+/// The `[output]` table: `backend`, then `dir` (folder) or the bucket's keys (s3).
+#[derive(Serialize)]
+struct OutputView<'a> {
+    backend: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dir: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    s3: Option<&'a crate::s3::S3Options>,
+}
+
+impl<'a> OutputView<'a> {
+    fn of(c: &'a Config) -> Self {
+        match &c.output_s3 {
+            Some(o) => OutputView {
+                backend: "s3",
+                dir: None,
+                s3: Some(o),
+            },
+            None => OutputView {
+                backend: "fs",
+                dir: Some(c.output_dir.to_string_lossy().into_owned()),
+                s3: None,
+            },
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -629,7 +701,7 @@ impl RawConfig {
     /// Validates every section into a [`Config`]: each section's `validate()` sits beside it.
     fn validate(self, cx: &Cx) -> Result<Config, ConfigError> {
         let aliyun = self.aliyun.validate(cx)?;
-        let (output_dir, state_dir) = self.output.validate(self.state, cx)?;
+        let (output_dir, output_s3, state_dir) = self.output.validate(self.state, cx)?;
         let assembly = self.assembly.validate(cx)?;
         let spool = self.spool.validate(&assembly, cx)?;
         let log = self.log.validate(cx)?;
@@ -642,9 +714,20 @@ impl RawConfig {
             },
             cx,
         )?;
+        if output_s3.is_some() && ops.retention.limits.any() {
+            return Err(cx.invalid(
+                "retention",
+                "max_age",
+                None,
+                "[retention] sweeps the output folder, but [output] backend is \"s3\"; expected \
+                 no [retention] limits: set a lifecycle rule on the bucket instead (see \
+                 docs/operations.md, \"Write to S3\")",
+            ));
+        }
         Ok(Config {
             aliyun,
             output_dir,
+            output_s3,
             state_dir,
             assembly,
             spool,

@@ -76,6 +76,31 @@ const NOTES: &[Note] = &[
     note("aliyun", "ca_file", Place::Unset, |_| {
         Some(": public root certificates only".into())
     }),
+    note("output", "prefix", Place::After, |c| {
+        c.output_s3.as_ref().map(|o| {
+            let prefix = if o.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", o.prefix)
+            };
+            format!("object keys: {prefix}<productKey>/<deviceName>/<time>[-n].jpg")
+        })
+    }),
+    note("output", "secret_access_key", Place::Trailing, |c| {
+        c.output_s3
+            .as_ref()
+            .and_then(|o| source(&o.secret_access_key))
+    }),
+    note("output", "storage_class", Place::Unset, |c| {
+        c.output_s3
+            .as_ref()
+            .map(|_| ": the bucket's default".into())
+    }),
+    note("output", "ca_file", Place::Unset, |c| {
+        c.output_s3
+            .as_ref()
+            .map(|_| ": public root certificates only".into())
+    }),
     note("log", "format", Place::Unset, |_| {
         Some(": text on a terminal, json otherwise (--log-format overrides)".into())
     }),
@@ -121,6 +146,10 @@ const NOTES: &[Note] = &[
 /// Keys that have no default (required, or defaulted only by being required elsewhere): never
 /// marked `# default`, whatever [`defaults_for`] holds for them.
 const NO_DEFAULT: &[(&str, &str)] = &[
+    ("output", "endpoint"),
+    ("output", "bucket"),
+    ("output", "access_key_id"),
+    ("output", "secret_access_key"),
     ("aliyun", "host"),
     ("aliyun", "access_key_id"),
     ("aliyun", "access_key_secret"),
@@ -155,6 +184,17 @@ fn defaults_for(c: &Config) -> Config {
         output_dir: data
             .as_ref()
             .map_or_else(|| c.output_dir.clone(), |d| d.join("images")),
+        output_s3: c.output_s3.as_ref().map(|o| crate::s3::S3Options {
+            region: defaults::S3_REGION.to_owned(),
+            prefix: String::new(),
+            virtual_host_style: false,
+            timeout: defaults::S3_TIMEOUT,
+            concurrency: defaults::S3_CONCURRENCY,
+            storage_class: None,
+            create_only: true,
+            ca_file: None,
+            ..o.clone()
+        }),
         state_dir: data
             .as_ref()
             .map_or_else(|| c.state_dir.clone(), |d| d.join("state")),

@@ -1,10 +1,13 @@
 //! `[output]`, `[state]`, `[assembly]`, `[spool]`, `[log]`: each as written, and its validation.
 
+use super::aliyun::SecretSpec;
 use super::load::{Cx, Field};
 use super::{
     default_data_dir, defaults, AssemblyConfig, ByteSize, ConfigError, HumanDuration, LogConfig,
-    LogFormat, SpoolConfig,
+    LogFormat, Secret, SpoolConfig, CREDENTIAL_OUTPUT_SECRET_ACCESS_KEY,
+    ENV_OUTPUT_SECRET_ACCESS_KEY,
 };
+use crate::s3::S3Options;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,11 +17,349 @@ fn size(f: &Field<ByteSize>) -> Option<u64> {
     f.as_ref().map(|s| s.get_ref().bytes())
 }
 
-/// `[output]` or `[state]` as written.
+/// `[state]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawDir {
     dir: Field<String>,
+}
+
+/// `[output] backend` as written (ASCII case ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) enum Backend {
+    Fs,
+    S3,
+}
+
+impl TryFrom<String> for Backend {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "fs" => Ok(Backend::Fs),
+            "s3" => Ok(Backend::S3),
+            _ => Err(format!(
+                "{s:?} is not an output backend; expected \"fs\" (a local folder) or \"s3\" \
+                 (an S3-compatible object store)"
+            )),
+        }
+    }
+}
+
+/// `[output]` as written: the folder (`dir`) or an S3-compatible bucket.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawOutput {
+    backend: Field<Backend>,
+    dir: Field<String>,
+    endpoint: Field<String>,
+    bucket: Field<String>,
+    region: Field<String>,
+    prefix: Field<String>,
+    access_key_id: Field<String>,
+    secret_access_key: Field<Secret>,
+    secret_access_key_file: Field<String>,
+    virtual_host_style: Field<bool>,
+    timeout: Field<HumanDuration>,
+    concurrency: Field<i64>,
+    storage_class: Field<String>,
+    create_only: Field<bool>,
+    ca_file: Field<String>,
+}
+
+/// The keys that only `backend = "s3"` takes.
+const S3_KEYS: &[&str] = &[
+    "endpoint",
+    "bucket",
+    "region",
+    "prefix",
+    "access_key_id",
+    "secret_access_key",
+    "secret_access_key_file",
+    "virtual_host_style",
+    "timeout",
+    "concurrency",
+    "storage_class",
+    "create_only",
+    "ca_file",
+];
+
+impl RawOutput {
+    /// Validates `[output]` and `[state] dir` together: the output folder and the state folder
+    /// (neither inside the other), or the bucket and the state folder.
+    pub(super) fn validate(
+        self,
+        state: RawDir,
+        cx: &Cx,
+    ) -> Result<(PathBuf, Option<S3Options>, PathBuf), ConfigError> {
+        const T: &str = "output";
+        let backend = self.backend.as_ref().map_or(Backend::Fs, |b| *b.get_ref());
+        if backend == Backend::Fs {
+            let r = &self;
+            let set = |k: &str| -> Option<usize> {
+                match k {
+                    "endpoint" => cx.at(&r.endpoint),
+                    "bucket" => cx.at(&r.bucket),
+                    "region" => cx.at(&r.region),
+                    "prefix" => cx.at(&r.prefix),
+                    "access_key_id" => cx.at(&r.access_key_id),
+                    "secret_access_key" => cx.at(&r.secret_access_key),
+                    "secret_access_key_file" => cx.at(&r.secret_access_key_file),
+                    "virtual_host_style" => cx.at(&r.virtual_host_style),
+                    "timeout" => cx.at(&r.timeout),
+                    "concurrency" => cx.at(&r.concurrency),
+                    "storage_class" => cx.at(&r.storage_class),
+                    "create_only" => cx.at(&r.create_only),
+                    "ca_file" => cx.at(&r.ca_file),
+                    _ => None,
+                }
+            };
+            for k in S3_KEYS {
+                if let Some(line) = set(k) {
+                    return Err(cx.invalid(
+                        T,
+                        k,
+                        Some(line),
+                        "is an object-store setting but backend is \"fs\"; expected \
+                         backend = \"s3\" to write to a bucket, or remove the key",
+                    ));
+                }
+            }
+            let (output_dir, state_dir) = validate_dirs(self.dir, state, cx)?;
+            return Ok((output_dir, None, state_dir));
+        }
+        if self.dir.is_some() {
+            return Err(cx.invalid(
+                T,
+                "dir",
+                cx.at(&self.dir),
+                "is the folder of backend \"fs\" but backend is \"s3\"; expected no `dir` \
+                 (pictures go to the bucket; quarantine stays in [state] dir)",
+            ));
+        }
+        let state_dir = pick_dir(cx, "state", &state.dir, "state")?;
+        if let Err(e) = crate::paths::resolve_dir(&state_dir) {
+            return Err(cx.invalid(
+                "state",
+                "dir",
+                cx.at(&state.dir),
+                format!(
+                    "{}: {e}; expected a folder or a path where one can be created",
+                    state_dir.display()
+                ),
+            ));
+        }
+        let s3 = self.validate_s3(cx)?;
+        Ok((PathBuf::new(), Some(s3), state_dir))
+    }
+
+    fn validate_s3(self, cx: &Cx) -> Result<S3Options, ConfigError> {
+        const T: &str = "output";
+        let r = self;
+        let need = |f: &Field<String>, key: &'static str, hint: &str| match f {
+            None => Err(cx.missing(T, key, hint)),
+            Some(v) if v.get_ref().trim().is_empty() => {
+                Err(cx.invalid(T, key, cx.at(f), format!("is empty; expected {hint}")))
+            }
+            Some(v) => Ok(v.get_ref().trim().to_owned()),
+        };
+        let endpoint = need(
+            &r.endpoint,
+            "endpoint",
+            "the S3 endpoint URL, e.g. \"https://oss-cn-shanghai.aliyuncs.com\" or \
+             \"http://127.0.0.1:9000\"",
+        )?;
+        let line = cx.at(&r.endpoint);
+        let rest = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ', '@']) => {}
+            _ => {
+                return Err(cx.invalid(
+                    T,
+                    "endpoint",
+                    line,
+                    format!(
+                        "{endpoint:?} is not an http(s) URL; expected e.g. \
+                         \"https://oss-cn-shanghai.aliyuncs.com\" (no bucket, no credentials \
+                         in it)"
+                    ),
+                ))
+            }
+        }
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let bucket = need(
+            &r.bucket,
+            "bucket",
+            "the bucket name, e.g. \"camera-images\"",
+        )?;
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !bucket.starts_with(['-', '.'])
+            && !bucket.ends_with(['-', '.']);
+        if !valid_bucket {
+            return Err(cx.invalid(
+                T,
+                "bucket",
+                cx.at(&r.bucket),
+                format!(
+                    "{bucket:?} is not a bucket name; expected 3-63 characters of a-z, 0-9, '-' \
+                     and '.', starting and ending with a letter or digit"
+                ),
+            ));
+        }
+        let region = match &r.region {
+            None => defaults::S3_REGION.to_owned(),
+            Some(_) => need(&r.region, "region", "a region, e.g. \"cn-shanghai\"")?,
+        };
+        if region.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+            return Err(cx.invalid(
+                T,
+                "region",
+                cx.at(&r.region),
+                format!("{region:?} is not a region name; expected e.g. \"cn-shanghai\""),
+            ));
+        }
+        let prefix = match &r.prefix {
+            None => String::new(),
+            Some(p) => {
+                let p = p.get_ref().trim_matches('/');
+                let bad = p.split('/').any(|seg| {
+                    seg.is_empty() || seg == "." || seg == ".." || seg.chars().any(char::is_control)
+                });
+                if !p.is_empty() && bad {
+                    return Err(cx.invalid(
+                        T,
+                        "prefix",
+                        cx.at(&r.prefix),
+                        format!(
+                            "{p:?} is not a key prefix; expected folder-like segments separated \
+                             by '/', without empty, \".\" or \"..\" segments or control \
+                             characters (e.g. \"images\")"
+                        ),
+                    ));
+                }
+                p.to_owned()
+            }
+        };
+        let access_key_id = need(
+            &r.access_key_id,
+            "access_key_id",
+            "the access key id of a key allowed to write to the bucket",
+        )?;
+        if access_key_id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(cx.invalid(
+                T,
+                "access_key_id",
+                cx.at(&r.access_key_id),
+                "contains whitespace or a control character; expected the key id as issued",
+            ));
+        }
+        let secret_access_key = cx
+            .secret(
+                &SecretSpec {
+                    table: T,
+                    what: "secret access key",
+                    inline_key: "secret_access_key",
+                    file_key: "secret_access_key_file",
+                    file_key_dotted: "output.secret_access_key_file",
+                    env_var: ENV_OUTPUT_SECRET_ACCESS_KEY,
+                    credential: CREDENTIAL_OUTPUT_SECRET_ACCESS_KEY,
+                },
+                r.secret_access_key,
+                r.secret_access_key_file,
+                "backend = \"s3\" signs every request with it",
+            )?
+            .unwrap_or_default();
+        let timeout = cx.duration(
+            (T, "timeout"),
+            &r.timeout,
+            defaults::S3_TIMEOUT,
+            (Duration::from_secs(1), Duration::from_secs(600)),
+            " (the longest one request to the store may take)",
+        )?;
+        let concurrency = cx.int(
+            (T, "concurrency"),
+            &r.concurrency,
+            defaults::S3_CONCURRENCY as i64,
+            (1, 256),
+            " (uploads at once)",
+        )? as usize;
+        let storage_class = match &r.storage_class {
+            None => None,
+            Some(_) => {
+                let c = need(&r.storage_class, "storage_class", "e.g. \"STANDARD_IA\"")?;
+                if !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(cx.invalid(
+                        T,
+                        "storage_class",
+                        cx.at(&r.storage_class),
+                        format!("{c:?} is not a storage class; expected e.g. \"STANDARD_IA\""),
+                    ));
+                }
+                Some(c)
+            }
+        };
+        let ca_file = match &r.ca_file {
+            None => None,
+            Some(f) => Some(cx.ca_file_for("output.ca_file", f.get_ref(), cx.at(&r.ca_file))?),
+        };
+        Ok(S3Options {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            access_key_id,
+            secret_access_key,
+            virtual_host_style: r.virtual_host_style.is_some_and(|b| *b.get_ref()),
+            timeout,
+            concurrency,
+            storage_class,
+            create_only: r.create_only.as_ref().is_none_or(|b| *b.get_ref()),
+            ca_file,
+        })
+    }
+}
+
+/// A `[output]`/`[state]` folder: as written (relative to the config file), or the default
+/// under the platform data folder.
+fn pick_dir(
+    cx: &Cx,
+    table: &'static str,
+    v: &Field<String>,
+    sub: &str,
+) -> Result<PathBuf, ConfigError> {
+    match v {
+        Some(d) if d.get_ref().is_empty() => Err(cx.invalid(
+            table,
+            "dir",
+            cx.at(v),
+            "is empty; expected a folder path (or remove the key for the default)",
+        )),
+        Some(d) => Ok(cx.resolve(d.get_ref())),
+        None => default_data_dir().map(|d| d.join(sub)).ok_or_else(|| {
+            cx.missing(
+                table,
+                "dir",
+                "no home folder to derive a default from; set a folder path",
+            )
+        }),
+    }
+}
+
+/// Validates `[output] dir` and `[state] dir` together: each a folder, neither inside the other.
+fn validate_dirs(
+    output: Field<String>,
+    state: RawDir,
+    cx: &Cx,
+) -> Result<(PathBuf, PathBuf), ConfigError> {
+    RawDir { dir: output }.validate(state, cx)
 }
 
 impl RawDir {

@@ -881,6 +881,7 @@ setup_timeout = "15s"
 reconnect_max = "30m 5s"
 
 [output]
+backend = "fs"  # default
 dir = "images"
 
 [state]
@@ -957,6 +958,7 @@ setup_timeout = "15s"  # default
 reconnect_max = "30m 5s"
 
 [output]
+backend = "fs"  # default
 dir = "/etc/receiver/images"
 
 [state]

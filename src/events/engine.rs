@@ -551,6 +551,7 @@ mod tests {
             path: "/out/a1PK/cam-01/x.jpg".into(),
             bytes: 3,
             already_present: false,
+            object: None,
         };
         let line = capture::one(|| {
             ImageWritten {

@@ -23,11 +23,13 @@
 //! - [`amqp`]: connection attempts, link attached and detached, refused sign-ins, lost
 //!   connections, deliveries received and settled on a link.
 //! - [`ops`]: the on-image hook, retention sweeps, readiness.
+//! - [`output`]: the object-store output: uploads and failed requests.
 //! - [`reload`]: configuration reloads.
 
 pub mod amqp;
 pub mod engine;
 pub mod ops;
+pub mod output;
 pub mod reload;
 
 #[cfg(test)]

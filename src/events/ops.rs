@@ -198,6 +198,7 @@ mod tests {
             },
             bytes: 10,
             format: Format::V2,
+            object: None,
         }
     }
 

@@ -4,7 +4,9 @@
 //! directly, **never through a shell**, with three arguments appended: the image path, the
 //! product key and the device name. The same facts are in its environment:
 //! `RECEIVER_IMAGE_PATH`, `RECEIVER_PRODUCT_KEY`, `RECEIVER_DEVICE_NAME`, `RECEIVER_IMAGE_BYTES`,
-//! `RECEIVER_FORMAT` (`v1`/`v2`). Device-controlled strings therefore arrive verbatim as single
+//! `RECEIVER_FORMAT` (`v1`/`v2`). With `[output] backend = "s3"` the first argument is
+//! `s3://<bucket>/<key>` and `RECEIVER_BUCKET` and `RECEIVER_OBJECT_KEY` replace
+//! `RECEIVER_IMAGE_PATH`. Device-controlled strings therefore arrive verbatim as single
 //! arguments and cannot inject commands. (They may start with `-`: a hook whose argument parser
 //! cares should end its `command` with `--`, or read the environment instead.)
 //!
@@ -59,6 +61,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// The variables the daemon sets for each picture; `[hook] env` may not name them.
 pub const PICTURE_ENV: &[&str] = &[
     "RECEIVER_IMAGE_PATH",
+    "RECEIVER_BUCKET",
+    "RECEIVER_OBJECT_KEY",
     "RECEIVER_PRODUCT_KEY",
     "RECEIVER_DEVICE_NAME",
     "RECEIVER_IMAGE_BYTES",
@@ -70,6 +74,7 @@ pub const PICTURE_ENV: &[&str] = &[
 pub const REFUSED_ENV: &[&str] = &[
     crate::config::ENV_ACCESS_KEY_SECRET,
     crate::config::ENV_SECURITY_TOKEN,
+    crate::config::ENV_OUTPUT_SECRET_ACCESS_KEY,
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
@@ -306,7 +311,14 @@ pub fn hook_env(
             HookEnv::Set(n, v) => out.push((n.into(), v.into())),
         }
     }
-    out.push(("RECEIVER_IMAGE_PATH".into(), job.path.clone().into()));
+    match &job.object {
+        // An object store: the bucket and key instead of a path.
+        Some(o) => {
+            out.push(("RECEIVER_BUCKET".into(), o.bucket.clone().into()));
+            out.push(("RECEIVER_OBJECT_KEY".into(), o.key.clone().into()));
+        }
+        None => out.push(("RECEIVER_IMAGE_PATH".into(), job.path.clone().into())),
+    }
     out.push((
         "RECEIVER_PRODUCT_KEY".into(),
         (*job.device.product_key).into(),
@@ -381,6 +393,9 @@ pub struct HookJob {
     pub bytes: u64,
     /// Its wire format.
     pub format: Format,
+    /// With `[output] backend = "s3"`: the bucket and key (`path` is then
+    /// `s3://<bucket>/<key>`, the first argument the command gets).
+    pub object: Option<crate::sink::ObjectLocation>,
 }
 
 /// How one run ended.

@@ -34,6 +34,7 @@ mod ops_http;
 mod ops_notify;
 mod ops_retention;
 mod ops_systemd;
+mod s3_output;
 mod sink;
 mod spool_corruption;
 mod spool_disk_full;

@@ -94,7 +94,8 @@ fn writes_image_atomically_under_device_folder() {
         Written {
             path: want.clone(),
             bytes: 104,
-            already_present: false
+            already_present: false,
+            object: None,
         }
     );
     assert_eq!(std::fs::read(&want).unwrap(), img.bytes);
