@@ -219,6 +219,11 @@ fn defaults_for(c: &Config) -> Config {
 /// judged against.
 fn default_view(c: &Config) -> Result<Table, toml::ser::Error> {
     let mut view = Table::try_from(defaults_for(c))?;
+    // The default view keeps an s3 config's bucket keys (to mark their defaults), but the
+    // default backend is the folder.
+    if let Some(t) = view.get_mut("output").and_then(Value::as_table_mut) {
+        t.insert("backend".into(), Value::String("fs".into()));
+    }
     let mut no_default = NO_DEFAULT.to_vec();
     if default_data_dir().is_none() {
         no_default.extend([("output", "dir"), ("state", "dir")]);

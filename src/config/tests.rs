@@ -1148,3 +1148,95 @@ fn printed_config_never_holds_a_secret() {
         assert_eq!(shown.matches(&redacted).count(), secrets.len(), "{shown}");
     }
 }
+
+/// `[output]` for the object store, after `[aliyun]` of MINIMAL.
+fn with_output(output: &str) -> String {
+    let head = MINIMAL.split("[output]").next().unwrap_or_default();
+    format!("{head}[output]\n{output}\n\n[state]\ndir = \"/srv/rx/state\"\n")
+}
+
+const S3_OUTPUT: &str = r#"backend = "s3"
+endpoint = "http://127.0.0.1:8333"
+bucket = "camera-images"
+access_key_id = "AKID"
+secret_access_key = "inline-s3-secret""#;
+
+#[test]
+fn s3_output_parses_with_defaults_and_prints_redacted() {
+    let c = parse(&with_output(S3_OUTPUT)).unwrap();
+    let o = c.output_s3.as_ref().expect("s3 options");
+    assert_eq!(o.bucket, "camera-images");
+    assert_eq!(o.region, defaults::S3_REGION);
+    assert_eq!(o.prefix, "");
+    assert!(o.create_only && !o.virtual_host_style);
+    let shown = c.to_string();
+    assert!(shown.contains("backend = \"s3\"\n"), "{shown}");
+    assert!(
+        shown.contains("region = \"us-east-1\"  # default"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("secret_access_key = \"<redacted>\"  # (inline in the config file)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("# object keys: <productKey>/<deviceName>/<time>[-n].jpg"),
+        "{shown}"
+    );
+    assert!(!shown.contains("inline-s3-secret"), "{shown}");
+    assert!(!shown.contains("\ndir = \"\""), "{shown}");
+}
+
+#[test]
+fn s3_keys_with_the_folder_backend_are_refused() {
+    let m = err(&with_output(
+        "dir = \"/srv/rx/images\"\nbucket = \"camera-images\"",
+    ));
+    assert!(
+        m.contains("bucket") && m.contains("backend is \"fs\""),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_folder_with_the_s3_backend_is_refused() {
+    let m = err(&with_output(&format!(
+        "{S3_OUTPUT}\ndir = \"/srv/rx/images\""
+    )));
+    assert!(m.contains("dir") && m.contains("backend is \"s3\""), "{m}");
+}
+
+#[test]
+fn retention_with_the_s3_backend_points_at_lifecycle_rules() {
+    let text = format!(
+        "{}\n[retention]\nmax_age = \"30d\"\n",
+        with_output(S3_OUTPUT)
+    );
+    let m = err(&text);
+    assert!(
+        m.contains("[retention]") && m.contains("lifecycle rule"),
+        "{m}"
+    );
+}
+
+#[test]
+fn bad_s3_values_name_the_key() {
+    for (key, bad, what) in [
+        ("endpoint", "\"ftp://x\"", "endpoint"),
+        ("bucket", "\"Bad_Bucket\"", "bucket"),
+        ("prefix", "\"a/../b\"", "prefix"),
+        ("backend", "\"gcs\"", "backend"),
+    ] {
+        // The key's good line commented out, the bad value first in the table.
+        let text = with_output(&S3_OUTPUT.replace(&format!("{key} = "), &format!("# {key} = ")));
+        let m = err(&text.replace("[output]\n", &format!("[output]\n{key} = {bad}\n")));
+        assert!(m.contains(what), "{key}: {m}");
+    }
+}
+
+#[test]
+fn the_s3_secret_is_required() {
+    let text = with_output(&S3_OUTPUT.replace("secret_access_key = \"inline-s3-secret\"", ""));
+    let m = parse_env(&text, &[]).unwrap_err().to_string();
+    assert!(m.contains("secret_access_key"), "{m}");
+}
