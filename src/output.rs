@@ -2,8 +2,8 @@
 //! their first implementation:
 //!
 //! - [`Output`]: where a finished picture goes. First implementation: the local folder
-//!   ([`crate::sink::FolderOutput`]: tmp file, fsync, link/rename, folder fsync). An object store
-//!   is the next.
+//!   ([`crate::sink::FolderOutput`]: tmp file, fsync, link/rename, folder fsync); the second, an
+//!   S3-compatible bucket ([`crate::s3::S3Output`]).
 //! - [`ChunkStore`]: where an accepted chunk is made durable until its picture is finished.
 //!   First implementation: the local spool ([`crate::spool::Spool`]: group commit, one fdatasync
 //!   per batch). A store shared by several instances is the next.
