@@ -129,6 +129,7 @@ impl Weed {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.create_bucket(BUCKET) && self.s3_answers() {
+                self.warm_up(deadline);
                 return;
             }
             if Instant::now() > deadline {
@@ -141,6 +142,34 @@ impl Weed {
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Writes, reads and deletes one object until that works, so that the tests do not pay for
+    /// the server's first write (it grows its volumes then, which takes seconds on a loaded
+    /// machine) inside their own, shorter, request time-outs. On a plain thread: the output
+    /// blocks on its own runtime, which a tokio test's thread must not do.
+    fn warm_up(&self, deadline: Instant) {
+        let opts = S3Options {
+            timeout: Duration::from_secs(30),
+            ..self.options()
+        };
+        let last = std::thread::spawn(move || {
+            let out = S3Output::new(opts).map_err(|e| e.to_string())?;
+            let mut last = String::new();
+            while Instant::now() < deadline + Duration::from_secs(60) {
+                match out.probe() {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(last)
+        })
+        .join()
+        .unwrap();
+        if let Err(e) = last {
+            panic!("SeaweedFS takes no write (ports {:?}): {e}", self.ports);
         }
     }
 
@@ -191,7 +220,7 @@ impl Weed {
             access_key_id: ACCESS_KEY.into(),
             secret_access_key: Secret::new(SECRET_KEY),
             virtual_host_style: false,
-            timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
             concurrency: 8,
             storage_class: None,
             create_only: true,
@@ -588,7 +617,7 @@ bucket = "{bucket}"
 prefix = "{PREFIX}"
 access_key_id = "{ACCESS_KEY}"
 secret_access_key_file = "{secret_file}"
-timeout = "3s"
+timeout = "15s"
 concurrency = 4
 
 [state]
