@@ -43,12 +43,17 @@ fn weed_binary() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free ports: every listener is held until all are chosen, so the kernel cannot
+/// hand out the same port twice (it did: the filer's HTTP and gRPC ports collided).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut ports = [0u16; N];
+    for (p, l) in ports.iter_mut().zip(&listeners) {
+        *p = l.local_addr().unwrap().port();
+    }
+    ports
 }
 
 /// One SeaweedFS (master, volume, filer, S3 gateway in one process) on loopback.
@@ -72,24 +77,32 @@ impl Weed {
             r#"{{"identities":[{{"name":"receiver","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
         );
         std::fs::write(dir.join("s3.json"), identities).unwrap();
-        let mut ports = [0u16; 8];
-        for p in &mut ports {
-            *p = free_port();
-        }
         let mut w = Weed {
             dir: dir.to_owned(),
-            ports,
+            ports: free_ports::<8>(),
             child: None,
         };
-        w.spawn();
-        w
+        // A port taken by someone else between the probe and the bind makes the server exit at
+        // once: probe again (the data folder is still empty).
+        for _ in 0..3 {
+            if w.spawn() {
+                return w;
+            }
+            w.kill();
+            w.ports = free_ports::<8>();
+        }
+        panic!(
+            "SeaweedFS exited at start three times; see {}",
+            dir.join("weed.log").display()
+        );
     }
 
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports[6])
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server on `self.ports`; `false` when it exited at once (a port was taken).
+    fn spawn(&mut self) -> bool {
         let p = self.ports;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -130,7 +143,13 @@ impl Weed {
         loop {
             if self.create_bucket(BUCKET) && self.s3_answers() {
                 self.warm_up(deadline);
-                return;
+                return true;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return false;
+                }
             }
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
@@ -208,7 +227,11 @@ impl Weed {
     /// Kills the server and starts it again on the same data and ports.
     fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "SeaweedFS did not restart on ports {:?}",
+            self.ports
+        );
     }
 
     fn options(&self) -> S3Options {
