@@ -1757,7 +1757,7 @@ fn with_dups_shuffled<T: Clone + std::fmt::Debug>(base: Vec<T>) -> impl Strategy
 
 /// A v2 chunk set, shuffled with duplicates.
 fn v2_arrivals() -> impl Strategy<Value = (Vec<u8>, Vec<String>)> {
-    (payload(2970), 1usize..120, any::<u32>()).prop_flat_map(|(img, k, pid)| {
+    (payload(2800), 1usize..120, any::<u32>()).prop_flat_map(|(img, k, pid)| {
         let values = v2(&img, pid, 3 * k);
         (Just(img), with_dups_shuffled(values))
     })
