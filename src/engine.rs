@@ -41,7 +41,8 @@ use tokio::sync::{mpsc, watch};
 /// environment the process kills itself with SIGKILL the `n`-th time it passes `<name>`
 /// (`after_commit`: chunks fsynced but not settled; `after_write`: an image renamed into place but
 /// its last chunk not settled; `before_settle`: a batch fully done but not settled;
-/// `before_upload`: an object store's key checked free, its PUT not sent). Unset, it
+/// `before_upload`: an object store's key checked free, its PUT not sent; `mid_upload`: the PUT
+/// started and waiting, not answered). Unset, it
 /// costs one relaxed load.
 #[cfg(feature = "failpoints")]
 pub(crate) fn failpoint(name: &str) {

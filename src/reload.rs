@@ -360,4 +360,33 @@ dir = "/srv/rx/state"
         assert_eq!(keys_of(&d, false), ["hook.command"]);
         assert!(merge(&parse(BASE), &a).ops.hook.is_none());
     }
+
+    #[test]
+    fn output_changes_need_a_restart_and_keep_the_running_output() {
+        let s3 = |bucket: &str| {
+            BASE.replace(
+                "[output]\ndir = \"/srv/rx/images\"\n",
+                &format!(
+                    "[output]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:9000\"\n\
+                     bucket = \"{bucket}\"\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\n"
+                ),
+            )
+        };
+        let fs = parse(BASE);
+        let a = parse(&s3("one"));
+        let b = parse(&s3("two"));
+        // Folder to bucket, and one bucket to another: reported, not applied.
+        for (from, to) in [(&fs, &a), (&a, &b)] {
+            let d = diff(from, to);
+            assert!(keys_of(&d, true).is_empty(), "{d:?}");
+            assert!(
+                keys_of(&d, false).iter().all(|k| k.starts_with("output.")),
+                "{d:?}"
+            );
+            assert!(!keys_of(&d, false).is_empty());
+            let m = merge(from, to);
+            assert_eq!(m.output_dir, from.output_dir);
+            assert_eq!(m.output_s3, from.output_s3);
+        }
+    }
 }

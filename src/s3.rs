@@ -519,6 +519,8 @@ impl S3Output {
             .if_not_exists(self.opts.create_only)
             .user_metadata(metadata);
         crate::engine::failpoint("before_upload");
+        #[cfg(feature = "failpoints")]
+        let fut = mid_upload(fut.into_future());
         let started = std::time::Instant::now();
         self.block("upload", key, fut)?;
         if let Some(m) = &self.metrics {
@@ -531,6 +533,22 @@ impl S3Output {
             .emit(m);
         }
         Ok(())
+    }
+}
+
+/// The `mid_upload` kill point (tests only): reached once the PUT has started and is waiting
+/// (its first poll pending: connecting, sending, or sent and not answered); the store may then
+/// finish the write or not.
+#[cfg(feature = "failpoints")]
+async fn mid_upload<T>(fut: impl std::future::Future<Output = T>) -> T {
+    use std::task::Poll;
+    let mut fut = std::pin::pin!(fut);
+    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(r) => r,
+        Poll::Pending => {
+            crate::engine::failpoint("mid_upload");
+            fut.await
+        }
     }
 }
 

@@ -811,7 +811,9 @@ async fn sigkill_around_uploads_then_restart_writes_each_picture_once() {
         "before_settle:2",
         "random:80",
         "before_upload:3",
+        "mid_upload:1",
         "after_write:2",
+        "mid_upload:4",
         "random:200",
     ];
     let mut published = Vec::new();
@@ -868,7 +870,12 @@ async fn sigkill_around_uploads_then_restart_writes_each_picture_once() {
     assert!(drained.is_ok(), "not drained; log tail: {tail:#?}");
     assert!(status.success(), "{status}; log tail: {tail:#?}");
     assert!(kills >= 5, "only {kills} kills");
-    for fp in ["before_upload", "after_write", "before_settle"] {
+    for fp in [
+        "before_upload",
+        "mid_upload",
+        "after_write",
+        "before_settle",
+    ] {
         assert!(
             logs.contains(&format!("\"failpoint\":\"{fp}\"")),
             "kill point {fp} never reached"
