@@ -73,3 +73,73 @@ fn bench_quick_produces_figures() {
         assert!(stdout.contains("baseline SKIPPED"), "{stdout}");
     }
 }
+
+/// `--outputs fs,s3`: the bench starts its own SeaweedFS on loopback and measures both outputs
+/// on the same stream, with the store's CPU and the s3/fs comparison.
+#[test]
+fn bench_s3_mode_produces_figures_beside_the_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_receiver"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "bench",
+            "--quick",
+            "--runs",
+            "1",
+            "--parts",
+            "throughput,latency",
+        ])
+        .args([
+            "--modes",
+            "durable",
+            "--outputs",
+            "fs,s3",
+            "--connections",
+            "1",
+        ])
+        .args(["--devices", "3", "--messages", "150"])
+        .args(["--latency-rate", "200", "--latency-seconds", "1"])
+        .args(["--latency-devices", "3"])
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run receiver bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    // fs and s3, throughput then latency.
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "durable/1c/3d",
+            "durable/1c/3d/s3",
+            "durable/1c/3d@200/s",
+            "durable/1c/3d@200/s/s3"
+        ],
+        "{report:#}"
+    );
+    for s in scenarios {
+        let r = &s["runs"][0];
+        let n = |k: &str| r[k].as_f64().unwrap_or(-1.0);
+        assert_eq!(n("images_written"), n("images"), "{s:#}");
+        assert_eq!(n("quarantined"), 0.0, "{s:#}");
+        assert!(n("latency_count") > 0.0, "{s:#}");
+        let s3 = s["output"] == "s3";
+        assert_eq!(r["store_cpu_seconds"].as_f64().is_some(), s3, "{s:#}");
+    }
+    assert!(stdout.contains("== Object store"), "{stdout}");
+    assert!(stdout.contains("s3/fs msg/s"), "{stdout}");
+}

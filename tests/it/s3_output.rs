@@ -12,9 +12,10 @@ use receiver::s3::{S3Options, S3Output};
 use receiver::sink::{decode_component, Output as _};
 use receiver::wire;
 use receiver_testkit::fake::{FakeAliyun, FakeConfig};
+use receiver_testkit::seaweed::{weed_binary, SeaweedFs, WarmUp};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -28,227 +29,51 @@ const PK: &str = "a1S3Prod01";
 // The server.
 // ---------------------------------------------------------------------------------------------
 
-/// `weed`: `$RECEIVER_WEED`, else whatever `scripts/s3-test-server.sh` installs (cached).
-fn weed_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("RECEIVER_WEED").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-test-server.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/s3-test-server.sh");
-    assert!(out.status.success(), "cannot install the S3 test server");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// `N` distinct free ports: every listener is held until all are chosen, so the kernel cannot
-/// hand out the same port twice (it did: the filer's HTTP and gRPC ports collided).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let mut ports = [0u16; N];
-    for (p, l) in ports.iter_mut().zip(&listeners) {
-        *p = l.local_addr().unwrap().port();
-    }
-    ports
-}
-
-/// One SeaweedFS (master, volume, filer, S3 gateway in one process) on loopback.
-struct Weed {
-    dir: PathBuf,
-    ports: [u16; 8],
-    child: Option<Child>,
-}
-
-impl Drop for Weed {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// One SeaweedFS (master, volume, filer, S3 gateway in one process) on loopback
+/// ([`receiver_testkit::seaweed`]), warmed up with the output's own probe.
+struct Weed(SeaweedFs);
 
 impl Weed {
     /// Starts a server whose data lives in `dir`, with one identity allowed everything.
     fn start(dir: &Path) -> Weed {
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let identities = format!(
-            r#"{{"identities":[{{"name":"receiver","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
-        );
-        std::fs::write(dir.join("s3.json"), identities).unwrap();
-        let mut w = Weed {
-            dir: dir.to_owned(),
-            ports: free_ports::<8>(),
-            child: None,
-        };
-        // A port taken by someone else between the probe and the bind makes the server exit at
-        // once: probe again (the data folder is still empty).
-        for _ in 0..3 {
-            if w.spawn() {
-                return w;
-            }
-            w.kill();
-            w.ports = free_ports::<8>();
-        }
-        panic!(
-            "SeaweedFS exited at start three times; see {}",
-            dir.join("weed.log").display()
-        );
+        let bin = weed_binary().expect("the S3 test server");
+        // On a plain thread: the output blocks on its own runtime, which a tokio test's thread
+        // must not do.
+        let warm_up: WarmUp = Box::new(|endpoint: &str| {
+            let opts = S3Options {
+                endpoint: endpoint.to_owned(),
+                timeout: Duration::from_secs(30),
+                ..options_for(endpoint)
+            };
+            std::thread::spawn(move || {
+                let out = S3Output::new(opts).map_err(|e| e.to_string())?;
+                out.probe().map(|_| ()).map_err(|e| e.to_string())
+            })
+            .join()
+            .map_err(|_| "the warm-up thread panicked".to_string())?
+        });
+        Weed(SeaweedFs::start(&bin, dir, ACCESS_KEY, SECRET_KEY, BUCKET, warm_up).unwrap())
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports[6])
-    }
-
-    /// Starts the server on `self.ports`; `false` when it exited at once (a port was taken).
-    fn spawn(&mut self) -> bool {
-        let p = self.ports;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("weed.log"))
-            .unwrap();
-        let child = Command::new(weed_binary())
-            .args([
-                "server".to_string(),
-                format!("-dir={}", self.dir.join("data").display()),
-                "-ip=127.0.0.1".into(),
-                "-ip.bind=127.0.0.1".into(),
-                format!("-master.port={}", p[0]),
-                format!("-master.port.grpc={}", p[1]),
-                format!("-volume.port={}", p[2]),
-                format!("-volume.port.grpc={}", p[3]),
-                "-filer".into(),
-                format!("-filer.port={}", p[4]),
-                format!("-filer.port.grpc={}", p[5]),
-                "-s3".into(),
-                format!("-s3.port={}", p[6]),
-                format!("-s3.port.grpc={}", p[7]),
-                "-s3.port.iceberg=0".into(),
-                "-s3.port.lance=0".into(),
-                "-s3.autoCreateBucket=false".into(),
-                format!("-s3.config={}", self.dir.join("s3.json").display()),
-                "-master.volumeSizeLimitMB=32".into(),
-                "-volume.max=64".into(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start weed");
-        self.child = Some(child);
-        // Up once the filer creates the bucket folder (idempotent) and the gateway answers.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if self.create_bucket(BUCKET) && self.s3_answers() {
-                self.warm_up(deadline);
-                return true;
-            }
-            if let Some(c) = self.child.as_mut() {
-                if c.try_wait().ok().flatten().is_some() {
-                    self.child = None;
-                    return false;
-                }
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                panic!(
-                    "SeaweedFS did not come up (ports {:?}); log tail:\n{}",
-                    self.ports,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Writes, reads and deletes one object until that works, so that the tests do not pay for
-    /// the server's first write (it grows its volumes then, which takes seconds on a loaded
-    /// machine) inside their own, shorter, request time-outs. On a plain thread: the output
-    /// blocks on its own runtime, which a tokio test's thread must not do.
-    fn warm_up(&self, deadline: Instant) {
-        let opts = S3Options {
-            timeout: Duration::from_secs(30),
-            ..self.options()
-        };
-        let last = std::thread::spawn(move || {
-            let out = S3Output::new(opts).map_err(|e| e.to_string())?;
-            let mut last = String::new();
-            while Instant::now() < deadline + Duration::from_secs(60) {
-                match out.probe() {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = e.to_string(),
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(last)
-        })
-        .join()
-        .unwrap();
-        if let Err(e) = last {
-            panic!("SeaweedFS takes no write (ports {:?}): {e}", self.ports);
-        }
-    }
-
-    /// A bucket is a folder under the filer's `/buckets`.
-    fn create_bucket(&self, name: &str) -> bool {
-        http_status(self.ports[4], "POST", &format!("/buckets/{name}/?op=mkdir"))
-            .is_some_and(|s| (200..300).contains(&s) || s == 409)
-    }
-
-    fn s3_answers(&self) -> bool {
-        http_status(self.ports[6], "GET", "/").is_some()
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        self.0.endpoint()
     }
 
     fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
+        self.0.signal(sig)
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid (SIGCONT first, in case it is stopped).
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGCONT);
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.0.kill()
     }
 
     /// Kills the server and starts it again on the same data and ports.
     fn restart(&mut self) {
-        self.kill();
-        assert!(
-            self.spawn(),
-            "SeaweedFS did not restart on ports {:?}",
-            self.ports
-        );
+        self.0.restart().unwrap()
     }
 
     fn options(&self) -> S3Options {
-        S3Options {
-            endpoint: self.endpoint(),
-            bucket: BUCKET.into(),
-            region: "us-east-1".into(),
-            prefix: PREFIX.into(),
-            access_key_id: ACCESS_KEY.into(),
-            secret_access_key: Secret::new(SECRET_KEY),
-            virtual_host_style: false,
-            timeout: Duration::from_secs(20),
-            concurrency: 8,
-            storage_class: None,
-            create_only: true,
-            ca_file: None,
-        }
+        options_for(&self.endpoint())
     }
 
     fn operator(&self) -> opendal::Operator {
@@ -294,20 +119,21 @@ impl Weed {
     }
 }
 
-/// A bare HTTP/1.0 request on loopback; the status code, if anything answered.
-fn http_status(port: u16, method: &str, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let head = String::from_utf8_lossy(&buf);
-    head.split_whitespace().nth(1)?.parse().ok()
+fn options_for(endpoint: &str) -> S3Options {
+    S3Options {
+        endpoint: endpoint.to_owned(),
+        bucket: BUCKET.into(),
+        region: "us-east-1".into(),
+        prefix: PREFIX.into(),
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: Secret::new(SECRET_KEY),
+        virtual_host_style: false,
+        timeout: Duration::from_secs(20),
+        concurrency: 8,
+        storage_class: None,
+        create_only: true,
+        ca_file: None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

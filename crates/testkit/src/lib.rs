@@ -11,6 +11,8 @@
 //! - [`golden`]: the golden test vectors in `tests/vectors/`, derived from the protocol crate's
 //!   encoder and checked by the C and the Rust tests alike.
 //! - [`config`]: [`ConfigBuilder`](config::ConfigBuilder), a daemon configuration file for tests.
+//! - [`seaweed`]: a real S3-compatible server (SeaweedFS) on loopback, for the object-store tests
+//!   and the bench's s3 mode.
 //! - [`camera`]: `simulate-camera`, a device that signs in to an MQTT broker and uploads pictures
 //!   the way the firmware does.
 
@@ -20,3 +22,4 @@ pub mod fake;
 pub mod golden;
 pub mod pki;
 pub mod sample;
+pub mod seaweed;

@@ -51,6 +51,27 @@ impl Mode {
     }
 }
 
+/// Where the receiver under test writes its pictures.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// `[output] backend = "fs"`: a local folder.
+    #[default]
+    Fs,
+    /// `[output] backend = "s3"`: a SeaweedFS S3 gateway on loopback that the bench starts
+    /// (`--weed`).
+    S3,
+}
+
+impl OutputKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Fs => "fs",
+            OutputKind::S3 => "s3",
+        }
+    }
+}
+
 /// Which parts to run.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -76,6 +97,14 @@ pub struct BenchArgs {
     /// Storage modes.
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["memory", "durable"])]
     pub modes: Vec<Mode>,
+    /// Outputs to measure each throughput and latency scenario with (`s3`: against a SeaweedFS
+    /// started on loopback for the bench).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["fs"])]
+    pub outputs: Vec<OutputKind>,
+    /// SeaweedFS's `weed` binary for `--outputs s3` (default: `$RECEIVER_WEED`, else what
+    /// `scripts/s3-test-server.sh` installs).
+    #[arg(long)]
+    pub weed: Option<PathBuf>,
     /// AMQP connection counts to measure.
     #[arg(long, value_delimiter = ',', default_values = ["1", "4"])]
     pub connections: Vec<u32>,
@@ -205,6 +234,8 @@ pub struct RunFigures {
     pub load_before: f64,
     /// Context switches of the receiver's threads over the window.
     pub ctx_switches: u64,
+    /// CPU of the object store's server process over the window, seconds (s3 output only).
+    pub store_cpu_seconds: Option<f64>,
 }
 
 impl RunFigures {
@@ -224,6 +255,11 @@ impl RunFigures {
     pub fn driver_us_per_msg(&self) -> f64 {
         self.driver_cpu_seconds * 1e6 / self.messages.max(1) as f64
     }
+    /// Object store server CPU microseconds per message (s3 output only).
+    pub fn store_us_per_msg(&self) -> Option<f64> {
+        self.store_cpu_seconds
+            .map(|c| c * 1e6 / self.messages.max(1) as f64)
+    }
 }
 
 /// A scenario and its runs.
@@ -233,6 +269,8 @@ pub struct ScenarioResult {
     pub name: String,
     /// Storage mode.
     pub mode: Mode,
+    /// Output backend.
+    pub output: OutputKind,
     /// Connections.
     pub connections: u32,
     /// Devices uploading at once.
@@ -321,8 +359,10 @@ pub struct ReceiverToml<'a> {
     pub connections: u32,
     /// Credit override.
     pub credit: Option<u32>,
-    /// Image folder.
+    /// Image folder (fs output).
     pub output: &'a Path,
+    /// The bucket instead of the folder (s3 output).
+    pub s3: Option<S3Toml<'a>>,
     /// State folder.
     pub state: &'a Path,
     /// Spool on.
@@ -331,6 +371,21 @@ pub struct ReceiverToml<'a> {
     pub batch_delay: Option<&'a str>,
     /// `[assembly] memory_limit` override.
     pub memory_limit: Option<&'a str>,
+}
+
+/// `[output]` of the s3 backend in [`receiver_toml`].
+#[derive(Debug, Clone, Copy)]
+pub struct S3Toml<'a> {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: &'a str,
+    /// Bucket.
+    pub bucket: &'a str,
+    /// Key prefix (one per run, so runs do not see each other's objects).
+    pub prefix: &'a str,
+    /// Access key id.
+    pub access_key_id: &'a str,
+    /// File holding the secret access key.
+    pub secret_access_key_file: &'a Path,
 }
 
 /// The configuration file of the receiver under test: defaults everywhere except the endpoint,
@@ -351,7 +406,23 @@ pub fn receiver_toml(t: &ReceiverToml<'_>) -> String {
     if let Some(c) = t.credit {
         let _ = writeln!(s, "credit = {c}");
     }
-    let _ = writeln!(s, "[output]\ndir = {}", q(t.output));
+    match &t.s3 {
+        None => {
+            let _ = writeln!(s, "[output]\ndir = {}", q(t.output));
+        }
+        Some(o) => {
+            let _ = writeln!(s, "[output]\nbackend = \"s3\"");
+            let _ = writeln!(s, "endpoint = {:?}", o.endpoint);
+            let _ = writeln!(s, "bucket = {:?}", o.bucket);
+            let _ = writeln!(s, "prefix = {:?}", o.prefix);
+            let _ = writeln!(s, "access_key_id = {:?}", o.access_key_id);
+            let _ = writeln!(
+                s,
+                "secret_access_key_file = {}",
+                q(o.secret_access_key_file)
+            );
+        }
+    }
     let _ = writeln!(s, "[state]\ndir = {}", q(t.state));
     if let Some(m) = t.memory_limit {
         let _ = writeln!(s, "[assembly]\nmemory_limit = {m:?}");
@@ -525,6 +596,19 @@ async fn run_parts(
     out: &mut dyn Write,
 ) -> Result<Parts, BenchError> {
     let timeout = Duration::from_secs(args.run_timeout);
+    let wants_store = args.outputs.contains(&OutputKind::S3)
+        && (args.parts.contains(&Part::Throughput) || args.parts.contains(&Part::Latency));
+    let store = if wants_store {
+        let s = BenchStore::start(args.weed.clone(), work.join("seaweedfs")).await?;
+        let _ = writeln!(
+            out,
+            "object store: SeaweedFS at {} (bucket {BENCH_BUCKET})",
+            s.endpoint
+        );
+        Some(s)
+    } else {
+        None
+    };
     let mut scenarios = Vec::new();
     let mut run_no = 0u32;
     if args.parts.contains(&Part::Throughput) {
@@ -540,12 +624,17 @@ async fn run_parts(
                 stream.image_bytes as f64 / 1e6,
                 t.elapsed().as_secs_f64()
             );
-            for &mode in &args.modes {
+            for (mode, output) in combinations(args) {
                 for &connections in &args.connections {
-                    let name = format!("{}/{connections}c/{devices}d", mode.as_str());
+                    let name = format!(
+                        "{}/{connections}c/{devices}d{}",
+                        mode.as_str(),
+                        suffix(output)
+                    );
                     let mut result = ScenarioResult {
                         name: name.clone(),
                         mode,
+                        output,
                         connections,
                         devices,
                         rate: None,
@@ -558,6 +647,7 @@ async fn run_parts(
                             bin,
                             dir: &dir,
                             mode,
+                            store: store_for(output, store.as_ref()),
                             connections,
                             credit: args.credit,
                             rate: None,
@@ -585,16 +675,18 @@ async fn run_parts(
             args.latency_rate,
             stream.images
         );
-        for &mode in &args.modes {
+        for (mode, output) in combinations(args) {
             let name = format!(
-                "{}/1c/{}d@{}/s",
+                "{}/1c/{}d@{}/s{}",
                 mode.as_str(),
                 args.latency_devices,
-                args.latency_rate
+                args.latency_rate,
+                suffix(output)
             );
             let mut result = ScenarioResult {
                 name: name.clone(),
                 mode,
+                output,
                 connections: 1,
                 devices: args.latency_devices,
                 rate: Some(args.latency_rate),
@@ -607,6 +699,7 @@ async fn run_parts(
                     bin,
                     dir: &dir,
                     mode,
+                    store: store_for(output, store.as_ref()),
                     connections: 1,
                     credit: args.credit,
                     rate: Some(args.latency_rate),
@@ -628,6 +721,107 @@ async fn run_parts(
     Ok((scenarios, baseline))
 }
 
+/// Bucket, identity and secret of the bench's object store (a throw-away server on loopback).
+const BENCH_BUCKET: &str = "bench";
+const BENCH_ACCESS_KEY: &str = "receiver-bench";
+const BENCH_SECRET_KEY: &str = "receiver-bench-secret-0123456789";
+
+/// The object store of `--outputs s3`: one SeaweedFS on loopback for the whole bench, its data
+/// in the work folder; each run writes under its own prefix.
+struct BenchStore {
+    weed: receiver_testkit::seaweed::SeaweedFs,
+    endpoint: String,
+    secret_file: PathBuf,
+}
+
+impl BenchStore {
+    async fn start(weed: Option<PathBuf>, dir: PathBuf) -> Result<BenchStore, BenchError> {
+        use receiver_testkit::seaweed::{weed_binary, SeaweedFs, WarmUp};
+        let started = tokio::task::spawn_blocking(move || {
+            let bin = match weed {
+                Some(b) => b,
+                None => weed_binary().map_err(|e| e.to_string())?,
+            };
+            // The output blocks on its own runtime: probe from a plain thread.
+            let warm_up: WarmUp = Box::new(|endpoint: &str| {
+                let opts = bench_s3_options(endpoint);
+                std::thread::spawn(move || {
+                    let out = crate::s3::S3Output::new(opts).map_err(|e| e.to_string())?;
+                    out.probe().map(|_| ()).map_err(|e| e.to_string())
+                })
+                .join()
+                .map_err(|_| "the warm-up thread panicked".to_string())?
+            });
+            SeaweedFs::start(
+                &bin,
+                &dir,
+                BENCH_ACCESS_KEY,
+                BENCH_SECRET_KEY,
+                BENCH_BUCKET,
+                warm_up,
+            )
+            .map(|w| (w, dir))
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| BenchError::Run(format!("the object store's start failed: {e}")))?;
+        let (weed, dir) =
+            started.map_err(|e| BenchError::Run(format!("cannot start the object store: {e}")))?;
+        let secret_file = dir.join("secret_access_key");
+        std::fs::write(&secret_file, BENCH_SECRET_KEY).map_err(io_err("write", &secret_file))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod", &secret_file))?;
+        }
+        let endpoint = weed.endpoint();
+        Ok(BenchStore {
+            weed,
+            endpoint,
+            secret_file,
+        })
+    }
+}
+
+fn bench_s3_options(endpoint: &str) -> crate::s3::S3Options {
+    crate::s3::S3Options {
+        endpoint: endpoint.to_owned(),
+        bucket: BENCH_BUCKET.into(),
+        region: "us-east-1".into(),
+        prefix: "warm-up".into(),
+        access_key_id: BENCH_ACCESS_KEY.into(),
+        secret_access_key: crate::config::Secret::new(BENCH_SECRET_KEY),
+        virtual_host_style: false,
+        timeout: Duration::from_secs(30),
+        concurrency: 1,
+        storage_class: None,
+        create_only: true,
+        ca_file: None,
+    }
+}
+
+/// Every (mode, output) pair asked for, modes first.
+fn combinations(args: &BenchArgs) -> Vec<(Mode, OutputKind)> {
+    let mut v = Vec::new();
+    for &m in &args.modes {
+        for &o in &args.outputs {
+            v.push((m, o));
+        }
+    }
+    v
+}
+
+fn suffix(o: OutputKind) -> String {
+    match o {
+        OutputKind::Fs => String::new(),
+        other => format!("/{}", other.as_str()),
+    }
+}
+
+fn store_for(o: OutputKind, store: Option<&BenchStore>) -> Option<&BenchStore> {
+    (o == OutputKind::S3).then_some(store).flatten()
+}
+
 fn line(f: &RunFigures) -> String {
     let lat = match (f.latency_p50_ms, f.latency_p99_ms) {
         (Some(a), Some(b)) => format!("p50 {a:.1} ms p99 {b:.1} ms"),
@@ -643,8 +837,11 @@ fn line(f: &RunFigures) -> String {
             .collect();
         format!(" ({})", r.join(" "))
     };
+    let store = f
+        .store_us_per_msg()
+        .map_or(String::new(), |s| format!(" store {s:.2}"));
     format!(
-        "{:>7.0} msg/s {:>5.1} MB/s  {lat}  RSS {:>5.1} MB  CPU {:>5.2} us/msg (fake {:.2})  cs/msg {:.2}  images {}/{} quarantined {}{reasons}  load {:.2}",
+        "{:>7.0} msg/s {:>5.1} MB/s  {lat}  RSS {:>5.1} MB  CPU {:>5.2} us/msg (fake {:.2}{store})  cs/msg {:.2}  images {}/{} quarantined {}{reasons}  load {:.2}",
         f.msgs_per_s(),
         f.mb_per_s(),
         f.peak_rss as f64 / 1048576.0,
@@ -662,6 +859,7 @@ struct RunSpec<'a> {
     bin: &'a Path,
     dir: &'a Path,
     mode: Mode,
+    store: Option<&'a BenchStore>,
     connections: u32,
     credit: Option<u32>,
     rate: Option<u32>,
@@ -745,6 +943,11 @@ async fn run_one(spec: &RunSpec<'_>, stream: &Stream) -> Result<RunFigures, Benc
     let fake_thread = FakeThread::start().await?;
     let fake = &*fake_thread.fake;
     let aliyun = fake.client_config(spec.dir, "receiver-bench")?;
+    // One key prefix per run: runs never see each other's objects.
+    let prefix = spec
+        .dir
+        .file_name()
+        .map_or_else(|| "run".to_string(), |n| n.to_string_lossy().into_owned());
     let ca = aliyun
         .ca_file
         .clone()
@@ -760,6 +963,13 @@ async fn run_one(spec: &RunSpec<'_>, stream: &Stream) -> Result<RunFigures, Benc
         connections: spec.connections,
         credit: spec.credit,
         output: &spec.dir.join("images"),
+        s3: spec.store.map(|st| S3Toml {
+            endpoint: &st.endpoint,
+            bucket: BENCH_BUCKET,
+            prefix: &prefix,
+            access_key_id: BENCH_ACCESS_KEY,
+            secret_access_key_file: &st.secret_file,
+        }),
         state: &spec.dir.join("state"),
         durable: spec.mode == Mode::Durable,
         batch_delay: spec.batch_delay,
@@ -792,6 +1002,8 @@ async fn drive(
         .sample()
         .ok_or_else(|| BenchError::Run("the receiver is gone".into()))?;
     let driver0 = child::self_cpu_seconds();
+    let store_pid = spec.store.and_then(|s| s.weed.pid());
+    let store0 = store_pid.and_then(child::proc_sample);
     let t0 = Instant::now();
     let deadline = t0 + spec.timeout;
     let mut peak_assembly = 0u64;
@@ -841,6 +1053,10 @@ async fn drive(
         .sample()
         .ok_or_else(|| BenchError::Run("the receiver is gone".into()))?;
     let driver1 = child::self_cpu_seconds();
+    let store_cpu_seconds = match (store0, store_pid.and_then(child::proc_sample)) {
+        (Some(a), Some(b)) => Some(b.cpu_seconds - a.cpu_seconds),
+        _ => None,
+    };
     let scraped = Scraped::parse(&proc.scrape().await?);
     let c = fake.counters();
     Ok(RunFigures {
@@ -861,6 +1077,7 @@ async fn drive(
         driver_cpu_seconds: driver1 - driver0,
         load_before,
         ctx_switches: after.ctx_switches.saturating_sub(before.ctx_switches),
+        store_cpu_seconds,
     })
 }
 
@@ -1008,6 +1225,53 @@ pub fn render(r: &BenchReport) -> String {
             sc.median(RunFigures::driver_us_per_msg),
             images,
         );
+    }
+    let pairs: Vec<(&ScenarioResult, &ScenarioResult)> = r
+        .scenarios
+        .iter()
+        .filter(|sc| sc.output == OutputKind::S3)
+        .filter_map(|s3| {
+            r.scenarios
+                .iter()
+                .find(|fs| {
+                    fs.output == OutputKind::Fs
+                        && (fs.mode, fs.connections, fs.devices, fs.rate)
+                            == (s3.mode, s3.connections, s3.devices, s3.rate)
+                })
+                .map(|fs| (s3, fs))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n== Object store (s3, SeaweedFS on loopback) beside the folder (fs), same stream, medians"
+        );
+        for (s3, fs) in pairs {
+            let (m3, mf) = (
+                s3.median(RunFigures::msgs_per_s),
+                fs.median(RunFigures::msgs_per_s),
+            );
+            let (c3, cf) = (
+                s3.median(RunFigures::cpu_us_per_msg),
+                fs.median(RunFigures::cpu_us_per_msg),
+            );
+            let p99 = |sc: &ScenarioResult| {
+                sc.median_opt(|f| f.latency_p99_ms)
+                    .map_or("-".to_string(), |v| format!("{v:.1}"))
+            };
+            let store = s3
+                .median_opt(RunFigures::store_us_per_msg)
+                .map_or("-".to_string(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                s,
+                "{:<24} s3/fs msg/s {:>5.1} % ({m3:.0} vs {mf:.0}), receiver CPU {c3:.2} vs {cf:.2} us/msg ({:.2}x), p99 {} vs {} ms, store server {store} us/msg",
+                s3.name,
+                100.0 * m3 / mf,
+                c3 / cf,
+                p99(s3),
+                p99(fs),
+            );
+        }
     }
     if let Some(b) = &r.baseline {
         let _ = writeln!(s, "\n== Baseline: the seed's Node.js receiver vs this receiver, same third-party (rhea) server, same stream");

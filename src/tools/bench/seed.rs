@@ -251,6 +251,7 @@ pub async fn run_once(
             connections: 1,
             credit,
             output: &img_dir,
+            s3: None,
             state: &work.join("state"),
             durable,
             batch_delay: None,
