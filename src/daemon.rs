@@ -89,6 +89,8 @@ pub fn engine_options(config: &Config) -> EngineOptions {
             .output_s3
             .as_ref()
             .map_or(engine::PARALLEL_WRITES, |s| s.concurrency),
+        // An object store's writes wait on the network: not in the batch loop.
+        write_behind: config.output_s3.is_some(),
         ..EngineOptions::default()
     }
 }

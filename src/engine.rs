@@ -15,6 +15,11 @@
 //! While paused (an I/O error, or the spool over its cap) the AMQP side grants no credit and the
 //! engine releases anything that still arrives; it retries with backoff and resumes by itself.
 //!
+//! With [`EngineOptions::write_behind`] (the object store, whose writes wait on the network)
+//! step 4 hands each finished picture to a pool of writer threads and the engine goes on with the
+//! next batch; the deliveries that finished a picture are settled when its write is confirmed
+//! (accepted) or has failed (released; the picture is pending as above). See `behind.rs`.
+//!
 //! The thread loop ([`run`]) is the only part that waits; [`Engine::process`] and
 //! [`Engine::tick`] take the time as a parameter so tests drive them directly.
 
@@ -30,18 +35,20 @@ use crate::sink::{DynSink, Sink, SinkError, Written};
 use crate::spool::{Record, Spool, SpoolOptions};
 use crate::wire::{self, Format, ImgValue};
 use receiver_protocol::time::{now_ms, Backoff, Jitter};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+mod behind;
 
 /// Crash injection for the crash-recovery tests (only with the `failpoints` feature, which the
 /// tests enable; the production build has none): with `RECEIVER_FAILPOINT=<name>:<n>` in the
 /// environment the process kills itself with SIGKILL the `n`-th time it passes `<name>`
 /// (`after_commit`: chunks fsynced but not settled; `after_write`: an image renamed into place but
 /// its last chunk not settled; `before_settle`: a batch fully done but not settled;
-/// `before_upload`: an object store's key checked free, its PUT not sent; `mid_upload`: the PUT
+/// `before_upload`: an object store PUT about to be sent; `mid_upload`: the PUT
 /// started and waiting, not answered). Unset, it
 /// costs one relaxed load.
 #[cfg(feature = "failpoints")]
@@ -102,6 +109,9 @@ pub struct EngineOptions {
     /// Most images written at once ([`PARALLEL_WRITES`] for the folder; `[output] concurrency`
     /// for an object store, where each write waits on the network).
     pub parallel_writes: usize,
+    /// Write pictures behind the batch loop (on `parallel_writes` threads) instead of waiting
+    /// for them in it: for an output whose writes wait on the network.
+    pub write_behind: bool,
 }
 
 impl Default for EngineOptions {
@@ -117,6 +127,7 @@ impl Default for EngineOptions {
             max_in_flight: usize::MAX,
             spill_dir: None,
             parallel_writes: PARALLEL_WRITES,
+            write_behind: false,
         }
     }
 }
@@ -133,6 +144,9 @@ pub enum EngineError {
     /// The spill folder cannot be used.
     #[error("{0}")]
     Spill(#[from] crate::spill::SpillError),
+    /// The writer threads could not be started.
+    #[error("cannot start the writer threads: {0}")]
+    Writers(std::io::Error),
 }
 
 /// What start-up recovered from the spool.
@@ -165,6 +179,15 @@ pub const PARALLEL_WRITES: usize = 16;
 
 /// An image write's result and when it completed (µs since the epoch).
 type WriteDone = (Result<Written, SinkError>, u64);
+
+/// A picture handed to the writer threads, and the deliveries that wait for its write.
+struct InFlight {
+    img: Arc<Finished>,
+    /// Deliveries of the batch that finished the picture: settled when its write is done.
+    held: Vec<(Settler, u64)>,
+    /// The latest receipt time (ms) among them, for the image-latency histogram.
+    last_received_ms: Option<u64>,
+}
 
 struct Staged {
     settler: Settler,
@@ -201,6 +224,13 @@ pub struct Engine {
     /// When the engine restarted from a spool that held pictures (a loss of everything the
     /// previous process had in flight), until the first link is up.
     startup_loss: Option<u64>,
+    /// The writer threads ([`EngineOptions::write_behind`]).
+    writers: Option<behind::Writers>,
+    /// Writes handed to them, by id.
+    in_flight: HashMap<u64, InFlight>,
+    /// Results received while a batch was being worked through, applied at its end.
+    completed: Vec<behind::Completion>,
+    next_write: u64,
 }
 
 impl Engine {
@@ -240,6 +270,10 @@ impl Engine {
             connections: None,
             seen_loss: 0,
             startup_loss: None,
+            writers: None,
+            in_flight: HashMap::new(),
+            completed: Vec::new(),
+            next_write: 0,
         };
         if let Some(spool_opts) = spool {
             let (spool, recovery) = Spool::open(spool_opts)?;
@@ -291,6 +325,12 @@ impl Engine {
             }
             report.open = engine.assembler.open_count();
             engine.update_gauges(now_ms);
+        }
+        if engine.opts.write_behind {
+            engine.writers = Some(
+                behind::Writers::start(&engine.sink, engine.opts.parallel_writes)
+                    .map_err(EngineError::Writers)?,
+            );
         }
         Ok((engine, report))
     }
@@ -363,6 +403,7 @@ impl Engine {
             return;
         }
         self.note_losses(now_ms);
+        self.collect_writes(now_ms);
         if self.degraded.is_some() {
             for inbound in batch {
                 self.settle(
@@ -474,24 +515,34 @@ impl Engine {
         received.sort_unstable();
         let mut written = 0;
         let list = std::mem::take(&mut actions);
-        let failed = self.execute(list, now_ms, &mut written, &received);
+        let (failed, held) = if self.writers.is_some() {
+            self.execute_behind(list, now_ms, &received)
+        } else {
+            (
+                self.execute(list, now_ms, &mut written, &received),
+                HashMap::new(),
+            )
+        };
         self.actions = actions;
-        // 5. Settle.
+        // 5. Settle (what waits for a write behind: when it is done).
         failpoint("before_settle");
         for s in staged {
-            let outcome = if failed.contains(&s.tag) {
-                Outcome::Release
+            if failed.contains(&s.tag) {
+                self.settle(s.settler, s.received_ms, Outcome::Release, now_ms);
+            } else if let Some(f) = held.get(&s.tag).and_then(|id| self.in_flight.get_mut(id)) {
+                f.held.push((s.settler, s.received_ms));
             } else {
-                Outcome::Accept
-            };
-            self.settle(s.settler, s.received_ms, outcome, now_ms);
+                self.settle(s.settler, s.received_ms, Outcome::Accept, now_ms);
+            }
         }
+        self.apply_completed(now_ms);
         self.update_gauges(now_ms);
     }
 
     /// Expires idle pictures and retries pending writes after an I/O error.
     pub fn tick(&mut self, now_ms: u64) {
         self.note_losses(now_ms);
+        self.collect_writes(now_ms);
         if let Some(d) = &self.degraded {
             if now_ms >= d.next_retry_ms {
                 self.retry(now_ms);
@@ -682,6 +733,141 @@ impl Engine {
             done[i] = Some((r, at_us));
         }
         done
+    }
+
+    /// Step 4 with write-behind: pictures go to the writer threads (waiting only while all of
+    /// them are busy); a quarantine or retraction first lets every write in flight land (it may
+    /// concern one of those pictures), then runs here. Returns the tags to release and, for the
+    /// tags that finished a picture now being written, that write's id.
+    fn execute_behind(
+        &mut self,
+        actions: Vec<Action>,
+        now_ms: u64,
+        received: &[(Tag, u64)],
+    ) -> (HashSet<Tag>, HashMap<Tag, u64>) {
+        let mut failed = HashSet::new();
+        let mut held = HashMap::new();
+        for action in actions {
+            if self.degraded.is_some() {
+                failed.extend(action_tags(&action).iter().copied());
+                self.pending.push(action);
+                continue;
+            }
+            let img = match action {
+                Action::Write(img) => img,
+                other => {
+                    self.wait_writes(true);
+                    match self.perform(&other, now_ms) {
+                        Ok(_) => self.finish(other, now_ms),
+                        Err(()) => {
+                            failed.extend(action_tags(&other).iter().copied());
+                            self.pending.push(other);
+                            self.degrade(now_ms, false);
+                        }
+                    }
+                    continue;
+                }
+            };
+            self.wait_writes(false);
+            self.next_write += 1;
+            let id = self.next_write;
+            let ours: Vec<(Tag, u64)> = img
+                .tags
+                .iter()
+                .filter_map(|t| received.binary_search_by_key(t, |r| r.0).ok())
+                .map(|i| received[i])
+                .collect();
+            let img = Arc::new(img);
+            let submitted = self
+                .writers
+                .as_mut()
+                .is_some_and(|w| w.submit(id, img.clone()));
+            if !submitted {
+                // No writer threads (cannot happen while the engine runs): write it here.
+                let r = self.sink.write_image(&img);
+                self.completed.push((id, r, crate::metrics::wall_us()));
+            }
+            held.extend(ours.iter().map(|&(t, _)| (t, id)));
+            self.in_flight.insert(
+                id,
+                InFlight {
+                    img,
+                    held: Vec::new(),
+                    last_received_ms: ours.iter().map(|&(_, ms)| ms).max(),
+                },
+            );
+        }
+        (failed, held)
+    }
+
+    /// Receives results (into [`Engine::completed`]) until a writer is free, or with `all`
+    /// until nothing is in flight.
+    fn wait_writes(&mut self, all: bool) {
+        let Some(w) = self.writers.as_mut() else {
+            return;
+        };
+        while w.in_flight() > 0 && (all || w.is_full()) {
+            match w.recv_blocking() {
+                Some(c) => self.completed.push(c),
+                None => return,
+            }
+        }
+    }
+
+    /// Applies every result already received back.
+    fn collect_writes(&mut self, now_ms: u64) {
+        if let Some(w) = self.writers.as_mut() {
+            while let Some(c) = w.try_recv() {
+                self.completed.push(c);
+            }
+        }
+        self.apply_completed(now_ms);
+    }
+
+    /// Applies one result from the writer threads ([`run`] waits for them beside deliveries).
+    fn complete_write(&mut self, c: behind::Completion, now_ms: u64) {
+        self.completed.push(c);
+        self.apply_completed(now_ms);
+        self.update_gauges(now_ms);
+    }
+
+    /// A finished write: like the synchronous path's, then its held deliveries are settled.
+    fn apply_completed(&mut self, now_ms: u64) {
+        for (id, result, at_us) in std::mem::take(&mut self.completed) {
+            let Some(f) = self.in_flight.remove(&id) else {
+                continue;
+            };
+            let img = Arc::unwrap_or_clone(f.img);
+            match self.apply_write(&img, result, now_ms) {
+                Ok(new_file) => {
+                    if new_file {
+                        if let Some(ms) = f.last_received_ms {
+                            let us = at_us.saturating_sub(ms.saturating_mul(1000));
+                            events::ImageDurable { latency_us: us }.emit(&self.metrics);
+                        }
+                        failpoint("after_write");
+                    }
+                    self.finish(Action::Write(img), now_ms);
+                    for (settler, received_ms) in f.held {
+                        self.settle(settler, received_ms, Outcome::Accept, now_ms);
+                    }
+                }
+                Err(()) => {
+                    for (settler, received_ms) in f.held {
+                        self.settle(settler, received_ms, Outcome::Release, now_ms);
+                    }
+                    self.pending.push(Action::Write(img));
+                    self.degrade(now_ms, false);
+                }
+            }
+        }
+    }
+
+    /// Lets every write in flight land and applies the results (at shutdown).
+    fn drain_writes(&mut self, now_ms: u64) {
+        self.wait_writes(true);
+        self.apply_completed(now_ms);
+        self.update_gauges(now_ms);
     }
 
     /// Records receipt-of-the-last-chunk to durable for a freshly written image. Receipt times
@@ -1010,15 +1196,40 @@ pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::S
     let batch_delay = engine.opts.batch_delay;
     loop {
         let wake = engine.next_wakeup();
+        let writers = engine.writers.as_mut();
         let first = rt.block_on(async {
-            match wake {
-                Some(at) => {
-                    let wait = Duration::from_millis(at.saturating_sub(now_ms()));
-                    tokio::time::timeout(wait, rx.recv()).await.ok()
+            let delivery = async {
+                match wake {
+                    Some(at) => {
+                        let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                        tokio::time::timeout(wait, rx.recv()).await.ok()
+                    }
+                    None => Some(rx.recv().await),
                 }
-                None => Some(rx.recv().await),
+            };
+            let written = async {
+                match writers {
+                    Some(w) => w.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                d = delivery => Ok(d),
+                Some(c) = written => Err(c),
             }
         });
+        let first = match first {
+            Err(c) => {
+                let now = now_ms();
+                engine.metrics.engine_busy(now);
+                engine.complete_write(c, now);
+                engine.metrics.engine_idle();
+                let is_paused = engine.is_paused();
+                paused.send_if_modified(|p| std::mem::replace(p, is_paused) != is_paused);
+                continue;
+            }
+            Ok(first) => first,
+        };
         let first = match first {
             None => {
                 engine.metrics.engine_busy(now_ms());
@@ -1060,6 +1271,9 @@ pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::S
         let is_paused = engine.is_paused();
         paused.send_if_modified(|p| std::mem::replace(p, is_paused) != is_paused);
     }
+    // Writes behind the loop land (or fail) before the engine stops; their deliveries are
+    // settled accordingly.
+    engine.drain_writes(now_ms());
     engine.shutdown();
 }
 
@@ -1081,10 +1295,13 @@ mod tests {
 
     impl Harness {
         fn new(dir: &Path) -> Harness {
+            Harness::with(dir, EngineOptions::default())
+        }
+
+        fn with(dir: &Path, opts: EngineOptions) -> Harness {
             let metrics = Arc::new(Metrics::default());
             let sink = Sink::new(dir.join("out"), dir.join("state")).unwrap();
-            let (engine, _) =
-                Engine::open(EngineOptions::default(), None, sink, metrics.clone(), 1_000).unwrap();
+            let (engine, _) = Engine::open(opts, None, sink, metrics.clone(), 1_000).unwrap();
             let (tx, rx) = mpsc::unbounded_channel();
             Harness {
                 engine,
@@ -1265,6 +1482,110 @@ mod tests {
         h.engine.process(vec![again], wake + 1);
         assert!(h.outcomes().iter().all(|(_, o)| *o == Outcome::Accept));
         assert_eq!(h.metrics.images_v2.load(Relaxed), 1);
+    }
+
+    fn behind() -> EngineOptions {
+        EngineOptions {
+            write_behind: true,
+            parallel_writes: 2,
+            ..EngineOptions::default()
+        }
+    }
+
+    /// Write-behind: the batch is settled at once except the delivery that finished the
+    /// picture, which waits for its write; then it is accepted.
+    #[test]
+    fn write_behind_holds_the_finishing_delivery_until_the_picture_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Harness::with(dir.path(), behind());
+        let img = jpeg();
+        let values = wire::encode_v2(&img, 5, 99).unwrap();
+        let (last, first) = values.split_last().unwrap();
+        let batch: Vec<_> = first
+            .iter()
+            .enumerate()
+            .map(|(i, v)| h.inbound("cam-05", v, &format!("w{i}")))
+            .collect();
+        let n = batch.len();
+        h.engine.process(batch, 2_000);
+        assert_eq!(h.outcomes().len(), n);
+        let end = h.inbound("cam-05", last, "wlast");
+        let end_tag = end.settler.tag;
+        let extra = h.inbound("cam-06", &wire::encode_v2(&jpeg(), 6, 99).unwrap()[0], "x0");
+        let extra_tag = extra.settler.tag;
+        h.engine.process(vec![end, extra], 2_100);
+        // The other picture's chunk is accepted at once; the finishing one waits.
+        assert_eq!(h.outcomes(), vec![(extra_tag, Outcome::Accept)]);
+        h.engine.drain_writes(2_200);
+        assert_eq!(h.outcomes(), vec![(end_tag, Outcome::Accept)]);
+        assert_eq!(h.metrics.images_v2.load(Relaxed), 1);
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("out/a1PK/cam-05"))
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert_eq!(files, vec![img]);
+    }
+
+    /// Write-behind, failed write: the finishing delivery is released, intake pauses, the retry
+    /// writes the picture and resumes intake; pictures complete in one batch are all written.
+    #[test]
+    fn write_behind_failed_write_releases_pauses_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Harness::with(dir.path(), behind());
+        std::fs::create_dir_all(dir.path().join("out/a1PK")).unwrap();
+        let blocker = dir.path().join("out/a1PK/cam-07");
+        std::fs::write(&blocker, b"x").unwrap();
+        let img = jpeg();
+        let values = wire::encode_v2(&img, 6, 300).unwrap();
+        let batch: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| h.inbound("cam-07", v, &format!("f{i}")))
+            .collect();
+        let n = batch.len() as u64;
+        h.engine.process(batch, 2_000);
+        h.engine.drain_writes(2_050);
+        let outcomes = h.outcomes();
+        assert_eq!(outcomes.len() as u64, n);
+        let released: Vec<_> = outcomes
+            .iter()
+            .filter(|(_, o)| *o == Outcome::Release)
+            .collect();
+        assert!(!released.is_empty(), "{outcomes:?}");
+        assert!(h.engine.is_paused());
+        std::fs::remove_file(&blocker).unwrap();
+        let wake = h.engine.next_wakeup().unwrap();
+        h.engine.tick(wake);
+        assert!(!h.engine.is_paused());
+        assert_eq!(h.metrics.images_v2.load(Relaxed), 1);
+        // Many pictures finished in one batch: more than the writer threads, all written once.
+        let mut batch = Vec::new();
+        let mut want = Vec::new();
+        for d in 0..7u32 {
+            let img = receiver_testkit::sample::scene_jpeg(32, 24, d + 20, "T", 70).unwrap();
+            for (i, v) in wire::encode_v2(&img, 10 + d, 300)
+                .unwrap()
+                .iter()
+                .enumerate()
+            {
+                batch.push(h.inbound(&format!("many-{d}"), v, &format!("m{d}-{i}")));
+            }
+            want.push(img);
+        }
+        let n = batch.len();
+        h.engine.process(batch, wake + 10);
+        h.engine.drain_writes(wake + 20);
+        let outcomes = h.outcomes();
+        assert_eq!(outcomes.len(), n);
+        assert!(outcomes.iter().all(|(_, o)| *o == Outcome::Accept));
+        assert_eq!(h.metrics.images_v2.load(Relaxed), 8);
+        for (d, img) in want.iter().enumerate() {
+            let files: Vec<_> = std::fs::read_dir(dir.path().join(format!("out/a1PK/many-{d}")))
+                .unwrap()
+                .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect();
+            assert_eq!(&files, &vec![img.clone()]);
+        }
     }
 
     #[test]

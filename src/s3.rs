@@ -18,11 +18,14 @@
 //! An object is written by one `PutObject` of the whole picture (never multipart), so it is
 //! complete or absent. For each candidate key, in order `-0`, `-1`, ...:
 //!
-//! 1. `HEAD`: present with the same size and the same `crc32` user metadata → this picture was
-//!    written before (a replay): [`Written::already_present`]. Present with other content → the
+//! 1. `PUT` with `If-None-Match: *` (`create_only`, the default): created → done, in one
+//!    request.
+//! 2. `412` (the key is taken) → `HEAD`: the same size and the same `crc32` user metadata → this
+//!    picture was written before (a replay): [`Written::already_present`]; other content → the
 //!    next suffix.
-//! 2. Absent → `PUT` with `If-None-Match: *` (`create_only`, the default): created → done; `412`
-//!    → someone created it meanwhile: back to 1 for the same key.
+//!
+//! With `create_only = false` (a store that refuses the header) the `HEAD` comes first and the
+//! `PUT` only for an absent key.
 //!
 //! Within the process two pictures of the same device and millisecond never race for a key:
 //! writes of the same name stem are serialized. `write` returns only after the store answered
@@ -607,14 +610,20 @@ impl Output for S3Output {
         };
         for n in 0..=MAX_SUFFIX {
             let key = self.opts.object_key(&img.device, img.name_time_ms, n);
-            match self.present(&key, size, crc)? {
-                Present::Same => return Ok(written(key, true)),
-                Present::Other => continue,
-                Present::Absent => {}
+            // Create-only: the PUT itself says whether the key is taken (412), so a new picture
+            // costs one request; the HEAD is only for a taken key (a replay, or another picture
+            // with the same name time). Without it, look before writing.
+            if !self.opts.create_only {
+                match self.present(&key, size, crc)? {
+                    Present::Same => return Ok(written(key, true)),
+                    Present::Other => continue,
+                    Present::Absent => {}
+                }
             }
             match self.put(&key, img, crc) {
                 Ok(()) => return Ok(written(key, false)),
-                // Created by someone else between the HEAD and the PUT: whose is it?
+                // Taken (by a replay of this picture, another picture, or another writer since
+                // the HEAD): whose is it?
                 Err((StoreErrorKind::Exists, _)) => match self.present(&key, size, crc)? {
                     Present::Same => return Ok(written(key, true)),
                     Present::Other | Present::Absent => continue,

@@ -105,6 +105,11 @@ pub struct BenchArgs {
     /// `scripts/s3-test-server.sh` installs).
     #[arg(long)]
     pub weed: Option<PathBuf>,
+    /// Give the object store CPUs of its own, as a real store has: the bench (with the fake
+    /// endpoint) and the receivers under test on CPU 0, the SeaweedFS of `--outputs s3` on the
+    /// others; the fs runs are pinned the same way, so both outputs get one CPU.
+    #[arg(long)]
+    pub pin_store: bool,
     /// AMQP connection counts to measure.
     #[arg(long, value_delimiter = ',', default_values = ["1", "4"])]
     pub connections: Vec<u32>,
@@ -600,6 +605,21 @@ async fn run_parts(
         && (args.parts.contains(&Part::Throughput) || args.parts.contains(&Part::Latency));
     let store = if wants_store {
         let s = BenchStore::start(args.weed.clone(), work.join("seaweedfs")).await?;
+        if args.pin_store {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            if cpus < 2 {
+                return Err(BenchError::Run("--pin-store needs 2 CPUs or more".into()));
+            }
+            let pid = s.weed.pid().unwrap_or(0);
+            // Threads the store starts later inherit its mask; the receivers inherit ours.
+            pin_tree(pid, 1..cpus)?;
+            pin_tree(std::process::id(), 0..1)?;
+            let _ = writeln!(
+                out,
+                "pinned: the bench and the receivers on CPU 0, the object store on CPUs 1-{}",
+                cpus - 1
+            );
+        }
         let _ = writeln!(
             out,
             "object store: SeaweedFS at {} (bucket {BENCH_BUCKET})",
@@ -798,6 +818,45 @@ fn bench_s3_options(endpoint: &str) -> crate::s3::S3Options {
         create_only: true,
         ca_file: None,
     }
+}
+
+/// Sets the CPU affinity of thread `pid` to `cpus`.
+fn pin(pid: u32, cpus: std::ops::Range<usize>) -> Result<(), BenchError> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it; sched_setaffinity
+    // reads it and changes scheduling only.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(pid as libc::pid_t, std::mem::size_of_val(&set), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(BenchError::Run(format!(
+            "cannot pin process {pid}: {}",
+            std::io::Error::last_os_error()
+        )))
+    }
+}
+
+/// Pins every thread of process `pid` (they are tasks under `/proc/<pid>/task`).
+fn pin_tree(pid: u32, cpus: std::ops::Range<usize>) -> Result<(), BenchError> {
+    let dir = PathBuf::from(format!("/proc/{pid}/task"));
+    for e in std::fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+        let tid = e
+            .map_err(io_err("list", &dir))?
+            .file_name()
+            .to_string_lossy()
+            .parse::<u32>()
+            .unwrap_or(0);
+        if tid != 0 {
+            pin(tid, cpus.clone())?;
+        }
+    }
+    Ok(())
 }
 
 /// Every (mode, output) pair asked for, modes first.
