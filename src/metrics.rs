@@ -271,6 +271,19 @@ impl Metrics {
         }
     }
 
+    /// Quarantined so far, every reason.
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined
+            .lock()
+            .map(|m| m.values().sum())
+            .unwrap_or(0)
+    }
+
+    /// Deliveries so far, every kind.
+    pub fn messages_total(&self) -> u64 {
+        self.messages.iter().map(|m| m.load(Relaxed)).sum()
+    }
+
     /// Quarantined so far for `reason`.
     pub fn quarantined_count(&self, reason: &str) -> u64 {
         self.quarantined

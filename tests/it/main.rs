@@ -39,3 +39,4 @@ mod sink;
 mod spool_corruption;
 mod spool_disk_full;
 mod spool_roundtrip;
+mod web;
