@@ -40,3 +40,4 @@ mod spool_corruption;
 mod spool_disk_full;
 mod spool_roundtrip;
 mod web;
+mod web_browser;
