@@ -553,10 +553,31 @@ async fn picture(
             }
             r
         }
-        Ok(Ok(None)) => not_found().await,
+        Ok(Ok(None)) => {
+            forget(&g, &pk, &dn, &name);
+            not_found().await
+        }
         Ok(Err(e)) => server_error(&WebError::Output(e)),
         Err(e) => server_error(&WebError::Task(e.to_string())),
     }
+}
+
+/// A picture the index lists is gone from the output (retention, an operator): take it out of
+/// the index and drop its cached thumbnail.
+fn forget(g: &Gallery, pk: &str, dn: &str, name: &str) {
+    if let Some(d) = device_of(pk, dn) {
+        g.index.remove(&d, name);
+        let _ = std::fs::remove_file(thumb_path(g, &d, name));
+    }
+}
+
+/// `<state>/thumbs/<pk>/<dn>/<name>`.
+fn thumb_path(g: &Gallery, d: &DeviceId, name: &str) -> PathBuf {
+    g.state_dir
+        .join("thumbs")
+        .join(encode_component(&d.product_key))
+        .join(encode_component(&d.device_name))
+        .join(name)
 }
 
 fn jpeg(bytes: Vec<u8>, cache: &'static str) -> Response {
@@ -581,12 +602,10 @@ pub fn make_thumbnail(bytes: &[u8]) -> Result<Vec<u8>, WebError> {
 
 /// The cached thumbnail of a picture, made (once) when missing: `<state>/thumbs/<pk>/<dn>/<name>`.
 fn cached_thumbnail(g: &Gallery, d: &DeviceId, name: &str) -> Result<Option<Vec<u8>>, WebError> {
-    let dir = g
-        .state_dir
-        .join("thumbs")
-        .join(encode_component(&d.product_key))
-        .join(encode_component(&d.device_name));
-    let path = dir.join(name);
+    let path = thumb_path(g, d, name);
+    let Some(dir) = path.parent().map(Path::to_owned) else {
+        return Ok(None);
+    };
     if let Ok(b) = std::fs::read(&path) {
         return Ok(Some(b));
     }
@@ -617,9 +636,13 @@ async fn thumb(
         return not_found().await;
     };
     let g2 = g.clone();
+    let gone = name.clone();
     match tokio::task::spawn_blocking(move || cached_thumbnail(&g2, &d, &name)).await {
         Ok(Ok(Some(b))) => jpeg(b, "private, max-age=31536000, immutable"),
-        Ok(Ok(None)) => not_found().await,
+        Ok(Ok(None)) => {
+            forget(&g, &pk, &dn, &gone);
+            not_found().await
+        }
         Ok(Err(e)) => server_error(&e),
         Err(e) => server_error(&WebError::Task(e.to_string())),
     }

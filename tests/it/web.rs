@@ -397,3 +397,40 @@ async fn live_updates_and_quarantine() {
     assert_eq!(h.metrics().io_errors.load(Relaxed), 0);
     drop(h);
 }
+
+/// A picture removed behind the gallery's back (retention, an operator) is a 404, leaves the
+/// index and takes its cached thumbnail with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_picture_leaves_the_index_and_its_thumbnail() {
+    let (h, addr) = gallery(None).await;
+    upload(&h, &["cam-01"], 700).await;
+    upload(&h, &["cam-01"], 710).await;
+    let d = DeviceId::new(PK, "cam-01");
+    let names = picture_names(&h, &d);
+    assert_eq!(names.len(), 2);
+    let thumb = picture_url("thumb", &d, &names[0]);
+    assert_eq!(request(addr, "GET", &thumb, None).await.0, 200);
+    let cached = h
+        .state()
+        .join("thumbs")
+        .join(PK)
+        .join("cam-01")
+        .join(&names[0]);
+    assert!(cached.exists());
+    std::fs::remove_file(h.sink().device_dir(&d).join(&names[0])).unwrap();
+    // The cached thumbnail is still served until the picture itself is asked for.
+    assert_eq!(
+        request(addr, "GET", &picture_url("picture", &d, &names[0]), None)
+            .await
+            .0,
+        404
+    );
+    assert!(!cached.exists(), "thumbnail removed with its picture");
+    assert_eq!(request(addr, "GET", &thumb, None).await.0, 404);
+    let (_, _, page) = get_text(addr, &camera_url(&d)).await;
+    assert!(
+        !page.contains(&names[0]) && page.contains(&names[1]),
+        "{page}"
+    );
+    drop(h);
+}
