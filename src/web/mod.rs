@@ -596,7 +596,7 @@ pub fn make_thumbnail(bytes: &[u8]) -> Result<Vec<u8>, WebError> {
     let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)?;
     let small = img.thumbnail(THUMB_SIZE.0, THUMB_SIZE.1).to_rgb8();
     let mut out = Vec::with_capacity(16 * 1024);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 70).encode_image(&small)?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 60).encode_image(&small)?;
     Ok(out)
 }
 
@@ -847,11 +847,33 @@ mod tests {
     #[test]
     fn thumbnails_are_small_jpegs() {
         let frame = receiver_testkit_free_jpeg();
+        let started = std::time::Instant::now();
         let t = make_thumbnail(&frame).unwrap();
+        eprintln!(
+            "thumbnail of an 800x600 frame ({} bytes): {} bytes in {:?}",
+            frame.len(),
+            t.len(),
+            started.elapsed()
+        );
         assert!(t.starts_with(&[0xFF, 0xD8]));
         assert!(t.len() < 15 * 1024, "{}", t.len());
         let img = image::load_from_memory(&t).unwrap();
         assert!(img.width() <= THUMB_SIZE.0 && img.height() <= THUMB_SIZE.1);
+        // A real camera frame (the golden QVGA picture).
+        let qvga = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/images/qvga.jpg"
+        ))
+        .unwrap();
+        let started = std::time::Instant::now();
+        let t = make_thumbnail(&qvga).unwrap();
+        eprintln!(
+            "thumbnail of qvga.jpg ({} bytes): {} bytes in {:?}",
+            qvga.len(),
+            t.len(),
+            started.elapsed()
+        );
+        assert!(t.len() < 15 * 1024);
     }
 
     /// An 800x600 JPEG made here (the test kit is not a dependency of the library's tests).

@@ -354,4 +354,55 @@ mod tests {
         assert_eq!(camera_state(&cam, 120_000 + 400_000), "late");
         assert_eq!(camera_state(&cam, 120_000 + DAY_MS + 1), "silent");
     }
+
+    /// The issue's performance target, measured (not a timed test: `cargo test --release --lib
+    /// gallery_grid_bench -- --ignored --nocapture`): 1 000 cameras x 100 pictures.
+    #[test]
+    #[ignore]
+    fn gallery_grid_bench() {
+        let index = Index::new();
+        let mut pics = Vec::new();
+        for c in 0..1000 {
+            let d = DeviceId::new("a1BenchPK01", &format!("cam-{c:04}"));
+            for p in 0..100i64 {
+                pics.push(crate::output::StoredPicture {
+                    device: d.clone(),
+                    name: format!(
+                        "{}.jpg",
+                        crate::sink::file_time(1_764_000_000_000 + p * 60_000 + c)
+                    ),
+                    bytes: 20_000,
+                });
+            }
+        }
+        let t = std::time::Instant::now();
+        index.extend(pics);
+        let build = t.elapsed();
+        let now = 1_764_000_000_000 + 100 * 60_000;
+        let mut times = Vec::new();
+        let mut size = 0;
+        for page in 0..50 {
+            let q = GridQuery {
+                q: String::new(),
+                page: page % 9,
+            };
+            let t = std::time::Instant::now();
+            size = grid(&index, &[], &q, now).into_string().len();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let p99 = times[times.len() * 99 / 100];
+        let q = GridQuery {
+            q: "cam-09".into(),
+            page: 0,
+        };
+        let t = std::time::Instant::now();
+        let filtered = grid(&index, &[], &q, now).into_string().len();
+        eprintln!(
+            "index of 100 000 pictures built in {build:?}; / (120 of 1 000 cameras): p50 {:?}, \
+             p99 {p99:?}, {size} bytes; filtered: {:?}, {filtered} bytes",
+            times[times.len() / 2],
+            t.elapsed()
+        );
+    }
 }
