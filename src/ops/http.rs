@@ -128,33 +128,37 @@ pub async fn serve_with(
     health: HealthConfig,
     shutdown: CancellationToken,
 ) {
-    let app = ops_routes(metrics, health).route("/", get(index));
-    serve_router(listener, app, ServeOptions::metrics_only(), shutdown).await
+    let app = ops_routes(metrics.clone(), health).route("/", get(index));
+    serve_router(listener, app, ServeOptions::metrics_only(metrics), shutdown).await
 }
 
 /// How [`serve_router`] treats connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Serve more than one request per connection.
     pub keep_alive: bool,
     /// Connections served at once; more are answered `503`.
     pub max_connections: usize,
+    /// Where refusals are counted (`receiver_http_refused_total`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ServeOptions {
     /// `/healthz` and `/metrics` alone: one request per connection, [`connection_cap`].
-    pub fn metrics_only() -> ServeOptions {
+    pub fn metrics_only(metrics: Arc<Metrics>) -> ServeOptions {
         ServeOptions {
             keep_alive: false,
             max_connections: connection_cap(),
+            metrics: Some(metrics),
         }
     }
 
     /// A listener with the gallery: keep-alive, [`connection_cap`].
-    pub fn gallery() -> ServeOptions {
+    pub fn gallery(metrics: Arc<Metrics>) -> ServeOptions {
         ServeOptions {
             keep_alive: true,
             max_connections: connection_cap(),
+            metrics: Some(metrics),
         }
     }
 }
@@ -211,7 +215,18 @@ pub async fn serve_router(
     let ServeOptions {
         keep_alive,
         max_connections: cap,
+        metrics,
     } = options;
+    let refused = |peer, answered| {
+        if let Some(m) = &metrics {
+            crate::events::ops::HttpRefused {
+                peer,
+                cap,
+                answered,
+            }
+            .emit(m);
+        }
+    };
     let limit = Arc::new(Semaphore::new(cap));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let tracker = TaskTracker::new();
@@ -250,10 +265,10 @@ pub async fn serve_router(
             }
             Err(_) => match refusing.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    tracing::debug!(%peer, cap, "HTTP listener full; answering 503");
+                    refused(peer, true);
                     tracker.spawn(refuse(stream, permit));
                 }
-                Err(_) => tracing::debug!(%peer, "HTTP listener full; connection closed"),
+                Err(_) => refused(peer, false),
             },
         }
     }

@@ -287,7 +287,7 @@ pub async fn start(
     tasks.push(tokio::spawn(crate::ops::http::serve_router(
         listener,
         app,
-        crate::ops::http::ServeOptions::gallery(),
+        crate::ops::http::ServeOptions::gallery(gallery.metrics.clone()),
         shutdown,
     )));
     tracing::info!(addr = %bound, password = gallery.password.is_some(), "serving the gallery");

@@ -331,10 +331,12 @@ async fn over_the_cap_is_503() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let app = ops_routes(Arc::new(Metrics::default()), HealthConfig::default());
+    let metrics = Arc::new(Metrics::default());
+    let app = ops_routes(metrics.clone(), HealthConfig::default());
     let options = ServeOptions {
         keep_alive: false,
         max_connections: 4,
+        metrics: Some(metrics.clone()),
     };
     tokio::spawn(serve_router(listener, app, options, shutdown.clone()));
     let mut held = Vec::new();
@@ -347,6 +349,10 @@ async fn over_the_cap_is_503() {
     assert_eq!(status, 503, "{head}");
     assert!(head.contains("Retry-After: 1"), "{head}");
     assert!(body.contains("too many connections"), "{body}");
+    assert_eq!(metrics.http_refused.load(Relaxed), 1);
+    assert!(metrics
+        .render_prometheus()
+        .contains("receiver_http_refused_total 1"));
     drop(held);
     // Slots free again once the held connections are gone.
     let mut ok = false;
