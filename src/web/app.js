@@ -87,6 +87,7 @@ function viewer() {
     img.alt = p.dataset.time;
     document.getElementById("vtime").textContent = p.dataset.time;
     document.getElementById("vsize").textContent = p.dataset.bytes + " bytes";
+    document.getElementById("vformat").textContent = p.dataset.format || "";
     document.getElementById("vdownload").href = p.dataset.download;
     box.hidden = false;
     box.dataset.index = String(i);

@@ -23,6 +23,9 @@ pub struct Picture {
     pub time_ms: i64,
     /// Its size.
     pub bytes: u64,
+    /// `v1`/`v2`, when known: for pictures written since the start (the output does not record
+    /// the format, so pictures listed at start-up have none).
+    pub format: Option<&'static str>,
 }
 
 /// One camera: its pictures, oldest first.
@@ -127,6 +130,7 @@ impl Index {
                 name: p.name,
                 time_ms,
                 bytes: p.bytes,
+                format: None,
             });
         }
         for cam in cams.values_mut() {
@@ -139,6 +143,17 @@ impl Index {
     /// Adds one picture (written just now); returns whether it was new. New pictures are
     /// announced to [`Index::subscribe`]rs.
     pub fn add(&self, device: &DeviceId, name: &str, bytes: u64) -> bool {
+        self.add_with_format(device, name, bytes, None)
+    }
+
+    /// [`Index::add`], knowing the picture's wire format.
+    pub fn add_with_format(
+        &self,
+        device: &DeviceId,
+        name: &str,
+        bytes: u64,
+        format: Option<&'static str>,
+    ) -> bool {
         let Some(time_ms) = name_time_ms(name).filter(|_| is_picture_name(name)) else {
             return false;
         };
@@ -146,6 +161,7 @@ impl Index {
             name: name.to_owned(),
             time_ms,
             bytes,
+            format,
         };
         {
             let Ok(mut cams) = self.cameras.write() else {
@@ -241,7 +257,8 @@ impl<O: Output> Output for IndexedOutput<O> {
     fn write(&self, img: &Finished) -> Result<Written, SinkError> {
         let w = self.inner.write(img)?;
         if let Some(name) = written_name(&w.path) {
-            self.index.add(&img.device, &name, w.bytes);
+            self.index
+                .add_with_format(&img.device, &name, w.bytes, Some(img.format.as_str()));
         }
         Ok(w)
     }

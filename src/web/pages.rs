@@ -218,6 +218,7 @@ pub fn camera(cam: &Camera, day: Option<&str>) -> Markup {
                         @let iso = iso_time(p.time_ms);
                         a.pic href=(picture_url("picture", d, &p.name)) data-index=(i)
                             data-time=(iso) data-bytes=(p.bytes) data-name=(p.name)
+                            data-format=(p.format.unwrap_or("format not recorded"))
                             data-download={ (picture_url("picture", d, &p.name)) "?download=1" } {
                             img loading="lazy" width="160" height="120" alt=(iso) src=(picture_url("thumb", d, &p.name));
                         }
@@ -229,6 +230,7 @@ pub fn camera(cam: &Camera, day: Option<&str>) -> Markup {
                     button #prev type="button" { "← Previous" }
                     span #vtime {}
                     span #vsize {}
+                    span #vformat {}
                     a #vdownload href="#" { "Download" }
                     button #next type="button" { "Next →" }
                     button #close type="button" { "Close" }

@@ -365,6 +365,7 @@ async fn live_updates_and_quarantine() {
     let v: serde_json::Value = serde_json::from_str(data).unwrap();
     assert_eq!(v["dn"], hostile);
     assert_eq!(v["pk"], PK);
+    assert_eq!(v["format"], "v2");
     assert!(v["thumb"].as_str().unwrap().starts_with("/thumb/"));
 
     bad_picture(&h, "bad-cam", 420);

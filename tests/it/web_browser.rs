@@ -274,6 +274,14 @@ async fn gallery_in_chromium() {
         "const i = document.getElementById('vimg'); return i.complete && i.naturalWidth === 320;",
     )
     .await;
+    let format = b
+        .js("return document.getElementById('vformat').textContent;")
+        .await;
+    assert_eq!(
+        format,
+        serde_json::json!("v2"),
+        "format shown in the viewer"
+    );
     b.screenshot("viewer").await;
 
     // The hostile camera's own page: text, no dialog.
