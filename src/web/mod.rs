@@ -141,6 +141,9 @@ pub struct Gallery {
     thumbs: Semaphore,
     quarantine: Mutex<(u64, i64, Arc<Vec<QuarantineItem>>)>,
     samples: Mutex<VecDeque<(i64, u64)>>,
+    /// Cancelled at shutdown: ends the live-update streams, which would otherwise hold their
+    /// connections (and the shutdown) open.
+    closing: CancellationToken,
 }
 
 impl Gallery {
@@ -162,6 +165,7 @@ impl Gallery {
             thumbs: Semaphore::new(THUMB_WORKERS),
             quarantine: Mutex::new((u64::MAX, 0, Arc::new(Vec::new()))),
             samples: Mutex::new(VecDeque::new()),
+            closing: CancellationToken::new(),
         })
     }
 
@@ -284,6 +288,12 @@ pub async fn start(
         }
     }));
     tasks.push(tokio::spawn(gallery.clone().sample(shutdown.clone())));
+    let closing = gallery.closing.clone();
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        stop.cancelled().await;
+        closing.cancel();
+    }));
     tasks.push(tokio::spawn(crate::ops::http::serve_router(
         listener,
         app,
@@ -737,9 +747,14 @@ struct ArrivalJson<'a> {
 
 async fn events(State(g): State<Arc<Gallery>>) -> Response {
     let rx = g.index.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let closing = g.closing.clone();
+    let stream = futures_util::stream::unfold((rx, closing), |(mut rx, closing)| async move {
         loop {
-            match rx.recv().await {
+            let next = tokio::select! {
+                _ = closing.cancelled() => return None,
+                next = rx.recv() => next,
+            };
+            match next {
                 Ok(a) => {
                     let d = &a.device;
                     let json = ArrivalJson {
@@ -756,7 +771,7 @@ async fn events(State(g): State<Arc<Gallery>>) -> Response {
                     };
                     let data = serde_json::to_string(&json).unwrap_or_default();
                     let ev = Event::default().event("picture").data(data);
-                    return Some((Ok::<Event, std::convert::Infallible>(ev), rx));
+                    return Some((Ok::<Event, std::convert::Infallible>(ev), (rx, closing)));
                 }
                 // Too slow a reader: it missed some; carry on with the next.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

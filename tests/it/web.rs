@@ -396,7 +396,16 @@ async fn live_updates_and_quarantine() {
     assert!(p.starts_with(&[0xFF, 0xD8]));
     assert!(h.metrics().images_written() >= 2);
     assert_eq!(h.metrics().io_errors.load(Relaxed), 0);
-    drop(h);
+    // An open live-update stream does not hold the shutdown up: it ends, and the daemon stops.
+    let mut h = h;
+    let took = h.stop().await;
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown took {took:?} with a stream open"
+    );
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the event stream was not closed");
 }
 
 /// A picture removed behind the gallery's back (retention, an operator) is a 404, leaves the
