@@ -274,6 +274,26 @@ async fn gallery_in_chromium() {
         "const i = document.getElementById('vimg'); return i.complete && i.naturalWidth === 320;",
     )
     .await;
+    // The time-lapse plays the day's pictures from the first to the last (Escape closes the
+    // viewer first: it covers the play button).
+    body.send_keys(&Key::Escape.to_string()).await.unwrap();
+    assert_eq!(shown_name().await, None, "Escape closes the viewer");
+    b.c()
+        .find(Locator::Id("play"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(shown_name().await.as_deref(), Some(files[0].as_str()));
+    let started = Instant::now();
+    while shown_name().await.as_deref() != Some(files[2].as_str()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "time-lapse did not reach the end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let format = b
         .js("return document.getElementById('vformat').textContent;")
         .await;
