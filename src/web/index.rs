@@ -213,11 +213,19 @@ impl Index {
         self.cameras.read().ok()?.get(&key(device)).cloned()
     }
 
-    /// Whether `device` has a picture `name`.
+    /// Whether `device` has a picture `name` (a binary search: pictures are in (time, name)
+    /// order and the name says the time).
     pub fn has(&self, device: &DeviceId, name: &str) -> bool {
+        let Some(time_ms) = name_time_ms(name) else {
+            return false;
+        };
         self.cameras.read().is_ok_and(|c| {
-            c.get(&key(device))
-                .is_some_and(|cam| cam.pictures.iter().rev().any(|p| p.name == name))
+            c.get(&key(device)).is_some_and(|cam| {
+                let at = cam
+                    .pictures
+                    .partition_point(|p| (p.time_ms, p.name.as_str()) < (time_ms, name));
+                cam.pictures.get(at).is_some_and(|p| p.name == name)
+            })
         })
     }
 
