@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 apt_need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_need+=(mosquitto)
 command -v systemd-analyze >/dev/null 2>&1 || apt_need+=(systemd)
+# The gallery's browser tests (tests/it/web_browser.rs) drive Debian's chromium through chromedriver.
+[ -x /usr/bin/chromium ] || apt_need+=(chromium)
+[ -x /usr/bin/chromedriver ] || apt_need+=(chromium-driver)
 if [ ${#apt_need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing ${apt_need[*]}"

@@ -17,6 +17,7 @@ use crate::ops::Ops;
 use crate::reload::{Control, Reloader};
 use crate::sink::Sink;
 use crate::spool::SpoolOptions;
+use crate::web::index::IndexedOutput;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Per-connection state.
     pub connections: Arc<Vec<Arc<ConnState>>>,
+    /// Where the gallery listens, once it does (`[web] listen`, port 0 resolved).
+    pub web_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl Shared {
@@ -57,6 +60,7 @@ impl Shared {
         Shared {
             metrics: Arc::new(Metrics::default()),
             connections: Arc::new((0..connections).map(|_| ConnState::new()).collect()),
+            web_addr: Arc::default(),
         }
     }
 
@@ -184,21 +188,55 @@ pub async fn run_with_control(
     control: Option<ControlChannel>,
 ) -> Result<(), DaemonError> {
     let metrics = shared.metrics.clone();
-    let (engine, report) = {
+    // With the gallery on, the engine writes through an output that keeps its index current.
+    let index = config.web.listen.map(|_| crate::web::index::Index::new());
+    let (engine, report, reader) = {
         let config = config.clone();
         let metrics = metrics.clone();
-        tokio::task::spawn_blocking(move || -> Result<(Engine, RecoveryReport), DaemonError> {
+        let index = index.clone();
+        type Opened = (
+            Engine,
+            RecoveryReport,
+            Option<Arc<dyn crate::output::Output>>,
+        );
+        tokio::task::spawn_blocking(move || -> Result<Opened, DaemonError> {
             match &config.output_s3 {
                 None => {
                     let sink = Sink::new(&config.output_dir, &config.state_dir)
                         .map_err(engine::EngineError::from)?;
-                    open_engine(&config, sink, metrics)
+                    let reader: Arc<dyn crate::output::Output> = Arc::new(sink.output().clone());
+                    let (engine, report) = match index {
+                        Some(index) => open_engine(
+                            &config,
+                            sink.map_output(|o| IndexedOutput::new(o, index)),
+                            metrics,
+                        )?,
+                        None => open_engine(&config, sink, metrics)?,
+                    };
+                    Ok((engine, report, Some(reader)))
                 }
                 Some(opts) => {
                     let output = open_bucket(opts, &metrics)?;
                     let sink = Sink::with_output(output, &config.state_dir)
                         .map_err(engine::EngineError::from)?;
-                    open_engine(&config, sink, metrics)
+                    let (engine, report) = match index {
+                        Some(index) => open_engine(
+                            &config,
+                            sink.map_output(|o| IndexedOutput::new(o, index)),
+                            metrics,
+                        )?,
+                        None => open_engine(&config, sink, metrics)?,
+                    };
+                    // The gallery reads with its own client (its own small runtime).
+                    let reader = match config.web.listen {
+                        Some(_) => Some(Arc::new(
+                            crate::s3::S3Output::new(opts.clone())
+                                .map_err(DaemonError::OutputRejected)?,
+                        )
+                            as Arc<dyn crate::output::Output>),
+                        None => None,
+                    };
+                    Ok((engine, report, reader))
                 }
             }
         })
@@ -220,8 +258,15 @@ pub async fn run_with_control(
         connections = config.aliyun.connections,
         "receiver starting"
     );
+    // `[web] listen` equal to `[metrics] listen`: one listener, the gallery's.
+    let shared_listener =
+        config.web.listen.is_some() && config.web.listen == config.ops.metrics.listen;
+    let mut ops_config = config.ops.clone();
+    if shared_listener {
+        ops_config.metrics.listen = None;
+    }
     let ops = Ops::start(
-        &config.ops,
+        &ops_config,
         &config.output_dir,
         metrics.clone(),
         Notifier::from_env(),
@@ -229,6 +274,22 @@ pub async fn run_with_control(
     )
     .await
     .map_err(|e| DaemonError::Task(format!("cannot start the operations endpoints: {e}")))?;
+    let mut web_tasks = Vec::new();
+    if let (Some(listen), Some(index), Some(reader)) = (config.web.listen, index, reader) {
+        let gallery = crate::web::Gallery::new(
+            index,
+            reader,
+            &config.state_dir,
+            metrics.clone(),
+            config.web.password.clone(),
+        );
+        let health = shared_listener.then_some(config.ops.health);
+        let (addr, tasks) = crate::web::start(listen, gallery, health, shutdown.clone())
+            .await
+            .map_err(|e| DaemonError::Task(format!("cannot start the gallery: {e}")))?;
+        let _ = shared.web_addr.set(addr);
+        web_tasks = tasks;
+    }
     let mut engine = engine;
     engine.set_hook(ops.hook());
     engine.watch_connections(shared.connections.clone());
@@ -315,6 +376,9 @@ pub async fn run_with_control(
         t.abort();
     }
     ops.stop(Duration::from_secs(10)).await;
+    for t in web_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
     tracing::info!(
         images = metrics.images_written(),
         accepted = metrics.accepted.load(Relaxed),

@@ -54,6 +54,7 @@ pub mod tail;
 pub mod tls;
 #[cfg(feature = "tools")]
 pub mod tools;
+pub mod web;
 
 /// The protocol crate's modules, under the paths the daemon has always used.
 pub use receiver_protocol::{assembler, dedup, jpeg, message, sign, wire};

@@ -217,6 +217,8 @@ pub struct Metrics {
     pub retention_deleted_bytes: AtomicU64,
     /// Files retention wanted to delete but could not (or a folder it could not read).
     pub retention_errors: AtomicU64,
+    /// HTTP connections answered `503` (or, past that, closed) because the listener was full.
+    pub http_refused: AtomicU64,
     /// Hook runs that exited 0.
     pub hook_ok: AtomicU64,
     /// Hook runs that exited non-zero or were killed by a signal.
@@ -269,6 +271,19 @@ impl Metrics {
         if let Ok(mut m) = self.quarantined.lock() {
             *m.entry(reason).or_default() += 1;
         }
+    }
+
+    /// Quarantined so far, every reason.
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined
+            .lock()
+            .map(|m| m.values().sum())
+            .unwrap_or(0)
+    }
+
+    /// Deliveries so far, every kind.
+    pub fn messages_total(&self) -> u64 {
+        self.messages.iter().map(|m| m.load(Relaxed)).sum()
     }
 
     /// Quarantined so far for `reason`.
@@ -564,7 +579,7 @@ impl Metrics {
             "# HELP receiver_live 1 while the liveness (watchdog) check passes.\n# TYPE receiver_live gauge\nreceiver_live {}",
             u64::from(self.live.load(Relaxed))
         );
-        let counters: [(&str, &str, &AtomicU64); 4] = [
+        let counters: [(&str, &str, &AtomicU64); 5] = [
             (
                 "receiver_retention_sweeps_total",
                 "Retention sweeps run.",
@@ -584,6 +599,11 @@ impl Metrics {
                 "receiver_retention_errors_total",
                 "Retention deletions or scans that failed.",
                 &self.retention_errors,
+            ),
+            (
+                "receiver_http_refused_total",
+                "HTTP connections refused (503) because the listener was at its connection cap.",
+                &self.http_refused,
             ),
         ];
         for (name, help, v) in counters {

@@ -30,6 +30,31 @@ pub struct Found {
     pub bytes: Vec<u8>,
 }
 
+/// A picture as the output holds it, for readers (the gallery's index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPicture {
+    /// Its camera.
+    pub device: DeviceId,
+    /// Its name within the camera's pictures, e.g. `20261126T122710.123Z.jpg` (a
+    /// [`is_picture_name`] name).
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// Whether `name` can be a picture's name as the outputs write it (`<time>[-n].jpg`): ASCII
+/// letters, digits, `.` and `-` only, not starting with `.`, ending in `.jpg`. Readers check
+/// this before asking an output for a name, so no name can reach outside a camera's pictures.
+pub fn is_picture_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.len() > 4
+        && name.ends_with(".jpg")
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
 /// Where finished pictures go.
 ///
 /// The contract every implementation keeps (the engine's guarantees rest on it):
@@ -59,6 +84,14 @@ pub trait Output: Send + Sync + fmt::Debug {
 
     /// Removes what a crash left half-written. Returns how many leftovers were removed.
     fn remove_stale_temp_files(&self) -> Result<usize, SinkError>;
+
+    /// Every finished picture there is (for the gallery's index, built once at start-up), in no
+    /// particular order. Names that are not [`is_picture_name`] are left out.
+    fn list_pictures(&self) -> Result<Vec<StoredPicture>, SinkError>;
+
+    /// The bytes of `device`'s picture `name` (an [`is_picture_name`] name, else `Ok(None)`),
+    /// `Ok(None)` when it is not there (any more).
+    fn read_picture(&self, device: &DeviceId, name: &str) -> Result<Option<Vec<u8>>, SinkError>;
 }
 
 impl<O: Output + ?Sized> Output for Arc<O> {
@@ -79,6 +112,12 @@ impl<O: Output + ?Sized> Output for Arc<O> {
     }
     fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
         (**self).remove_stale_temp_files()
+    }
+    fn list_pictures(&self) -> Result<Vec<StoredPicture>, SinkError> {
+        (**self).list_pictures()
+    }
+    fn read_picture(&self, device: &DeviceId, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        (**self).read_picture(device, name)
     }
 }
 

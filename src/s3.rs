@@ -684,6 +684,56 @@ impl Output for S3Output {
     fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
         Ok(0)
     }
+
+    /// Lists `<prefix>/` recursively; keys that are not `<pk>/<dn>/<picture name>` in the
+    /// [`encode_component`] mapping are skipped.
+    fn list_pictures(&self) -> Result<Vec<crate::output::StoredPicture>, SinkError> {
+        let base = if self.opts.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.opts.prefix)
+        };
+        let list_at = if base.is_empty() { "/" } else { base.as_str() };
+        let entries = self
+            .block("list", list_at, self.op.list_with(list_at).recursive(true))
+            .map_err(|(_, e)| e)?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let Some(rest) = entry.path().strip_prefix(base.as_str()) else {
+                continue;
+            };
+            let mut parts = rest.split('/');
+            let (Some(pk), Some(dn), Some(name), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if !crate::output::is_picture_name(name) {
+                continue;
+            }
+            let Some(device) = crate::sink::device_from_components(pk, dn) else {
+                continue;
+            };
+            out.push(crate::output::StoredPicture {
+                device,
+                name: name.to_owned(),
+                bytes: entry.metadata().content_length(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn read_picture(&self, device: &DeviceId, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        if !crate::output::is_picture_name(name) {
+            return Ok(None);
+        }
+        let key = format!("{}{name}", self.opts.device_prefix(device));
+        match self.block("read", &key, self.op.read(&key)) {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err((StoreErrorKind::NotFound, _)) => Ok(None),
+            Err((_, e)) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

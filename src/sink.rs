@@ -356,6 +356,62 @@ impl Output for FolderOutput {
     fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
         remove_temp_files_under(&self.dir)
     }
+
+    /// Walks `<dir>/<pk>/<dn>/*.jpg`; folders that are not [`encode_component`] names (not the
+    /// daemon's) and files that are not picture names (temporary files) are skipped.
+    fn list_pictures(&self) -> Result<Vec<crate::output::StoredPicture>, SinkError> {
+        let mut out = Vec::new();
+        let entries = |dir: &Path| -> Result<Vec<fs::DirEntry>, SinkError> {
+            match fs::read_dir(dir) {
+                Ok(rd) => Ok(rd.filter_map(Result::ok).collect()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(io_err("list", dir)(e)),
+            }
+        };
+        for pk in entries(&self.dir)? {
+            if !pk.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let pk_name = pk.file_name().to_string_lossy().into_owned();
+            for dn in entries(&pk.path())? {
+                if !dn.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let dn_name = dn.file_name().to_string_lossy().into_owned();
+                let Some(device) = device_from_components(&pk_name, &dn_name) else {
+                    continue;
+                };
+                for f in entries(&dn.path())? {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if !crate::output::is_picture_name(&name) {
+                        continue;
+                    }
+                    let Ok(meta) = f.metadata() else { continue };
+                    if meta.is_file() {
+                        out.push(crate::output::StoredPicture {
+                            device: device.clone(),
+                            name,
+                            bytes: meta.len(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_picture(&self, device: &DeviceId, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        if !crate::output::is_picture_name(name) {
+            return Ok(None);
+        }
+        let path = self.device_dir(device).join(name);
+        confined(&self.dir, &path, 3)?;
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
 }
 
 /// Writes finished images to an [`Output`] (by default the folder, [`FolderOutput`]) and
@@ -409,6 +465,14 @@ impl Sink<FolderOutput> {
 }
 
 impl<O: Output + 'static> Sink<O> {
+    /// The same sink with its output wrapped (the gallery's index watches what is written).
+    pub fn map_output<P: Output + 'static>(self, wrap: impl FnOnce(O) -> P) -> Sink<P> {
+        Sink {
+            output: wrap(self.output),
+            state_dir: self.state_dir,
+        }
+    }
+
     /// A sink writing images to `output` and quarantine under `state_dir` (created if needed).
     pub fn with_output(output: O, state_dir: impl Into<PathBuf>) -> Result<Sink<O>, SinkError> {
         let state_dir = state_dir.into();

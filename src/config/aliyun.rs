@@ -329,7 +329,7 @@ impl RawAliyun {
 
 /// The `[aliyun]` checks that need the context: secrets, files, names.
 impl Cx<'_> {
-    fn secret_file(
+    pub(super) fn secret_file(
         &self,
         dotted: &'static str,
         line: Option<usize>,

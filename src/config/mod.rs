@@ -23,9 +23,11 @@ mod sections;
 #[cfg(test)]
 mod tests;
 mod units;
+mod web;
 
 pub use load::{known_keys, HostChecks};
 pub use units::{as_toml, ByteSize, HumanDuration};
+pub use web::CREDENTIAL_WEB_PASSWORD;
 
 use crate::ops::{OpsConfig, OpsConfigError, RawOpsConfig};
 use load::{Cx, RawConfig};
@@ -339,6 +341,8 @@ pub struct Config {
     /// `[metrics]`, `[health]`, `[retention]`, `[hook]`: the operations side (all optional, off
     /// or at their defaults when absent).
     pub ops: crate::ops::OpsConfig,
+    /// `[web]`: the gallery (off when `listen` is not set).
+    pub web: crate::web::WebConfig,
 }
 
 /// `Serialize` derived on a view of borrowed sections: the daemon's field names are not the file's
@@ -357,6 +361,7 @@ impl Serialize for Config {
             log: &'a LogConfig,
             #[serde(flatten)]
             ops: &'a crate::ops::OpsConfig,
+            web: &'a crate::web::WebConfig,
         }
         View {
             aliyun: &self.aliyun,
@@ -366,6 +371,7 @@ impl Serialize for Config {
             spool: &self.spool,
             log: &self.log,
             ops: &self.ops,
+            web: &self.web,
         }
         .serialize(s)
     }
@@ -724,6 +730,7 @@ impl RawConfig {
                  docs/operations.md, \"Write to S3\")",
             ));
         }
+        let web = self.web.validate(cx)?;
         Ok(Config {
             aliyun,
             output_dir,
@@ -733,6 +740,7 @@ impl RawConfig {
             spool,
             log,
             ops,
+            web,
         })
     }
 }

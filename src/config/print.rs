@@ -113,6 +113,14 @@ const NOTES: &[Note] = &[
     note("metrics", "listen", Place::Unset, |_| {
         Some(" (default): no /healthz or /metrics listener".into())
     }),
+    note("web", "listen", Place::Unset, |_| {
+        Some(" (default): no gallery".into())
+    }),
+    note("web", "password_file", Place::Unset, |c| {
+        c.web
+            .listen
+            .map(|_| ": no password (the gallery listens on loopback only)".into())
+    }),
     note("health", "max_delivery_age", Place::Unset, |_| {
         Some(" (default): /healthz does not check delivery age".into())
     }),
@@ -212,6 +220,7 @@ fn defaults_for(c: &Config) -> Config {
                 .map(|h| HookConfig::new(h.command.clone())),
             ..OpsConfig::default()
         },
+        web: Default::default(),
     }
 }
 

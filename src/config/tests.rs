@@ -1004,6 +1004,9 @@ timeout = "30s"  # default
 max_concurrent = 4  # default
 queue = 256  # default
 env = ["FOO", "BAR=baz qux", """Q=a'b"c"""]
+
+[web]
+# listen not set (default): no gallery
 "#
     .replace("{dir}", dir.path().to_str().unwrap());
     assert_eq!(c.to_string(), want);
@@ -1239,4 +1242,72 @@ fn the_s3_secret_is_required() {
     let text = with_output(&S3_OUTPUT.replace("secret_access_key = \"inline-s3-secret\"", ""));
     let m = parse_env(&text, &[]).unwrap_err().to_string();
     assert!(m.contains("secret_access_key"), "{m}");
+}
+
+#[test]
+fn web_is_off_by_default_and_loopback_needs_no_password() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.web, crate::web::WebConfig::default());
+    let c = parse(&format!("{MINIMAL}[web]\nlisten = \"127.0.0.1:8080\"\n")).unwrap();
+    assert_eq!(c.web.listen, Some("127.0.0.1:8080".parse().unwrap()));
+    assert!(c.web.password.is_none());
+    let shown = c.to_string();
+    assert!(shown.contains("listen = \"127.0.0.1:8080\""), "{shown}");
+    assert!(
+        shown.contains("# password_file not set: no password"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn web_elsewhere_than_loopback_needs_a_password() {
+    let e = err(&format!("{MINIMAL}[web]\nlisten = \"0.0.0.0:8080\"\n"));
+    assert!(e.contains("[web] listen"), "{e}");
+    assert!(
+        e.contains("not a loopback address and no password is set"),
+        "{e}"
+    );
+    assert!(e.contains("password_file"), "{e}");
+    let e = err(&format!("{MINIMAL}[web]\nlisten = \"localhost:8080\"\n"));
+    assert!(e.contains("not an ip:port address"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}[web]\nlisten = \"127.0.0.1:80\"\nport = 1\n"
+    ));
+    assert!(e.contains("port"), "{e}");
+}
+
+#[test]
+fn web_password_from_file_or_credential_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web_password");
+    std::fs::write(&file, "gallery-pass-123\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = format!(
+        "{MINIMAL}[web]\nlisten = \"0.0.0.0:8080\"\npassword_file = {:?}\n",
+        file.to_str().unwrap()
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.web.password.as_ref().unwrap().expose(),
+        "gallery-pass-123"
+    );
+    let shown = c.to_string();
+    assert!(!shown.contains("gallery-pass-123"), "{shown}");
+    assert!(shown.contains(&format!("password_file = {:?}", file.to_str().unwrap())));
+    assert!(!format!("{c:?}").contains("gallery-pass-123"));
+    // Readable by everyone: refused.
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let e = err(&text);
+    assert!(
+        e.contains("readable by everyone") && !e.contains("gallery-pass"),
+        "{e}"
+    );
+
+    let creds = credentials(&[(crate::config::CREDENTIAL_WEB_PASSWORD, "cred-pass\n")]);
+    let c = parse_env(
+        &format!("{MINIMAL}[web]\nlisten = \"10.0.0.1:8080\"\n"),
+        &[(ENV_CREDENTIALS_DIRECTORY, creds.path().to_str().unwrap())],
+    )
+    .unwrap();
+    assert_eq!(c.web.password.unwrap().expose(), "cred-pass");
 }

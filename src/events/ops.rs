@@ -13,6 +13,30 @@ const RETENTION: &str = "receiver::ops::retention";
 /// The lifecycle's log target.
 const OPS: &str = "receiver::ops";
 
+/// The HTTP listeners' log target.
+const HTTP: &str = "receiver::ops::http";
+
+/// A connection beyond the HTTP listener's cap. Counts `receiver_http_refused_total`; logs
+/// `HTTP listener full` at debug (an overload must not flood the log).
+#[derive(Debug)]
+pub struct HttpRefused {
+    /// Who.
+    pub peer: std::net::SocketAddr,
+    /// The cap reached.
+    pub cap: usize,
+    /// Answered `503` (else closed unanswered: too many refusals in flight).
+    pub answered: bool,
+}
+
+impl HttpRefused {
+    /// Counts and logs the event.
+    pub fn emit(self, metrics: &Metrics) {
+        metrics.http_refused.fetch_add(1, Relaxed);
+        tracing::debug!(target: HTTP, peer = %self.peer, cap = self.cap, answered = self.answered,
+            "HTTP listener full");
+    }
+}
+
 /// Why an image was not handed to the hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookDropCause {

@@ -1,17 +1,36 @@
-//! The optional health and metrics listener (`[metrics] listen`): `GET /healthz` and
-//! `GET /metrics`.
+//! Every HTTP endpoint the daemon serves: `GET /healthz` and `GET /metrics` on `[metrics] listen`,
+//! and the gallery ([`crate::web`]) on `[web] listen` (the same listener when both are equal).
 //!
-//! A minimal HTTP/1.1 responder on tokio rather than hyper/axum: two read-only endpoints with no
-//! request body, one response per connection (`Connection: close`), which Prometheus and every
-//! probe handle. That keeps ~40 crates out of the build for what is a few dozen lines. Defences:
-//! the request head is capped at 8 KiB and must arrive within 5 s, at most 64 connections are
-//! served at once (more are closed immediately), and nothing from the request is echoed back.
+//! axum routes on hyper's HTTP/1 server, driven by our own accept loop, because the defences
+//! are in the loop:
 //!
-//! The listener is meant for loopback or a trusted network: it has no authentication (the data
-//! is counters and health only; no device names or secrets are exposed).
+//! - **Overload is answered, never dropped.** At most [`connection_cap`] connections are served
+//!   at once (8192, less when the process's file-descriptor limit is lower). A connection beyond
+//!   that gets a fixed `503 Service Unavailable` with `Retry-After: 1` and is closed; only when
+//!   hundreds of such answers are themselves in flight is a connection closed without one.
+//! - **Slow clients cannot hold a slot.** The request head (at most 8 KiB, else `431`) must arrive
+//!   within 5 s of the connection or of the previous response (hyper's `header_read_timeout`),
+//!   so idle and slowloris connections are closed after 5 s whatever they send.
+//! - **Read-only.** Methods other than GET and HEAD get `405` with `Allow: GET, HEAD`; nothing
+//!   from the request is echoed into a response header.
+//!
+//! The metrics-only listener closes each connection after its response (`Connection: close`,
+//! what Prometheus and probes expect); a listener that serves the gallery keeps connections
+//! alive (a page loads dozens of thumbnails).
+//!
+//! `/healthz` and `/metrics` have no authentication (counters and health only; no device names
+//! or secrets): put the listener on loopback or a trusted network. The gallery has its own
+//! password ([`crate::web`]).
 
 use super::health::{readiness, HealthConfig, Snapshot};
 use crate::metrics::Metrics;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use receiver_protocol::time::{Backoff, Jitter};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -19,20 +38,29 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Longest request head accepted.
+/// Longest request head accepted (hyper's read buffer; more is `431`).
 const MAX_HEAD: usize = 8 * 1024;
-/// Time allowed to receive the request head and to send the response.
+/// Time allowed to receive a request head, counted from the connection or the last response.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for a refusal to be written, and for connections to finish at shutdown.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest wait for the client to close after the response.
+/// Longest wait for the client to close after the last response.
 const LINGER: Duration = Duration::from_secs(1);
-/// Most unread input discarded after the response.
+/// Most unread input discarded after the last response.
 const MAX_LINGER_BYTES: usize = 64 * 1024;
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 64;
+/// Most connections served at once, whatever the file-descriptor limit.
+const MAX_CONNECTIONS: usize = 8192;
+/// File descriptors left for the rest of the daemon (spool, AMQP, image writes, hook).
+const FD_RESERVE: u64 = 256;
+/// Most `503` refusals being written at once; beyond, a connection is closed unanswered.
+const MAX_REFUSING: usize = 512;
+
+/// What a connection over the cap is told, byte for byte.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\nRetry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\ntoo many connections; try again\n";
 
 /// `[metrics]`: the health and metrics listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -80,7 +108,7 @@ pub enum HttpError {
     },
 }
 
-/// Binds `addr` for [`serve`].
+/// Binds `addr` for [`serve`] or [`serve_router`].
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
     TcpListener::bind(addr)
         .await
@@ -100,7 +128,107 @@ pub async fn serve_with(
     health: HealthConfig,
     shutdown: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let app = ops_routes(metrics.clone(), health).route("/", get(index));
+    serve_router(listener, app, ServeOptions::metrics_only(metrics), shutdown).await
+}
+
+/// How [`serve_router`] treats connections.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Serve more than one request per connection.
+    pub keep_alive: bool,
+    /// Connections served at once; more are answered `503`.
+    pub max_connections: usize,
+    /// Where refusals are counted (`receiver_http_refused_total`).
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+impl ServeOptions {
+    /// `/healthz` and `/metrics` alone: one request per connection, [`connection_cap`].
+    pub fn metrics_only(metrics: Arc<Metrics>) -> ServeOptions {
+        ServeOptions {
+            keep_alive: false,
+            max_connections: connection_cap(),
+            metrics: Some(metrics),
+        }
+    }
+
+    /// A listener with the gallery: keep-alive, [`connection_cap`].
+    pub fn gallery(metrics: Arc<Metrics>) -> ServeOptions {
+        ServeOptions {
+            keep_alive: true,
+            max_connections: connection_cap(),
+            metrics: Some(metrics),
+        }
+    }
+}
+
+/// The `/healthz` and `/metrics` routes, to serve alone or merged with the gallery's.
+pub fn ops_routes(metrics: Arc<Metrics>, health: HealthConfig) -> Router {
+    let m = metrics.clone();
+    Router::new()
+        .route("/metrics", get(move || metrics_page(m.clone())))
+        .route("/healthz", get(move || healthz(metrics.clone(), health)))
+}
+
+/// How many connections [`serve_router`] serves at once: [`MAX_CONNECTIONS`], or fewer when the
+/// soft `RLIMIT_NOFILE` (raised to the hard limit first, see [`raise_fd_limit`]) leaves less room.
+pub fn connection_cap() -> usize {
+    let soft = raise_fd_limit();
+    let room = soft.saturating_sub(FD_RESERVE).max(16);
+    usize::try_from(room).map_or(MAX_CONNECTIONS, |r| r.min(MAX_CONNECTIONS))
+}
+
+/// Raises the process's soft file-descriptor limit to its hard limit (systemd's default soft
+/// limit is 1024, its hard limit far higher) and returns the soft limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, with the defences of this module.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    options: ServeOptions,
+    shutdown: CancellationToken,
+) {
+    let app = app.layer(axum::middleware::from_fn(read_only));
+    let ServeOptions {
+        keep_alive,
+        max_connections: cap,
+        metrics,
+    } = options;
+    let refused = |peer, answered| {
+        if let Some(m) = &metrics {
+            crate::events::ops::HttpRefused {
+                peer,
+                cap,
+                answered,
+            }
+            .emit(m);
+        }
+    };
+    let limit = Arc::new(Semaphore::new(cap));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let tracker = TaskTracker::new();
     // EMFILE and friends: 200 ms doubling to 6.4 s, instead of spinning.
     let mut accept_backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(6400))
@@ -118,172 +246,91 @@ pub async fn serve_with(
             Err(e) => {
                 let delay = accept_backoff.next_delay(0);
                 tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64,
-                    "metrics listener cannot accept a connection");
+                    "HTTP listener cannot accept a connection");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => continue,
                 }
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics listener busy; connection closed");
-            continue;
-        };
-        let metrics = metrics.clone();
-        tracker.spawn(async move {
-            if let Err(e) = handle(stream, &metrics, &health).await {
-                tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tracker.spawn(connection(
+                    stream,
+                    app.clone(),
+                    keep_alive,
+                    shutdown.clone(),
+                    permit,
+                ));
             }
-            drop(permit);
-        });
+            Err(_) => match refusing.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    refused(peer, true);
+                    tracker.spawn(refuse(stream, permit));
+                }
+                Err(_) => refused(peer, false),
+            },
+        }
     }
     tracker.close();
-    // Connections are short and bounded by IO_TIMEOUT; don't hold shutdown up longer than that.
-    let _ = tokio::time::timeout(IO_TIMEOUT, tracker.wait()).await;
+    // Connections are told to finish; don't hold shutdown up longer than IO_TIMEOUT.
+    let _ = tokio::time::timeout(IO_TIMEOUT + LINGER, tracker.wait()).await;
 }
 
-/// A parsed request line.
-#[derive(Debug, PartialEq, Eq)]
-struct Request<'a> {
-    method: &'a str,
-    path: &'a str,
-}
-
-/// Parses the request line of `head` (`METHOD SP target SP HTTP/1.x`).
-fn parse_request(head: &[u8]) -> Option<Request<'_>> {
-    let end = head.iter().position(|b| *b == b'\r' || *b == b'\n')?;
-    let line = std::str::from_utf8(&head[..end]).ok()?;
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
-        return None;
-    }
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    Some(Request { method, path })
-}
-
-/// A response: status line, content type, body.
-struct Response {
-    status: &'static str,
-    content_type: &'static str,
-    body: String,
-    allow: bool,
-}
-
-fn text(status: &'static str, body: &str) -> Response {
-    Response {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body: format!("{body}\n"),
-        allow: false,
-    }
-}
-
-/// Routes one request (pure apart from reading the metrics).
-fn route(req: Option<Request<'_>>, metrics: &Metrics, health: &HealthConfig) -> Response {
-    let Some(req) = req else {
-        return text("400 Bad Request", "bad request");
-    };
-    if req.method != "GET" && req.method != "HEAD" {
-        let mut r = text("405 Method Not Allowed", "only GET and HEAD");
-        r.allow = true;
-        return r;
-    }
-    match req.path {
-        "/metrics" => Response {
-            status: "200 OK",
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: metrics.render_prometheus(),
-            allow: false,
-        },
-        "/healthz" => {
-            let snapshot = Snapshot::read(metrics, receiver_protocol::time::now_ms());
-            let problems = readiness(&snapshot, health);
-            let body = serde_json::json!({
-                "status": if problems.is_empty() { "ok" } else { "unhealthy" },
-                "problems": problems,
-                "ready": snapshot.ready,
-                "links_attached": snapshot.links_attached,
-                "last_delivery_age_seconds": snapshot.last_delivery_age_seconds,
-                "engine_busy_seconds": snapshot.engine_busy_seconds,
-                "spool": snapshot.spool,
-                "open_assemblies": snapshot.open_assemblies,
-                "oldest_assembly_age_seconds": snapshot.oldest_assembly_age_seconds,
-            });
-            Response {
-                status: if problems.is_empty() {
-                    "200 OK"
-                } else {
-                    "503 Service Unavailable"
-                },
-                content_type: "application/json",
-                body: format!("{body}\n"),
-                allow: false,
-            }
-        }
-        "/" => text(
-            "200 OK",
-            "receiver: GET /healthz (JSON health), GET /metrics (Prometheus)",
-        ),
-        _ => text("404 Not Found", "not found"),
-    }
-}
-
-async fn handle(
+/// Serves one connection with hyper, then closes it gently.
+async fn connection(
     mut stream: TcpStream,
-    metrics: &Metrics,
-    health: &HealthConfig,
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let complete = tokio::time::timeout(IO_TIMEOUT, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
+    app: Router,
+    keep_alive: bool,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    {
+        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            tower::ServiceExt::oneshot(app.clone(), req.map(Body::new))
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEAD)
+            .title_case_headers(true)
+            .keep_alive(keep_alive);
+        let conn = builder.serve_connection(TokioIo::new(&mut stream), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::time::timeout(IO_TIMEOUT, conn.as_mut())
+                    .await
+                    .unwrap_or(Ok(()))
             }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-                return Ok(true);
-            }
-            if head.len() > MAX_HEAD {
-                return Ok(false);
-            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "HTTP connection ended with an error");
         }
-    })
-    .await;
-    let response = match complete {
-        Err(_) => text("408 Request Timeout", "request timeout"),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(false)) if head.is_empty() => return Ok(()),
-        Ok(Ok(false)) if head.len() > MAX_HEAD => text(
-            "431 Request Header Fields Too Large",
-            "request head too large",
-        ),
-        Ok(Ok(_)) => route(parse_request(&head), metrics, health),
-    };
-    let is_head = parse_request(&head).is_some_and(|r| r.method == "HEAD");
-    let mut out = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-        response.status,
-        response.content_type,
-        response.body.len()
-    );
-    if response.allow {
-        out.push_str("Allow: GET, HEAD\r\n");
     }
-    out.push_str("\r\n");
-    if !is_head {
-        out.push_str(&response.body);
-    }
-    tokio::time::timeout(IO_TIMEOUT, async {
-        stream.write_all(out.as_bytes()).await?;
+    linger(&mut stream).await;
+}
+
+/// Answers a connection over the cap with [`REFUSAL`] and closes it.
+async fn refuse(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
+    let sent = tokio::time::timeout(IO_TIMEOUT, async {
+        stream.write_all(REFUSAL).await?;
         stream.shutdown().await
     })
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response write timed out"))??;
-    // Lingering close: closing with unread input would send a RST that can destroy the response
-    // before the client reads it (e.g. after 431). Discard what is left, briefly and boundedly.
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        linger(&mut stream).await;
+    }
+}
+
+/// Lingering close: closing with unread input sends a RST that can destroy the response before
+/// the client reads it (e.g. after 431). Discards what is left, briefly and boundedly.
+async fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
     let _ = tokio::time::timeout(LINGER, async {
         let mut buf = [0u8; 4096];
         let mut left = MAX_LINGER_BYTES;
@@ -295,54 +342,130 @@ async fn handle(
         }
     })
     .await;
-    Ok(())
+}
+
+/// GET and HEAD only: anything else is `405` before any route sees it.
+async fn read_only(req: Request, next: axum::middleware::Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+/// A plain-text response that is not cached.
+pub(crate) fn text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        format!("{body}\n"),
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    text(
+        StatusCode::OK,
+        "receiver: GET /healthz (JSON health), GET /metrics (Prometheus)",
+    )
+}
+
+async fn metrics_page(metrics: Arc<Metrics>) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        metrics.render_prometheus(),
+    )
+        .into_response()
+}
+
+async fn healthz(metrics: Arc<Metrics>, health: HealthConfig) -> Response {
+    let snapshot = Snapshot::read(&metrics, receiver_protocol::time::now_ms());
+    let problems = readiness(&snapshot, &health);
+    let body = serde_json::json!({
+        "status": if problems.is_empty() { "ok" } else { "unhealthy" },
+        "problems": problems,
+        "ready": snapshot.ready,
+        "links_attached": snapshot.links_attached,
+        "last_delivery_age_seconds": snapshot.last_delivery_age_seconds,
+        "engine_busy_seconds": snapshot.engine_busy_seconds,
+        "spool": snapshot.spool,
+        "open_assemblies": snapshot.open_assemblies,
+        "oldest_assembly_age_seconds": snapshot.oldest_assembly_age_seconds,
+    });
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        format!("{body}\n"),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
 
-    #[test]
-    fn parses_request_lines() {
+    async fn call(app: Router, method: Method, path: &str) -> Response {
+        let app = app.layer(axum::middleware::from_fn(read_only));
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        app.oneshot(req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn routes() {
+        let m = Arc::new(Metrics::default());
+        let app = || ops_routes(m.clone(), HealthConfig::default());
         assert_eq!(
-            parse_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some(Request {
-                method: "GET",
-                path: "/metrics"
-            })
+            call(app(), Method::GET, "/metrics").await.status(),
+            StatusCode::OK
         );
         assert_eq!(
-            parse_request(b"HEAD /healthz?verbose=1 HTTP/1.0\r\n\r\n").map(|r| r.path),
-            Some("/healthz")
+            call(app(), Method::GET, "/healthz").await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
         );
-        assert_eq!(parse_request(b"GET /metrics\r\n\r\n"), None);
-        assert_eq!(parse_request(b"GET /metrics SPDY/3\r\n\r\n"), None);
-        assert_eq!(parse_request(b"\xff\xfe /x HTTP/1.1\r\n\r\n"), None);
-        assert_eq!(parse_request(b"GET /a HTTP/1.1"), None);
+        assert_eq!(
+            call(app(), Method::GET, "/nope").await.status(),
+            StatusCode::NOT_FOUND
+        );
+        let r = call(app(), Method::POST, "/metrics").await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
     }
 
     #[test]
-    fn routes() {
-        let m = Metrics::default();
-        let h = HealthConfig::default();
-        let get = |path| Request {
-            method: "GET",
-            path,
-        };
-        assert!(route(Some(get("/metrics")), &m, &h)
-            .status
-            .starts_with("200"));
-        assert!(route(Some(get("/healthz")), &m, &h)
-            .status
-            .starts_with("503"));
-        assert!(route(Some(get("/nope")), &m, &h).status.starts_with("404"));
-        assert!(route(None, &m, &h).status.starts_with("400"));
-        let post = Request {
-            method: "POST",
-            path: "/metrics",
-        };
-        let r = route(Some(post), &m, &h);
-        assert!(r.status.starts_with("405") && r.allow);
+    fn cap_fits_the_fd_limit() {
+        let cap = connection_cap();
+        assert!((16..=MAX_CONNECTIONS).contains(&cap), "{cap}");
+    }
+
+    #[test]
+    fn refusal_is_well_formed() {
+        let text = std::str::from_utf8(REFUSAL).unwrap();
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - [`notify`]: `sd_notify` (READY, STOPPING, STATUS, the watchdog ping loop);
 //! - [`health`]: what healthy means (liveness for the watchdog, readiness for `/healthz`);
-//! - [`http`]: the optional `/healthz` + `/metrics` listener;
+//! - [`http`]: the daemon's HTTP server (axum on hyper): the optional `/healthz` + `/metrics`
+//!   listener, and the server the gallery ([`crate::web`]) runs on;
 //! - [`retention`]: optional age/count/size limits on the output folder;
 //! - [`hook`]: the optional command run for each finished image.
 //!

@@ -67,6 +67,10 @@ pub struct DemoArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Keep the receiver and its gallery running after the demo and print the gallery's URL
+    /// (Ctrl-C stops it). Without a value: 127.0.0.1 on a free port.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub web: Option<std::net::SocketAddr>,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -150,21 +154,55 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
     }
 }
 
-/// Runs the demo, printing progress to `out` (a live counter when it is a terminal).
+/// Runs the demo, printing progress to `out` (a live counter when it is a terminal). With
+/// `--web`, the gallery stays open until Ctrl-C (SIGINT) or SIGTERM.
 pub async fn run(args: DemoArgs, out: &mut dyn Write, tty: bool) -> Result<DemoReport, DemoError> {
+    run_until(args, out, tty, |_| async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    })
+    .await
+}
+
+/// [`run`], where `--web`'s gallery stays open until `stop` (called with its address) returns.
+pub async fn run_until<F, Fut>(
+    args: DemoArgs,
+    out: &mut dyn Write,
+    tty: bool,
+    stop: F,
+) -> Result<DemoReport, DemoError>
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let state = std::env::temp_dir().join(format!("receiver-demo-{}", std::process::id()));
     std::fs::create_dir_all(&state).map_err(io_err("create", &state))?;
-    let result = run_in(&args, &state, out, tty).await;
+    let result = run_in(&args, &state, out, tty, stop).await;
     let _ = std::fs::remove_dir_all(&state);
     result
 }
 
-async fn run_in(
+async fn run_in<F, Fut>(
     args: &DemoArgs,
     state: &Path,
     out: &mut dyn Write,
     tty: bool,
-) -> Result<DemoReport, DemoError> {
+    stop: F,
+) -> Result<DemoReport, DemoError>
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     std::fs::create_dir_all(&args.out).map_err(io_err("create", &args.out))?;
     let out_dir = args.out.canonicalize().map_err(io_err("open", &args.out))?;
     let fake = FakeAliyun::start(FakeConfig::default()).await?;
@@ -175,6 +213,7 @@ async fn run_in(
     // The fake endpoint pushes what a cut connection had in flight again at once, not after
     // Aliyun's 30 s ACK timeout: a v1 picture straddling a cut waits one second, not 90.
     config.assembly.redelivery_grace = std::time::Duration::from_secs(1);
+    config.web.listen = args.web;
     let _ = writeln!(
         out,
         "fake Aliyun endpoint on {} (TLS, aksign); receiver with {} connection(s); {} camera(s) x {} picture(s) of {}x{}",
@@ -300,37 +339,58 @@ async fn run_in(
     if tty {
         let _ = writeln!(out);
     }
+    let report = |out: &mut dyn Write| -> Result<DemoReport, DemoError> {
+        let sink = Sink::new(&out_dir, state.join("state"))
+            .map_err(|e| DemoError::Verify(e.to_string()))?;
+        let verified = verify(&sink, &uploads)?;
+        let report = DemoReport {
+            images: total_images,
+            verified,
+            messages: total_messages,
+            seconds,
+            duplicates_dropped: metrics.messages(crate::metrics::Kind::Duplicate)
+                + metrics.duplicate_chunks.load(Relaxed),
+            reconnects: shared
+                .connections
+                .iter()
+                .map(|c| c.reconnects.load(Relaxed))
+                .sum(),
+            out: out_dir.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "verified {verified}/{total_images} images byte for byte ({total_messages} messages in {seconds:.2} s, {} duplicate deliveries dropped, {} reconnects)",
+            report.duplicates_dropped, report.reconnects
+        );
+        let _ = writeln!(out, "images are in {}", out_dir.display());
+        Ok(report)
+    };
+    // With the gallery: verify while the receiver runs, then keep it open until told to stop.
+    let early = match shared.web_addr.get().copied() {
+        Some(addr) if args.web.is_some() => {
+            let r = report(out);
+            if r.is_ok() {
+                let _ = writeln!(
+                    out,
+                    "gallery: http://{addr}/  (the receiver keeps running; Ctrl-C stops it)"
+                );
+                let _ = out.flush();
+                stop(addr).await;
+            }
+            Some(r)
+        }
+        _ => None,
+    };
     shutdown.cancel();
     match daemon.await {
         Ok(r) => r?,
         Err(e) => return Err(DemoError::Verify(format!("the receiver task failed: {e}"))),
     }
     fake.shutdown();
-
-    let sink =
-        Sink::new(&out_dir, state.join("state")).map_err(|e| DemoError::Verify(e.to_string()))?;
-    let verified = verify(&sink, &uploads)?;
-    let report = DemoReport {
-        images: total_images,
-        verified,
-        messages: total_messages,
-        seconds,
-        duplicates_dropped: metrics.messages(crate::metrics::Kind::Duplicate)
-            + metrics.duplicate_chunks.load(Relaxed),
-        reconnects: shared
-            .connections
-            .iter()
-            .map(|c| c.reconnects.load(Relaxed))
-            .sum(),
-        out: out_dir.clone(),
-    };
-    let _ = writeln!(
-        out,
-        "verified {verified}/{total_images} images byte for byte ({total_messages} messages in {seconds:.2} s, {} duplicate deliveries dropped, {} reconnects)",
-        report.duplicates_dropped, report.reconnects
-    );
-    let _ = writeln!(out, "images are in {}", out_dir.display());
-    Ok(report)
+    match early {
+        Some(r) => r,
+        None => report(out),
+    }
 }
 
 fn demo_config(out_dir: &Path, state_dir: &Path) -> Result<Config, DemoError> {

@@ -458,3 +458,38 @@ fn metrics_on_every_interface_warns() {
         assert_eq!(out.contains("# WARNING: "), warns, "{out}");
     }
 }
+
+#[test]
+fn an_open_gallery_off_loopback_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    secret_file(
+        &dir.path().join("secret"),
+        format!("{SECRET}\n").as_bytes(),
+        0o600,
+    );
+    let path = config(dir.path(), "access_key_secret_file = \"secret\"");
+    let base = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{base}\n[web]\nlisten = \"0.0.0.0:8080\"\n")).unwrap();
+    let (code, _, err) = run(receiver().arg("check-config").arg("-c").arg(&path));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[web] listen"), "{err}");
+    assert!(
+        err.contains("not a loopback address and no password is set"),
+        "{err}"
+    );
+    // With a password file it is fine, and the password is not printed.
+    secret_file(
+        &dir.path().join("web_password"),
+        b"gallery-secret-77\n",
+        0o600,
+    );
+    std::fs::write(
+        &path,
+        format!("{base}\n[web]\nlisten = \"0.0.0.0:8080\"\npassword_file = \"web_password\"\n"),
+    )
+    .unwrap();
+    let (code, out, err) = run(receiver().arg("check-config").arg("-c").arg(&path));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("password_file = "), "{out}");
+    assert!(!out.contains("gallery-secret-77") && !err.contains("gallery-secret-77"));
+}

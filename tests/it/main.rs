@@ -39,3 +39,5 @@ mod sink;
 mod spool_corruption;
 mod spool_disk_full;
 mod spool_roundtrip;
+mod web;
+mod web_browser;

@@ -3,13 +3,14 @@
 use crate::support::http::{get, raw};
 use crate::support::poll;
 use receiver::metrics::{Kind, Metrics};
-use receiver::ops::http::{serve, serve_with};
+use receiver::ops::http::{ops_routes, serve, serve_router, serve_with, ServeOptions};
 use receiver::ops::{notify::Notifier, HealthConfig, MetricsConfig, Ops, OpsConfig};
 use receiver_protocol::time::now_ms;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -222,4 +223,146 @@ async fn ops_start_serves_when_configured() {
 
     shutdown.cancel();
     ops.stop(Duration::from_secs(5)).await;
+}
+
+/// Raises this process's soft file-descriptor limit to at least `want` (within the hard limit).
+fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = lim.rlim_max.min(want);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    assert!(
+        lim.rlim_cur >= want,
+        "the hard fd limit {} is below the {want} this test needs",
+        lim.rlim_max
+    );
+}
+
+/// The outside probe's finding (issue 15): idle connections used to fill the listener and keep
+/// `/healthz` down. 2 000 idle connections plus a slowloris client, and a normal request is
+/// still answered, each time, within 1 s; the server then closes the idle and slow ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_healthz_still_answers() {
+    const IDLE: usize = 2_000;
+    // Both ends of every connection live in this process.
+    raise_fd_limit(2 * IDLE as u64 + 512);
+    let metrics = Arc::new(Metrics::default());
+    let now = now_ms();
+    metrics.ready_ms.store(now - 60_000, Relaxed);
+    metrics.links_attached.store(1, Relaxed);
+    metrics.last_delivery_ms.store(now, Relaxed);
+    let (addr, shutdown, _task) = start(metrics).await;
+
+    let opened = Instant::now();
+    let mut idle = Vec::with_capacity(IDLE);
+    while idle.len() < IDLE {
+        let batch: Vec<_> = (0..50)
+            .map(|_| tokio::spawn(TcpStream::connect(addr)))
+            .collect();
+        for c in batch {
+            idle.push(c.await.unwrap().expect("idle connection"));
+        }
+    }
+    // A slowloris client: a request head that never ends, one byte every 100 ms.
+    let slowloris = tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"a").await.is_err() {
+                return started.elapsed();
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return started.elapsed();
+            }
+        }
+    });
+    eprintln!("{IDLE} idle connections open in {:?}", opened.elapsed());
+
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), get(addr, "/healthz"))
+            .await
+            .expect("/healthz answered at all");
+        latencies.push(t.elapsed());
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"status\":\"ok\""), "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let worst = latencies.iter().max().copied().unwrap();
+    eprintln!("/healthz under {IDLE} idle connections + slowloris: {latencies:?}, worst {worst:?}");
+    assert!(worst < Duration::from_secs(1), "{latencies:?}");
+
+    // The server cuts the slowloris client at the header timeout (5 s), not when it stops.
+    let cut = tokio::time::timeout(Duration::from_secs(20), slowloris)
+        .await
+        .expect("slowloris cut")
+        .unwrap();
+    assert!(
+        cut < Duration::from_secs(10),
+        "slowloris held its connection for {cut:?}"
+    );
+    // And the idle connections are closed too (EOF or a 408, then EOF).
+    let mut first = idle.swap_remove(0);
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut buf))
+        .await
+        .expect("idle connection closed by the server")
+        .ok();
+    drop(idle);
+    shutdown.cancel();
+}
+
+/// Past the connection cap a client is told so (503 + Retry-After), not dropped.
+#[tokio::test]
+async fn over_the_cap_is_503() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let app = ops_routes(metrics.clone(), HealthConfig::default());
+    let options = ServeOptions {
+        keep_alive: false,
+        max_connections: 4,
+        metrics: Some(metrics.clone()),
+    };
+    tokio::spawn(serve_router(listener, app, options, shutdown.clone()));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Let the server accept the four before the fifth arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, head, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.contains("Retry-After: 1"), "{head}");
+    assert!(body.contains("too many connections"), "{body}");
+    assert_eq!(metrics.http_refused.load(Relaxed), 1);
+    assert!(metrics
+        .render_prometheus()
+        .contains("receiver_http_refused_total 1"));
+    drop(held);
+    // Slots free again once the held connections are gone.
+    let mut ok = false;
+    for _ in 0..50 {
+        if get(addr, "/metrics").await.0 == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "slots never freed");
+    shutdown.cancel();
 }

@@ -714,3 +714,88 @@ async fn sigkill_around_uploads_then_restart_writes_each_picture_once() {
         .unwrap_or(true));
     println!("s3 kill test: {kills} kills, {} pictures", published.len());
 }
+
+/// The gallery reads the bucket through the same seam: `list_pictures` and `read_picture` find
+/// what the daemon uploaded (hostile names included), the gallery serves the pictures and their
+/// thumbnails, and after a restart its index is rebuilt from the bucket listing alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gallery_reads_the_bucket() {
+    use crate::web::request;
+    let tmp = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&tmp.path().join("weed"));
+    let mut h = s3_harness(&weed, 1).await;
+    h.config.web.listen = Some("127.0.0.1:0".parse().unwrap());
+    h.start();
+    h.wait_links().await;
+    let pictures = mixed_pictures("gal", 4, HOSTILE_ON_THE_WIRE);
+    upload(&h, &pictures, &mut Rng(0x53_0A11)).await;
+    h.wait_images(pictures.len() as u64).await;
+    h.wait_drained().await;
+
+    let output = S3Output::new(weed.options()).unwrap();
+    let listed = tokio::task::spawn_blocking(move || {
+        let listed = output.list_pictures().unwrap();
+        let bytes: Vec<_> = listed
+            .iter()
+            .map(|p| output.read_picture(&p.device, &p.name).unwrap().unwrap())
+            .collect();
+        assert!(output
+            .read_picture(&listed[0].device, "../x.jpg")
+            .unwrap()
+            .is_none());
+        (listed, bytes)
+    })
+    .await
+    .unwrap();
+    let (listed, bytes) = listed;
+    assert_eq!(listed.len(), pictures.len(), "{listed:?}");
+    for p in &pictures {
+        let i = listed
+            .iter()
+            .position(|l| l.device == p.device)
+            .expect("listed");
+        assert_eq!(bytes[i], p.jpeg, "{:?}", p.device);
+        assert_eq!(listed[i].bytes, p.jpeg.len() as u64);
+    }
+    h.stop().await;
+
+    // Restarted: the index comes from the bucket listing only.
+    h.start();
+    h.wait_links().await;
+    let addr = loop {
+        if let Some(a) = h.shared.web_addr.get() {
+            break *a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, page) = request(addr, "GET", "/", None).await;
+        let page = String::from_utf8_lossy(&page).into_owned();
+        if pictures
+            .iter()
+            .all(|p| page.contains(&receiver::web::camera_url(&p.device)))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "index not rebuilt from the bucket:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (p, l) in pictures.iter().map(|p| {
+        let l = listed.iter().find(|l| l.device == p.device).unwrap();
+        (p, l)
+    }) {
+        let url = receiver::web::picture_url("picture", &p.device, &l.name);
+        let (status, _, body) = request(addr, "GET", &url, None).await;
+        assert_eq!(status, 200, "{url}");
+        assert_eq!(body, p.jpeg);
+        let thumb = receiver::web::picture_url("thumb", &p.device, &l.name);
+        let (status, _, body) = request(addr, "GET", &thumb, None).await;
+        assert_eq!(status, 200, "{thumb}");
+        assert!(body.starts_with(&[0xFF, 0xD8]));
+    }
+    h.stop().await;
+}
