@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 apt_need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_need+=(mosquitto)
 command -v systemd-analyze >/dev/null 2>&1 || apt_need+=(systemd)
+# The cluster tests start their own redis-server (on loopback, a free port, a temp folder).
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || apt_need+=(redis-server)
 if [ ${#apt_need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing ${apt_need[*]}"
