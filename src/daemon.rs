@@ -99,10 +99,26 @@ fn open_engine<O: crate::output::Output + 'static>(
     sink: Sink<O>,
     metrics: Arc<Metrics>,
 ) -> Result<(Engine, RecoveryReport), DaemonError> {
-    match sink.remove_stale_temp_files() {
+    let cleaned = match &config.cluster {
+        // The output is shared: another instance may be writing; a write never takes a lease.
+        Some(c) => sink.remove_stale_temp_files_shared(c.lease * 2),
+        None => sink.remove_stale_temp_files(),
+    };
+    match cleaned {
         Ok(0) => {}
         Ok(n) => tracing::info!(files = n, "removed temporary files left by a crash"),
         Err(e) => tracing::warn!(error = %e, "cannot clean temporary files"),
+    }
+    if let Some(cluster) = &config.cluster {
+        let store = crate::cluster::ClusterStore::new(cluster.options())
+            .map_err(|e| DaemonError::Task(format!("[cluster]: {e}")))?;
+        tracing::info!(
+            instance_id = store.instance_id(),
+            store = store.describe(),
+            "cluster mode: chunks in flight live in the shared store"
+        );
+        let engine = Engine::open_cluster(engine_options(config), store, sink, metrics);
+        return Ok((engine, RecoveryReport::default()));
     }
     Ok(Engine::open(
         engine_options(config),
@@ -210,7 +226,7 @@ pub async fn run_with_control(
     tracing::info!(
         output = %output,
         state = %config.state_dir.display(),
-        spool = config.spool.enabled,
+        spool = config.spool.enabled && config.cluster.is_none(),
         recovered_records = report.records,
         corrupt_records = report.corrupt,
         open_pictures = report.open,

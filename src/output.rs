@@ -59,6 +59,14 @@ pub trait Output: Send + Sync + fmt::Debug {
 
     /// Removes what a crash left half-written. Returns how many leftovers were removed.
     fn remove_stale_temp_files(&self) -> Result<usize, SinkError>;
+
+    /// Like [`remove_stale_temp_files`](Output::remove_stale_temp_files), but only leftovers
+    /// older than `age`: for an output shared by several instances (cluster mode), where a
+    /// younger one may be another instance's write in progress. Default: nothing to remove.
+    fn remove_temp_files_older_than(&self, age: std::time::Duration) -> Result<usize, SinkError> {
+        let _ = age;
+        Ok(0)
+    }
 }
 
 impl<O: Output + ?Sized> Output for Arc<O> {
@@ -79,6 +87,9 @@ impl<O: Output + ?Sized> Output for Arc<O> {
     }
     fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
         (**self).remove_stale_temp_files()
+    }
+    fn remove_temp_files_older_than(&self, age: std::time::Duration) -> Result<usize, SinkError> {
+        (**self).remove_temp_files_older_than(age)
     }
 }
 

@@ -1,7 +1,8 @@
 -- Finishes a picture after its output (or quarantine) write succeeded (cluster mode,
 -- src/cluster/mod.rs): deletes its chunks, marks it done, drops its claim.
 -- ARGV: prefix, picture key, kind ("2", "1" segment, "D" device), device, pid or END time,
--- done TTL (ms), v1 window (ms), then the v1 members written.
+-- done TTL (ms), v1 window (ms), the v1 segment's first chunk time, then the v1 members
+-- written.
 -- Returns 1, or 0 when it was finished already (by another instance whose lease ran out).
 local P, pk, kind, dev, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local done_ttl, window = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -9,6 +10,7 @@ local done = P .. ':done:' .. pk
 redis.call('DEL', P .. ':claim:' .. pk)
 redis.call('HDEL', P .. ':claimed', pk)
 redis.call('ZREM', P .. ':ready', pk)
+redis.call('HDEL', P .. ':touch', pk)
 if kind == '2' then
   redis.call('ZREM', P .. ':open', pk)
   redis.call('DEL', P .. ':pic:' .. pk)
@@ -21,7 +23,7 @@ if kind == '1' and not redis.call('SET', done, '1', 'NX', 'PX', done_ttl) then
   return 0
 end
 local members = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   members[#members + 1] = ARGV[i]
 end
 if #members > 0 then
@@ -31,13 +33,16 @@ if #members > 0 then
 end
 local ends = P .. ':v1e:' .. dev
 local settled = P .. ':v1x:' .. dev
+local firsts = P .. ':v1d:' .. dev
 if kind == '1' then
   redis.call('SADD', settled, id)
+  redis.call('HSET', firsts, id, ARGV[8])
   -- ENDs far below this one cut nothing any more.
   local old = redis.call('ZRANGEBYSCORE', ends, '-inf', '(' .. (tonumber(id) - window))
   if #old > 0 then
     redis.call('ZREM', ends, unpack(old))
     redis.call('SREM', settled, unpack(old))
+    redis.call('HDEL', firsts, unpack(old))
   end
 end
 local oldest = redis.call('ZRANGE', P .. ':v1a:' .. dev, 0, 0, 'WITHSCORES')
@@ -47,7 +52,7 @@ else
   redis.call('ZREM', P .. ':open', '1|' .. dev)
   if kind == 'D' then
     -- Nothing of the device is open: its ENDs (an END that never got chunks) go too.
-    redis.call('DEL', ends, settled)
+    redis.call('DEL', ends, settled, firsts)
   end
 end
 return 1

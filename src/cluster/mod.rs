@@ -15,6 +15,9 @@
 //!   than the assembly time-out.
 //! - `fetch.lua`: a picture's chunks (a v1 segment: the data chunks timed in
 //!   `(previous END, END]`).
+//! - `unclaim.lua`: gives a claim back (a v1 segment that fails its check waits for more
+//!   chunks); the picture leaves the ready list only if no chunk marked it ready meanwhile
+//!   (`:touch`, a version per picture), else the caller checks again.
 //! - `finish.lua`: after the output (or quarantine) write succeeded, deletes the chunks, sets
 //!   the done marker (`SET NX`: only the first finisher counts) and drops the claim.
 //!
@@ -22,9 +25,10 @@
 //! Redis Cluster): `:mid:<messageId>` (dedup, TTL), `:pic:2|<dev>|<pid>` (a v2 picture: header
 //! fields `c s k t n`, pieces `d<seq>`), `:v1t:<dev>` / `:v1a:<dev>` / `:v1c:<dev>` (v1 data
 //! chunks by time, by arrival, their bytes), `:v1e:<dev>` (`END` times), `:v1x:<dev>` (`END`s
-//! whose segment is finished), `:v1f:<dev>` (fingerprints), `:open` (picture or v1 device →
+//! whose segment is finished), `:v1d:<dev>` (their first chunk's time), `:v1f:<dev>` (fingerprints), `:open` (picture or v1 device →
 //! when it opened), `:ready` (pictures complete or to check → when), `:claim:<pk>` (the lease),
-//! `:claimed` (pk → last claimant), `:done:<pk>` (finished, TTL), `:ctr`.
+//! `:claimed` (pk → last claimant), `:touch` (pk → how often it was marked ready), `:done:<pk>`
+//! (finished, TTL), `:ctr`.
 //!
 //! The client is the `redis` crate's blocking connection: the engine is one OS thread and calls
 //! its seams blocking. Every call has a time-out; a failed call drops the connection and the
@@ -336,6 +340,11 @@ impl Claim {
     }
 }
 
+/// How often a picture had been marked ready when it was claimed (see
+/// [`ClusterStore::unclaim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Version(pub u64);
+
 /// A picture's chunks as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
@@ -421,16 +430,24 @@ pub fn v1_verdict(bytes: &[u8]) -> Result<Option<&'static str>, String> {
     }
 }
 
-/// v2: whether the concatenated pieces are the picture the header announced.
-pub fn v2_verdict(bytes: &[u8], size: u32, crc: u32) -> Result<(), String> {
+/// v2: whether the concatenated pieces are the picture the header announced; else the
+/// quarantine reason and detail.
+pub fn v2_verdict(bytes: &[u8], size: u32, crc: u32) -> Result<(), (&'static str, String)> {
     if bytes.len() != size as usize {
-        return Err(format!("{} byte(s), header says {size}", bytes.len()));
+        return Err((
+            "size_mismatch",
+            format!("{} byte(s), header says {size}", bytes.len()),
+        ));
     }
     let got = crate::wire::crc32(bytes);
     if got != crc {
-        return Err(format!("CRC-32 {got:08X}, header says {crc:08X}"));
+        return Err((
+            "crc_mismatch",
+            format!("CRC-32 {got:08X}, header says {crc:08X}"),
+        ));
     }
-    crate::wire::jpeg_structure_ok(bytes).map_err(|e| format!("not a well-formed JPEG: {e}"))
+    crate::wire::jpeg_structure_ok(bytes)
+        .map_err(|e| ("invalid_jpeg", format!("not a well-formed JPEG: {e}")))
 }
 
 /// What `check-config --probe-cluster` found about durability.
@@ -456,6 +473,7 @@ pub struct ClusterStore {
     claim: Script,
     fetch: Script,
     finish: Script,
+    unclaim: Script,
     /// Round trips made (for the benchmark's "round trips per message").
     pub round_trips: u64,
 }
@@ -517,6 +535,7 @@ impl ClusterStore {
             claim: Script::new(include_str!("claim.lua")),
             fetch: Script::new(include_str!("fetch.lua")),
             finish: Script::new(include_str!("finish.lua")),
+            unclaim: Script::new(include_str!("unclaim.lua")),
             opts,
             round_trips: 0,
         })
@@ -525,6 +544,11 @@ impl ClusterStore {
     /// This instance's id.
     pub fn instance_id(&self) -> &str {
         &self.opts.instance_id
+    }
+
+    /// How long a claim holds.
+    pub fn lease(&self) -> Duration {
+        self.opts.lease
     }
 
     /// The server, without credentials.
@@ -697,7 +721,7 @@ impl ClusterStore {
         key: &PictureKey,
         now_ms: u64,
         age: Duration,
-    ) -> Result<Claim, ClusterError> {
+    ) -> Result<(Claim, Version), ClusterError> {
         let args = [
             self.prefix.clone().into_bytes(),
             key.encode().into_bytes(),
@@ -708,14 +732,23 @@ impl ClusterStore {
         ];
         let claim = self.claim.clone();
         let v = self.invoke(&claim, &args)?;
-        match text(&v).as_deref() {
-            Some("won") => Ok(Claim::Won),
-            Some("takeover") => Ok(Claim::TakeOver),
-            Some("mine") => Ok(Claim::Renewed),
-            Some("held") => Ok(Claim::Held),
-            Some("done") => Ok(Claim::Done),
-            Some("gone") => Ok(Claim::Gone),
-            Some("fresh") => Ok(Claim::Fresh),
+        let parts = array(&v).unwrap_or_default();
+        let version = match parts.get(1) {
+            Some(Value::Int(n)) => Some(Version(u64::try_from(*n).unwrap_or(0))),
+            _ => None,
+        };
+        let status = match parts.first().and_then(text).as_deref() {
+            Some("won") => Some(Claim::Won),
+            Some("takeover") => Some(Claim::TakeOver),
+            Some("mine") => Some(Claim::Renewed),
+            Some("held") => Some(Claim::Held),
+            Some("done") => Some(Claim::Done),
+            Some("gone") => Some(Claim::Gone),
+            Some("fresh") => Some(Claim::Fresh),
+            _ => None,
+        };
+        match (status, version) {
+            (Some(c), Some(v)) => Ok((c, v)),
             _ => Err(ClusterError::Reply {
                 at: self.at.clone(),
                 what: "claim",
@@ -723,8 +756,12 @@ impl ClusterStore {
         }
     }
 
-    /// Claims a picture to write it.
-    pub fn claim(&mut self, key: &PictureKey, now_ms: u64) -> Result<Claim, ClusterError> {
+    /// Claims a picture to write it; the version is for [`unclaim`](Self::unclaim).
+    pub fn claim(
+        &mut self,
+        key: &PictureKey,
+        now_ms: u64,
+    ) -> Result<(Claim, Version), ClusterError> {
         self.claim_as(key, now_ms, Duration::ZERO)
     }
 
@@ -734,7 +771,7 @@ impl ClusterStore {
         key: &PictureKey,
         now_ms: u64,
         timeout: Duration,
-    ) -> Result<Claim, ClusterError> {
+    ) -> Result<(Claim, Version), ClusterError> {
         self.claim_as(key, now_ms, timeout.max(Duration::from_millis(1)))
     }
 
@@ -838,6 +875,11 @@ impl ClusterStore {
             id.into_bytes(),
             ms(self.opts.done_ttl).into_bytes(),
             ms(self.opts.done_ttl).into_bytes(),
+            fetched
+                .and_then(Fetched::name_time_ms)
+                .unwrap_or(i64::MIN)
+                .to_string()
+                .into_bytes(),
         ];
         if let Some(Fetched::V1 { members, .. }) = fetched {
             args.extend(members.iter().map(|m| m.clone().into_bytes()));
@@ -853,26 +895,24 @@ impl ClusterStore {
         }
     }
 
-    /// Gives a claim back (the segment failed its check: wait for more chunks) and takes the
-    /// picture off the ready list.
-    pub fn unclaim(&mut self, key: &PictureKey) -> Result<(), ClusterError> {
-        let pk = key.encode();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("ZREM")
-            .arg(format!("{}:ready", self.prefix))
-            .arg(&pk)
-            .ignore()
-            .cmd("DEL")
-            .arg(format!("{}:claim:{pk}", self.prefix))
-            .ignore();
-        let conn = self.connection()?;
-        let r: redis::RedisResult<()> = pipe.query(conn);
-        self.round_trips += 1;
-        r.map_err(|e| {
-            self.conn = None;
-            self.error(&e)
-        })
+    /// Gives a claim back (the segment failed its check: wait for more chunks). The picture
+    /// leaves the ready list unless a chunk marked it ready since `version` was read: then
+    /// `true`, and the caller should check it again.
+    pub fn unclaim(&mut self, key: &PictureKey, version: Version) -> Result<bool, ClusterError> {
+        let args = [
+            self.prefix.clone().into_bytes(),
+            key.encode().into_bytes(),
+            version.0.to_string().into_bytes(),
+        ];
+        let unclaim = self.unclaim.clone();
+        match self.invoke(&unclaim, &args)? {
+            Value::Int(0) => Ok(false),
+            Value::Int(1) => Ok(true),
+            _ => Err(ClusterError::Reply {
+                at: self.at.clone(),
+                what: "unclaim",
+            }),
+        }
     }
 
     /// Pictures on the ready list longer than a lease: their completer may have died.

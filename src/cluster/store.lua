@@ -5,7 +5,7 @@
 -- time (ms), data.
 -- Returns { statuses, ready }: one status per chunk (0 stored, 1 duplicate messageId,
 -- 2 duplicate chunk (v2 seq, v1 fingerprint or END), 3 chunk of a finished picture,
--- 4 header conflict, 5 v1 chunk inside a finished picture's segment), and the pictures
+-- 4 header conflict, 5 v1 chunk or END inside a finished picture's span), and the pictures
 -- this batch completed (v2) or may have completed (v1: the caller checks the JPEG).
 local P = ARGV[1]
 local now = ARGV[2]
@@ -14,6 +14,9 @@ local window = tonumber(ARGV[4])
 local statuses, ready, seen = {}, {}, {}
 local function mark(pk)
   redis.call('ZADD', P .. ':ready', now, pk)
+  -- Each mark changes the picture's version, so a claimant checking an older state does not
+  -- take it off the ready list (unclaim.lua).
+  redis.call('HINCRBY', P .. ':touch', pk, 1)
   if not seen[pk] then
     seen[pk] = true
     ready[#ready + 1] = pk
@@ -21,6 +24,17 @@ local function mark(pk)
 end
 local function end_done(dev, e)
   return redis.call('SISMEMBER', P .. ':v1x:' .. dev, e) == 1
+end
+-- v1: the finished segment whose span [first chunk, END] holds time t, if any. A time before
+-- a finished segment's first chunk (and after the END before it) belongs to a picture whose
+-- END has not come yet.
+local function in_finished(dev, t)
+  local e = redis.call('ZRANGEBYSCORE', P .. ':v1e:' .. dev, t, '+inf', 'LIMIT', 0, 1)
+  if #e == 0 or not end_done(dev, e[1]) then
+    return false
+  end
+  local first = redis.call('HGET', P .. ':v1d:' .. dev, e[1])
+  return first == false or tonumber(t) >= tonumber(first)
 end
 local n = (#ARGV - 4) / 10
 for i = 0, n - 1 do
@@ -64,7 +78,7 @@ for i = 0, n - 1 do
     local e = redis.call('ZRANGEBYSCORE', P .. ':v1e:' .. dev, t, '+inf', 'LIMIT', 0, 1)
     if redis.call('ZSCORE', fps, fp) then
       status = 2
-    elseif #e > 0 and end_done(dev, e[1]) then
+    elseif in_finished(dev, t) then
       status = 5
     else
       redis.call('ZADD', fps, t, fp)
@@ -74,15 +88,18 @@ for i = 0, n - 1 do
       redis.call('ZADD', P .. ':v1a:' .. dev, now, m)
       redis.call('HSET', P .. ':v1c:' .. dev, m, data)
       redis.call('ZADD', P .. ':open', 'NX', now, '1|' .. dev)
-      if #e > 0 then
+      if #e > 0 and not end_done(dev, e[1]) then
         mark('1|' .. dev .. '|' .. e[1])
       end
     end
   elseif status == 0 and kind == 'E' then
     local ends = P .. ':v1e:' .. dev
-    if redis.call('ZADD', ends, 'NX', t, t) == 0 then
+    if redis.call('ZSCORE', ends, t) then
       status = 2
+    elseif in_finished(dev, t) then
+      status = 5
     else
+      redis.call('ZADD', ends, t, t)
       redis.call('ZADD', P .. ':open', 'NX', now, '1|' .. dev)
       mark('1|' .. dev .. '|' .. t)
       local nx = redis.call('ZRANGEBYSCORE', ends, '(' .. t, '+inf', 'LIMIT', 0, 1)

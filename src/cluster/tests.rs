@@ -177,7 +177,8 @@ fn v1_chunks(device: &DeviceId, img: &[u8], t0: i64, tag: &str) -> Vec<Chunk> {
 /// What a completing instance does: claim, fetch, check, "write", finish. Returns the bytes
 /// written, if it wrote.
 fn complete(s: &mut ClusterStore, key: &PictureKey, now: u64) -> Option<Vec<u8>> {
-    if !s.claim(key, now).unwrap().won() {
+    let (claim, version) = s.claim(key, now).unwrap();
+    if !claim.won() {
         return None;
     }
     let f = s.fetch(key).unwrap()?;
@@ -193,7 +194,7 @@ fn complete(s: &mut ClusterStore, key: &PictureKey, now: u64) -> Option<Vec<u8>>
         _ => {
             let b = f.concat();
             if v1_verdict(&b).is_err() {
-                s.unclaim(key).unwrap();
+                s.unclaim(key, version).unwrap();
                 return None;
             }
             b
@@ -267,10 +268,10 @@ fn v2_across_instances_dedups_and_completes_exactly_once() {
     assert_eq!(ready.len(), 1, "completed once: {ready:?}");
     let key = &ready[0];
     // Both race to write it: exactly one wins.
-    assert_eq!(b.claim(key, 1000).unwrap(), Claim::Won);
-    assert_eq!(a.claim(key, 1000).unwrap(), Claim::Held);
+    assert_eq!(b.claim(key, 1000).unwrap().0, Claim::Won);
+    assert_eq!(a.claim(key, 1000).unwrap().0, Claim::Held);
     assert_eq!(complete(&mut b, key, 1000), Some(img.clone()));
-    assert_eq!(a.claim(key, 1000).unwrap(), Claim::Done);
+    assert_eq!(a.claim(key, 1000).unwrap().0, Claim::Done);
     // A late redelivery of a finished picture's chunk is recognised.
     let late = v2_chunks(&dev("cam"), 9, &img, 150);
     let mut late0 = late[0].clone();
@@ -366,16 +367,16 @@ fn a_dead_claimant_is_taken_over_after_its_lease() {
         .unwrap();
     let key = out.ready[0].clone();
     // `a` claims and "dies" before writing.
-    assert_eq!(a.claim(&key, 1000).unwrap(), Claim::Won);
+    assert_eq!(a.claim(&key, 1000).unwrap().0, Claim::Won);
     assert!(b.stale_ready(1100, 10).unwrap().is_empty(), "not stale yet");
-    assert_eq!(b.claim(&key, 1100).unwrap(), Claim::Held);
+    assert_eq!(b.claim(&key, 1100).unwrap().0, Claim::Held);
     std::thread::sleep(Duration::from_millis(400)); // the 300 ms lease runs out
     let stale = b.stale_ready(1000 + 400, 10).unwrap();
     assert_eq!(stale, vec![key.clone()]);
-    assert_eq!(b.claim(&key, 1400).unwrap(), Claim::TakeOver);
+    assert_eq!(b.claim(&key, 1400).unwrap().0, Claim::TakeOver);
     assert_eq!(complete(&mut b, &key, 1400), Some(img));
     // `a` wakes up: its write would be a create-only duplicate; finishing again reports it.
-    assert_eq!(a.claim(&key, 1500).unwrap(), Claim::Done);
+    assert_eq!(a.claim(&key, 1500).unwrap().0, Claim::Done);
     let f = Fetched::V2 {
         count: 0,
         size: 0,
@@ -407,7 +408,7 @@ fn abandoned_pictures_expire_exactly_once() {
     let mut quarantined = Vec::new();
     for s in &mut stores {
         for key in s.expired(100_000, timeout, 10).unwrap() {
-            if s.claim_expired(&key, 100_000, timeout).unwrap().won() {
+            if s.claim_expired(&key, 100_000, timeout).unwrap().0.won() {
                 let f = s.fetch(&key).unwrap().unwrap();
                 assert!(s.finish(&key, Some(&f)).unwrap());
                 quarantined.push((key, f.chunks()));
@@ -531,4 +532,65 @@ fn passwords_are_used_and_never_printed() {
     let p = good.probe().unwrap();
     assert_eq!(p.warnings.len(), 1, "{p:?}");
     assert!(p.warnings[0].contains("appendfsync"));
+}
+
+#[test]
+fn a_chunk_stored_while_a_segment_is_checked_keeps_it_ready() {
+    let server = RedisServer::start();
+    let mut a = store(&server, "a");
+    let mut b = store(&server, "b");
+    let chunks = v1_chunks(&dev("v1"), &jpeg(8), 1_700_000_000_000, "x");
+    let (last, rest) = chunks.split_last().unwrap();
+    let (missing, rest) = rest.split_first().unwrap();
+    // The END and all but the first chunk: a candidate that fails its check.
+    let mut batch = rest.to_vec();
+    batch.push(last.clone());
+    let out = a.store(&batch, 1).unwrap();
+    let key = out.ready[0].clone();
+    let (claim, version) = a.claim(&key, 1).unwrap();
+    assert!(claim.won());
+    let f = a.fetch(&key).unwrap().unwrap();
+    assert!(v1_verdict(&f.concat()).is_err());
+    // Meanwhile `b` stores the missing chunk: its claim attempt finds `a`'s lease.
+    let out = b.store(std::slice::from_ref(missing), 2).unwrap();
+    assert_eq!(out.ready, vec![key.clone()]);
+    assert_eq!(b.claim(&key, 2).unwrap().0, Claim::Held);
+    // `a` gives its claim back and learns that it must look again; the picture stays ready.
+    assert!(a.unclaim(&key, version).unwrap());
+    assert_eq!(b.stale_ready(u64::MAX / 2, 10).unwrap(), vec![key.clone()]);
+    assert_eq!(complete(&mut a, &key, 3), Some(jpeg(8)));
+}
+
+#[test]
+fn a_v1_picture_whose_successor_was_written_first_is_not_late() {
+    let server = RedisServer::start();
+    let mut a = store(&server, "a");
+    let d = dev("v1");
+    let (p1, p2) = (jpeg(20), jpeg(21));
+    let first = v1_chunks(&d, &p1, 1_700_000_000_000, "p1");
+    let second = v1_chunks(&d, &p2, 1_700_000_010_000, "p2");
+    let mut written = Vec::new();
+    // The second picture, whole, before anything of the first: written under its END.
+    for c in second.iter().chain(&first) {
+        let out = a.store(std::slice::from_ref(c), 1).unwrap();
+        assert_eq!(out.statuses, vec![Stored::New], "{c:?}");
+        for key in out.ready {
+            written.extend(complete(&mut a, &key, 1));
+        }
+    }
+    assert_eq!(written, vec![p2.clone(), p1.clone()]);
+    // A chunk timed inside a written picture is late; one before it (with its END) is not.
+    let inside = Chunk::V1Data {
+        message_id: "new".into(),
+        device: d.clone(),
+        time_ms: 1_700_000_010_001,
+        bytes: vec![1, 2, 3],
+    };
+    let end_inside = Chunk::V1End {
+        message_id: "new-end".into(),
+        device: d.clone(),
+        time_ms: 1_700_000_010_002,
+    };
+    let out = a.store(&[inside, end_inside], 2).unwrap();
+    assert_eq!(out.statuses, vec![Stored::Late, Stored::Late]);
 }

@@ -17,6 +17,7 @@
 //! that `receiver check-config` prints, serialized from the config (`print.rs`).
 
 mod aliyun;
+mod cluster;
 mod load;
 mod print;
 mod sections;
@@ -60,6 +61,13 @@ pub const ENV_OUTPUT_SECRET_ACCESS_KEY: &str = "RECEIVER_OUTPUT_SECRET_ACCESS_KE
 /// systemd credential holding the object store's secret access key
 /// (`LoadCredential=output_secret_access_key:...`).
 pub const CREDENTIAL_OUTPUT_SECRET_ACCESS_KEY: &str = "output_secret_access_key";
+
+/// Environment variable holding the Redis password of `[cluster]`.
+pub const ENV_REDIS_PASSWORD: &str = "RECEIVER_REDIS_PASSWORD";
+
+/// systemd credential holding the Redis password of `[cluster]`
+/// (`LoadCredential=redis_password:...`).
+pub const CREDENTIAL_REDIS_PASSWORD: &str = "redis_password";
 
 /// Longest client id Aliyun accepts, including the per-connection suffix.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
@@ -123,6 +131,12 @@ pub mod defaults {
     pub const SPOOL_MIN_SEGMENT_BYTES: u64 = 1 << 20;
     /// Largest `[spool] segment_bytes` accepted: 1 GiB (the spool's own upper limit).
     pub const SPOOL_MAX_SEGMENT_BYTES: u64 = 1 << 30;
+    /// `[cluster] key_prefix`.
+    pub const CLUSTER_KEY_PREFIX: &str = "receiver";
+    /// `[cluster] lease`: how long a claim holds.
+    pub const CLUSTER_LEASE: Duration = Duration::from_secs(30);
+    /// `[cluster] timeout`: one call to Redis.
+    pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(5);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -260,6 +274,70 @@ impl Default for SpoolConfig {
     }
 }
 
+/// `[cluster]`: several instances share one consumer group through Redis/Valkey.
+///
+/// `Serialize` writes the keys as the config file does: the URL without its password, the
+/// password as [`Secret::REDACTED`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    /// `redis://` or `rediss://` URL (may hold user and password: never printed).
+    #[serde(serialize_with = "cluster_url")]
+    pub redis_url: String,
+    /// The password from `password`, `password_file`, `RECEIVER_REDIS_PASSWORD` or the systemd
+    /// credential `redis_password` (overrides the URL's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Prefix of every key, so one Redis can serve several fleets.
+    pub key_prefix: String,
+    /// This instance in claims, logs and metrics; empty: host name and process id.
+    pub instance_id: String,
+    /// How long a claim on a picture holds before another instance may take it over.
+    #[serde(serialize_with = "as_toml::duration")]
+    pub lease: Duration,
+    /// Longest call to Redis.
+    #[serde(serialize_with = "as_toml::duration")]
+    pub timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// The instance id in force (`instance_id`, else host name and process id).
+    pub fn instance(&self) -> String {
+        if self.instance_id.is_empty() {
+            crate::cluster::default_instance_id()
+        } else {
+            self.instance_id.clone()
+        }
+    }
+
+    /// The store's options.
+    pub fn options(&self) -> crate::cluster::ClusterOptions {
+        let mut o = crate::cluster::ClusterOptions::new(
+            &self.redis_url,
+            &self.key_prefix,
+            &self.instance(),
+        );
+        o.password = self.password.clone();
+        o.lease = self.lease;
+        o.timeout = self.timeout;
+        o
+    }
+}
+
+/// The URL with a password in it replaced by [`Secret::REDACTED`].
+fn cluster_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((user, host)) => {
+                let user = user.split_once(':').map_or(user, |(u, _)| u);
+                format!("{scheme}://{user}:{}@{host}", Secret::REDACTED)
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    s.serialize_str(&shown)
+}
+
 /// Log output format. In the config file `"text"` or `"json"`, ASCII case ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(try_from = "String")]
@@ -339,6 +417,8 @@ pub struct Config {
     /// `[metrics]`, `[health]`, `[retention]`, `[hook]`: the operations side (all optional, off
     /// or at their defaults when absent).
     pub ops: crate::ops::OpsConfig,
+    /// `[cluster]`: `None` is single-instance mode (the spool).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `Serialize` derived on a view of borrowed sections: the daemon's field names are not the file's
@@ -357,6 +437,8 @@ impl Serialize for Config {
             log: &'a LogConfig,
             #[serde(flatten)]
             ops: &'a crate::ops::OpsConfig,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cluster: Option<&'a ClusterConfig>,
         }
         View {
             aliyun: &self.aliyun,
@@ -366,6 +448,7 @@ impl Serialize for Config {
             spool: &self.spool,
             log: &self.log,
             ops: &self.ops,
+            cluster: self.cluster.as_ref(),
         }
         .serialize(s)
     }
@@ -705,6 +788,7 @@ impl RawConfig {
         let assembly = self.assembly.validate(cx)?;
         let spool = self.spool.validate(&assembly, cx)?;
         let log = self.log.validate(cx)?;
+        let cluster = self.cluster.validate(cx)?;
         let ops = validate_ops(
             RawOpsConfig {
                 metrics: self.metrics,
@@ -733,6 +817,7 @@ impl RawConfig {
             spool,
             log,
             ops,
+            cluster,
         })
     }
 }
