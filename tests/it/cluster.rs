@@ -493,3 +493,114 @@ async fn sigkill_of_an_instance_or_of_redis_loses_nothing_and_writes_each_pictur
     );
     drop(std::mem::ManuallyDrop::into_inner(dir));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_pauses_intake_healthz_says_why_and_it_resumes_by_itself() {
+    use crate::support::http::{free_port, get_blocking};
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeAliyun::start(FakeConfig::default())
+        .await
+        .expect("fake");
+    let port = free_port();
+    let config = instance_config(dir.path(), &fake, &redis.url(), 0, true);
+    // The same config plus the listener.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("{text}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .expect("config");
+    let log = dir.path().join("rx-0.log");
+    let mut child = spawn(&config, None, &log);
+    let healthz = || get_blocking(port, "/healthz");
+    let up = poll::until(Duration::from_secs(20), Duration::from_millis(50), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && healthz().contains(" 200 ")
+    })
+    .await;
+    assert!(up, "{}", log_tail(dir.path(), 1));
+    let mut expected = publish_round(&fake, 0, 2, 1);
+    fake.wait_drained(Duration::from_secs(30))
+        .await
+        .expect("drained");
+    // Redis gone: the next sweep (within a second) notices; /healthz says why.
+    redis.kill();
+    let down = poll::until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let h = healthz();
+        h.contains(" 503 ") && h.contains("cluster_store_down")
+    })
+    .await;
+    assert!(down, "{}\n{}", healthz(), log_tail(dir.path(), 1));
+    let accepted_before = fake.counters().accepted;
+    expected.extend(publish_round(&fake, 1, 2, 1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let accepted_while_down = fake.counters().accepted;
+    assert_eq!(
+        accepted_while_down, accepted_before,
+        "nothing accepted while down"
+    );
+    // Back from its AOF: intake resumes by itself and the held-back round is written.
+    redis.restart();
+    let drained = fake.wait_drained(Duration::from_secs(30)).await;
+    wait_files(
+        &dir.path().join("out"),
+        expected.len(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let h = healthz();
+    let metrics = get_blocking(port, "/metrics");
+    stop(&mut child, libc::SIGTERM);
+    assert!(drained.is_ok(), "{drained:?}\n{}", log_tail(dir.path(), 1));
+    assert!(fake.counters().accepted > accepted_while_down);
+    assert!(h.contains(" 200 "), "{h}");
+    verify(dir.path(), &expected, 1);
+    for want in [
+        "receiver_cluster_info{instance_id=\"rx-0\"} 1",
+        "receiver_cluster_store_down 0",
+    ] {
+        assert!(metrics.contains(want), "{want}\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("receiver_cluster_store_errors_total 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn check_config_probe_cluster_warns_when_accepted_chunks_can_be_lost() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ConfigBuilder::new()
+        .aliyun_placeholder()
+        .output_dir(dir.path().join("out"))
+        .state_dir(dir.path().join("state"))
+        .set("cluster", "redis_url", redis.url())
+        .write(dir.path().join("receiver.toml"))
+        .expect("config");
+    let probe = || {
+        let out = receiver_command(&config)
+            .args(["check-config", "--probe-cluster"])
+            .env_remove("RECEIVER_REDIS_PASSWORD")
+            .output()
+            .expect("run check-config");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let ok = probe();
+    assert!(
+        ok.contains("--probe-cluster: OK: accepted chunks survive a Redis restart"),
+        "{ok}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("everysec")
+        .query(&mut redis.connection())
+        .expect("config set");
+    let warned = probe();
+    assert!(
+        warned.contains("WARNING: accepted chunks can be lost: appendfsync is \"everysec\""),
+        "{warned}"
+    );
+}

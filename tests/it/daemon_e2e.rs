@@ -1051,3 +1051,82 @@ async fn original_firmware_cuts_with_a_large_credit() {
     let rounds: Vec<Vec<u64>> = (1..=24).step_by(2).map(|k| vec![k, k + 5]).collect();
     original_firmware_cut_runs(1, 200, 3, 3, &rounds).await;
 }
+
+// Cluster mode, one instance ------------------------------------------------------------------
+
+/// `[cluster]` on a test `redis-server`.
+fn cluster_config(
+    redis: &crate::support::redis_server::RedisServer,
+) -> receiver::config::ClusterConfig {
+    receiver::config::ClusterConfig {
+        redis_url: redis.url(),
+        password: None,
+        key_prefix: "e2e".into(),
+        instance_id: "e2e-0".into(),
+        lease: Duration::from_secs(30),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+/// The first end-to-end case again with one instance in cluster mode: the same files, the same
+/// settlements, no spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_cameras_in_cluster_mode_give_the_same_result() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let mut h = Harness::new(3).await;
+    h.config.cluster = Some(cluster_config(&redis));
+    h.start();
+    h.wait_links().await;
+    let mut pictures = Vec::new();
+    for i in 0..200u32 {
+        let device = dev(&format!("cam-{i:03}"));
+        let img = jpeg(48, 32, i, &format!("{i}"));
+        pictures.push(if i % 2 == 0 {
+            v2_picture(&device, &img, 10_000 + i, 300)
+        } else {
+            v1_picture(&device, &img, 600, 10_000 + i, T0 + i64::from(i) * 1000)
+        });
+    }
+    let ids = upload(&h, &pictures, &mut Rng(0x1234_5678)).await;
+    h.wait_images(200).await;
+    h.wait_drained().await;
+    assert_output(h.out(), &expected(&pictures));
+    assert_no_quarantine(h.state());
+    assert!(
+        !h.state().join("spool").exists(),
+        "cluster mode has no spool"
+    );
+    let m = h.metrics();
+    assert_eq!(m.images_v1.load(Relaxed), 100);
+    assert_eq!(m.images_v2.load(Relaxed), 100);
+    assert_eq!(m.accepted.load(Relaxed), ids.len() as u64);
+    assert_eq!(m.released.load(Relaxed), 0);
+    assert_eq!(m.cluster_chunks_stored.load(Relaxed), ids.len() as u64);
+    assert_eq!(m.cluster_pictures_claimed.load(Relaxed), 200);
+    let c = h.fake.counters();
+    assert_eq!(c.accepted, ids.len() as u64, "{c:?}");
+    assert_eq!((c.released, c.rejected, c.lost), (0, 0, 0), "{c:?}");
+    assert_accepted_once(&h.fake.outcomes(), &ids);
+    h.stop().await;
+}
+
+/// v1 and v2 cameras of one product, reordered and duplicated, in cluster mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_cameras_reordered_and_duplicated_in_cluster_mode() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let mut h = Harness::new(2).await;
+    h.config.cluster = Some(cluster_config(&redis));
+    h.start();
+    h.wait_links().await;
+    h.fake.set_reorder(true);
+    h.fake.duplicate_next(5);
+    let all = run_mixed_cameras(&h).await;
+    assert_output(h.out(), &expected(&all));
+    assert_no_quarantine(h.state());
+    let m = h.metrics();
+    assert_eq!(m.images_v1.load(Relaxed), 6);
+    assert_eq!(m.images_v2.load(Relaxed), 6);
+    assert_eq!(h.fake.counters().duplicates_injected, 5);
+    assert_eq!(m.messages(Kind::Duplicate), 5);
+    h.stop().await;
+}
