@@ -775,9 +775,34 @@ impl ClusterStore {
         self.claim_as(key, now_ms, timeout.max(Duration::from_millis(1)))
     }
 
-    /// Reads a picture's chunks; `None` when nothing is there.
+    /// Reads a picture's chunks; `None` when nothing is there. For a
+    /// [`PictureKey::V1Device`], every chunk of the device (see
+    /// [`fetch_arrived_by`](Self::fetch_arrived_by)).
     pub fn fetch(&mut self, key: &PictureKey) -> Result<Option<Fetched>, ClusterError> {
+        self.fetch_as(key, u64::MAX / 2)
+    }
+
+    /// A v1 device's chunks that arrived at or before `arrived_ms` (what expires; a picture
+    /// the camera is sending now stays).
+    pub fn fetch_arrived_by(
+        &mut self,
+        key: &PictureKey,
+        arrived_ms: u64,
+    ) -> Result<Option<Fetched>, ClusterError> {
+        self.fetch_as(key, arrived_ms)
+    }
+
+    fn fetch_as(
+        &mut self,
+        key: &PictureKey,
+        arrived_ms: u64,
+    ) -> Result<Option<Fetched>, ClusterError> {
         let (kind, id) = key.kind_id();
+        let id = if kind == "D" {
+            arrived_ms.to_string()
+        } else {
+            id
+        };
         let args = [
             self.prefix.clone().into_bytes(),
             kind.as_bytes().to_vec(),

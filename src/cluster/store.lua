@@ -61,13 +61,16 @@ for i = 0, n - 1 do
         end
       else
         redis.call('HSET', h, 'c', count, 's', size, 'k', crc, 't', t, 'n', 0)
-        redis.call('ZADD', P .. ':open', 'NX', now, pk)
       end
       if status == 0 then
         if redis.call('HSETNX', h, 'd' .. seq, ARGV[b + 10]) == 0 then
           status = 2
-        elseif redis.call('HINCRBY', h, 'n', 1) == tonumber(count) then
-          mark(pk)
+        else
+          -- Expiry counts from the picture's last new chunk, as in single-instance mode.
+          redis.call('ZADD', P .. ':open', now, pk)
+          if redis.call('HINCRBY', h, 'n', 1) == tonumber(count) then
+            mark(pk)
+          end
         end
       end
     end

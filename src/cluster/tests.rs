@@ -594,3 +594,32 @@ fn a_v1_picture_whose_successor_was_written_first_is_not_late() {
     let out = a.store(&[inside, end_inside], 2).unwrap();
     assert_eq!(out.statuses, vec![Stored::Late, Stored::Late]);
 }
+
+#[test]
+fn a_v1_camera_still_sending_keeps_its_new_chunks_when_old_ones_expire() {
+    let server = RedisServer::start();
+    let mut a = store(&server, "a");
+    let d = dev("v1");
+    let old = v1_chunks(&d, &jpeg(30), 1_700_000_000_000, "old");
+    let new = v1_chunks(&d, &jpeg(31), 1_700_000_100_000, "new");
+    // Half a picture long ago (no END), then most of a new one now.
+    a.store(&old[..3], 1_000).unwrap();
+    a.store(&new[..new.len() - 1], 500_000).unwrap();
+    let timeout = Duration::from_secs(60);
+    let key = PictureKey::V1Device {
+        device: device_key(&d),
+    };
+    assert_eq!(a.expired(500_000, timeout, 10).unwrap(), vec![key.clone()]);
+    assert!(a.claim_expired(&key, 500_000, timeout).unwrap().0.won());
+    let f = a.fetch_arrived_by(&key, 500_000 - 60_000).unwrap().unwrap();
+    assert_eq!(f.chunks(), 3, "only the old chunks");
+    assert!(a.finish(&key, Some(&f)).unwrap());
+    // The new picture is still open (not expired yet), and completes.
+    assert!(a.expired(500_000, timeout, 10).unwrap().is_empty());
+    let out = a.store(&new[new.len() - 1..], 500_001).unwrap();
+    let mut written = Vec::new();
+    for k in out.ready {
+        written.extend(complete(&mut a, &k, 500_001));
+    }
+    assert_eq!(written, vec![jpeg(31)]);
+}

@@ -516,7 +516,14 @@ impl Engine {
         }
         .emit(&self.metrics);
         failpoint("cluster_after_claim");
-        let fetched = cl.store.fetch(key)?;
+        let fetched = match key {
+            // Only what is old enough: a picture the camera is sending now stays.
+            PictureKey::V1Device { .. } => {
+                let cutoff = now_ms.saturating_sub(cl.timeout.as_millis() as u64);
+                cl.store.fetch_arrived_by(key, cutoff)?
+            }
+            _ => cl.store.fetch(key)?,
+        };
         let device = device_of(key.device());
         let (Some(fetched), Some(device)) = (fetched, device) else {
             // Nothing there (an END whose segment is empty, a device emptied meanwhile).
