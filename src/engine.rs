@@ -311,6 +311,7 @@ impl Engine {
         let _ = metrics.cluster_instance.set(store.instance_id().to_owned());
         let timeout = Duration::from_millis(opts.limits.timeout_ms);
         let max_image_bytes = opts.limits.max_image_bytes;
+        let grace_ms = opts.limits.redelivery_grace_ms;
         let retry_backoff = Backoff::new(opts.retry_min, opts.retry_max).with_jitter(Jitter::None);
         Engine {
             assembler: Assembler::new(opts.limits.clone()),
@@ -330,7 +331,12 @@ impl Engine {
             connections: None,
             seen_loss: 0,
             startup_loss: None,
-            cluster: Some(cluster::ClusterState::new(store, timeout, max_image_bytes)),
+            cluster: Some(cluster::ClusterState::new(
+                store,
+                timeout,
+                max_image_bytes,
+                grace_ms,
+            )),
         }
     }
 

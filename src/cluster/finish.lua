@@ -1,8 +1,7 @@
 -- Finishes a picture after its output (or quarantine) write succeeded (cluster mode,
 -- src/cluster/mod.rs): deletes its chunks, marks it done, drops its claim.
 -- ARGV: prefix, picture key, kind ("2", "1" segment, "D" device), device, pid or END time,
--- done TTL (ms), v1 window (ms), the v1 segment's first chunk time, then the v1 members
--- written.
+-- done TTL (ms), v1 window (ms), (unused), then the v1 members written.
 -- Returns 1, or 0 when it was finished already (by another instance whose lease ran out).
 local P, pk, kind, dev, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local done_ttl, window = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -32,17 +31,24 @@ if #members > 0 then
   redis.call('ZREM', P .. ':v1a:' .. dev, unpack(members))
 end
 local ends = P .. ':v1e:' .. dev
+local times = P .. ':v1E:' .. dev
 local settled = P .. ':v1x:' .. dev
 local firsts = P .. ':v1d:' .. dev
 if kind == '1' then
   redis.call('SADD', settled, id)
-  redis.call('HSET', firsts, id, ARGV[8])
+  -- Positions compare as strings; the members written, sorted, start with the first.
+  table.sort(members)
+  redis.call('HSET', firsts, id, members[1] or id)
   -- ENDs far below this one cut nothing any more.
-  local old = redis.call('ZRANGEBYSCORE', ends, '-inf', '(' .. (tonumber(id) - window))
+  local upto = string.format('%016d', math.max(0, tonumber(string.sub(id, 1, 16)) - window))
+  local old = redis.call('ZRANGEBYLEX', ends, '-', '(' .. upto)
   if #old > 0 then
     redis.call('ZREM', ends, unpack(old))
     redis.call('SREM', settled, unpack(old))
     redis.call('HDEL', firsts, unpack(old))
+    for _, e in ipairs(old) do
+      redis.call('HDEL', times, tostring(tonumber(string.sub(e, 1, 16))))
+    end
   end
 end
 local oldest = redis.call('ZRANGE', P .. ':v1a:' .. dev, 0, 0, 'WITHSCORES')
@@ -52,7 +58,7 @@ else
   redis.call('ZREM', P .. ':open', '1|' .. dev)
   if kind == 'D' then
     -- Nothing of the device is open: its ENDs (an END that never got chunks) go too.
-    redis.call('DEL', ends, settled, firsts)
+    redis.call('DEL', ends, settled, firsts, times)
   end
 end
 return 1

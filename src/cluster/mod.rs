@@ -24,8 +24,10 @@
 //! Keys, all under `{<key_prefix>}` (one hash tag, so every script's keys are in one slot of a
 //! Redis Cluster): `:mid:<messageId>` (dedup, TTL), `:pic:2|<dev>|<pid>` (a v2 picture: header
 //! fields `c s k t n`, pieces `d<seq>`), `:v1t:<dev>` / `:v1a:<dev>` / `:v1c:<dev>` (v1 data
-//! chunks by time, by arrival, their bytes), `:v1e:<dev>` (`END` times), `:v1x:<dev>` (`END`s
-//! whose segment is finished), `:v1d:<dev>` (their first chunk's time), `:v1f:<dev>` (fingerprints), `:open` (picture or v1 device →
+//! chunks by position, by arrival, their bytes; a position is `<time>:<arrival counter>`,
+//! zero-padded, compared as text, so chunks and `END`s of one millisecond are cut by arrival),
+//! `:v1e:<dev>` / `:v1E:<dev>` (`END` positions; `END` time → position), `:v1x:<dev>` (`END`s
+//! whose segment is finished), `:v1d:<dev>` (their first chunk's position), `:v1f:<dev>` (fingerprints), `:open` (picture or v1 device →
 //! when it opened), `:ready` (pictures complete or to check → when), `:claim:<pk>` (the lease),
 //! `:claimed` (pk → last claimant), `:touch` (pk → how often it was marked ready), `:done:<pk>`
 //! (finished, TTL), `:ctr`.
@@ -217,12 +219,13 @@ pub enum PictureKey {
         /// Its picture id.
         pid: u32,
     },
-    /// A v1 segment, named by its `END`'s time.
+    /// A v1 segment, named by its `END`'s position (time, then arrival:
+    /// `<ms, 16 digits>:<arrival counter, 16 hex digits>`).
     V1 {
         /// The camera.
         device: String,
-        /// The `END`'s time.
-        end_ms: i64,
+        /// The `END`'s position.
+        end: String,
     },
     /// Everything of a v1 camera (what expires).
     V1Device {
@@ -236,7 +239,7 @@ impl PictureKey {
     pub fn encode(&self) -> String {
         match self {
             PictureKey::V2 { device, pid } => format!("2|{device}|{pid}"),
-            PictureKey::V1 { device, end_ms } => format!("1|{device}|{end_ms}"),
+            PictureKey::V1 { device, end } => format!("1|{device}|{end}"),
             PictureKey::V1Device { device } => format!("1|{device}"),
         }
     }
@@ -257,7 +260,7 @@ impl PictureKey {
             }),
             ("1", Some(id)) => Some(PictureKey::V1 {
                 device,
-                end_ms: id.parse().ok()?,
+                end: id.to_owned(),
             }),
             ("1", None) => Some(PictureKey::V1Device { device }),
             _ => None,
@@ -277,7 +280,7 @@ impl PictureKey {
     fn kind_id(&self) -> (&'static str, String) {
         match self {
             PictureKey::V2 { pid, .. } => ("2", pid.to_string()),
-            PictureKey::V1 { end_ms, .. } => ("1", end_ms.to_string()),
+            PictureKey::V1 { end, .. } => ("1", end.clone()),
             PictureKey::V1Device { .. } => ("D", String::new()),
         }
     }
@@ -369,6 +372,10 @@ pub enum Fetched {
         times: Vec<i64>,
         /// Their bytes.
         bytes: Vec<Vec<u8>>,
+        /// A segment: when its first chunk arrived (ms; 0 for a device).
+        first_arrival_ms: u64,
+        /// A segment: the latest loss of deliveries in flight any instance reported (ms).
+        loss_ms: u64,
     },
 }
 
@@ -474,6 +481,7 @@ pub struct ClusterStore {
     fetch: Script,
     finish: Script,
     unclaim: Script,
+    loss: Script,
     /// Round trips made (for the benchmark's "round trips per message").
     pub round_trips: u64,
 }
@@ -536,6 +544,7 @@ impl ClusterStore {
             fetch: Script::new(include_str!("fetch.lua")),
             finish: Script::new(include_str!("finish.lua")),
             unclaim: Script::new(include_str!("unclaim.lua")),
+            loss: Script::new(include_str!("loss.lua")),
             opts,
             round_trips: 0,
         })
@@ -662,7 +671,8 @@ impl ClusterStore {
             args.push(mid.as_bytes().to_vec());
             args.push(dev.into_bytes());
             args.extend(h.into_iter().map(String::into_bytes));
-            args.push(time.to_string().into_bytes());
+            // v1 positions are zero-padded times: no negative ones (1970 is long past).
+            args.push(time.max(0).to_string().into_bytes());
             args.push(data.to_vec());
         }
         let store = self.store.clone();
@@ -876,10 +886,19 @@ impl ClusterStore {
         if members.len() != times.len() || members.len() != bytes.len() {
             return Err(bad());
         }
+        let number = |i: usize| {
+            parts
+                .get(i)
+                .and_then(text)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         Ok(Some(Fetched::V1 {
             members,
             times,
             bytes,
+            first_arrival_ms: number(3),
+            loss_ms: number(4),
         }))
     }
 
@@ -938,6 +957,39 @@ impl ClusterStore {
                 what: "unclaim",
             }),
         }
+    }
+
+    /// Gives a claim back but leaves the picture on the ready list: a v1 picture held for the
+    /// redelivery grace, which a sweep checks again once a lease has passed.
+    pub fn release_claim(&mut self, key: &PictureKey) -> Result<(), ClusterError> {
+        let pk = key.encode();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(format!("{}:claim:{pk}", self.prefix))
+            .ignore()
+            .cmd("HDEL")
+            .arg(format!("{}:claimed", self.prefix))
+            .arg(&pk)
+            .ignore();
+        let conn = self.connection()?;
+        let r: redis::RedisResult<()> = pipe.query(conn);
+        self.round_trips += 1;
+        r.map_err(|e| {
+            self.conn = None;
+            self.error(&e)
+        })
+    }
+
+    /// Reports a loss of deliveries in flight at `at_ms` (a connection lost, deliveries
+    /// released, a restart): every instance holds v1 pictures that straddle it for the grace.
+    pub fn report_loss(&mut self, at_ms: u64) -> Result<(), ClusterError> {
+        let args = [
+            self.prefix.clone().into_bytes(),
+            at_ms.to_string().into_bytes(),
+        ];
+        let loss = self.loss.clone();
+        self.invoke(&loss, &args).map(|_| ())
     }
 
     /// Pictures on the ready list longer than a lease: their completer may have died.

@@ -25,16 +25,27 @@ end
 local function end_done(dev, e)
   return redis.call('SISMEMBER', P .. ':v1x:' .. dev, e) == 1
 end
--- v1: the finished segment whose span [first chunk, END] holds time t, if any. A time before
+-- v1 positions: "<time, 16 digits>:<arrival, 16 hex digits>", compared as strings, so that
+-- chunks and ENDs of the same millisecond are cut by arrival (as in single-instance mode).
+local function pos(t, ctr)
+  return string.format('%016d:%016x', tonumber(t), ctr)
+end
+-- The first END at or after position p, if any.
+local function end_after(dev, p, inclusive)
+  local lo = (inclusive and '[' or '(') .. p
+  local e = redis.call('ZRANGEBYLEX', P .. ':v1e:' .. dev, lo, '+', 'LIMIT', 0, 1)
+  return e[1]
+end
+-- Whether position p lies in a finished segment's span [first chunk, END]. A position before
 -- a finished segment's first chunk (and after the END before it) belongs to a picture whose
 -- END has not come yet.
-local function in_finished(dev, t)
-  local e = redis.call('ZRANGEBYSCORE', P .. ':v1e:' .. dev, t, '+inf', 'LIMIT', 0, 1)
-  if #e == 0 or not end_done(dev, e[1]) then
+local function in_finished(dev, p)
+  local e = end_after(dev, p, true)
+  if e == nil or not end_done(dev, e) then
     return false
   end
-  local first = redis.call('HGET', P .. ':v1d:' .. dev, e[1])
-  return first == false or tonumber(t) >= tonumber(first)
+  local first = redis.call('HGET', P .. ':v1d:' .. dev, e)
+  return first == false or p >= first
 end
 local n = (#ARGV - 4) / 10
 for i = 0, n - 1 do
@@ -78,36 +89,43 @@ for i = 0, n - 1 do
     local data = ARGV[b + 10]
     local fps = P .. ':v1f:' .. dev
     local fp = t .. ':' .. redis.sha1hex(data)
-    local e = redis.call('ZRANGEBYSCORE', P .. ':v1e:' .. dev, t, '+inf', 'LIMIT', 0, 1)
     if redis.call('ZSCORE', fps, fp) then
       status = 2
-    elseif in_finished(dev, t) then
-      status = 5
     else
-      redis.call('ZADD', fps, t, fp)
-      redis.call('ZREMRANGEBYSCORE', fps, '-inf', '(' .. (tonumber(t) - window))
-      local m = string.format('%016x', redis.call('INCR', P .. ':ctr'))
-      redis.call('ZADD', P .. ':v1t:' .. dev, t, m)
-      redis.call('ZADD', P .. ':v1a:' .. dev, now, m)
-      redis.call('HSET', P .. ':v1c:' .. dev, m, data)
-      redis.call('ZADD', P .. ':open', 'NX', now, '1|' .. dev)
-      if #e > 0 and not end_done(dev, e[1]) then
-        mark('1|' .. dev .. '|' .. e[1])
+      local p = pos(t, redis.call('INCR', P .. ':ctr'))
+      if in_finished(dev, p) then
+        status = 5
+      else
+        redis.call('ZADD', fps, t, fp)
+        redis.call('ZREMRANGEBYSCORE', fps, '-inf', '(' .. (tonumber(t) - window))
+        redis.call('ZADD', P .. ':v1t:' .. dev, 0, p)
+        redis.call('ZADD', P .. ':v1a:' .. dev, now, p)
+        redis.call('HSET', P .. ':v1c:' .. dev, p, data)
+        redis.call('ZADD', P .. ':open', 'NX', now, '1|' .. dev)
+        local e = end_after(dev, p, true)
+        if e ~= nil and not end_done(dev, e) then
+          mark('1|' .. dev .. '|' .. e)
+        end
       end
     end
   elseif status == 0 and kind == 'E' then
-    local ends = P .. ':v1e:' .. dev
-    if redis.call('ZSCORE', ends, t) then
+    -- An END is a duplicate only at an equal time.
+    local times = P .. ':v1E:' .. dev
+    if redis.call('HEXISTS', times, t) == 1 then
       status = 2
-    elseif in_finished(dev, t) then
-      status = 5
     else
-      redis.call('ZADD', ends, t, t)
-      redis.call('ZADD', P .. ':open', 'NX', now, '1|' .. dev)
-      mark('1|' .. dev .. '|' .. t)
-      local nx = redis.call('ZRANGEBYSCORE', ends, '(' .. t, '+inf', 'LIMIT', 0, 1)
-      if #nx > 0 and not end_done(dev, nx[1]) then
-        mark('1|' .. dev .. '|' .. nx[1])
+      local p = pos(t, redis.call('INCR', P .. ':ctr'))
+      if in_finished(dev, p) then
+        status = 5
+      else
+        redis.call('HSET', times, t, p)
+        redis.call('ZADD', P .. ':v1e:' .. dev, 0, p)
+        redis.call('ZADD', P .. ':open', 'NX', now, '1|' .. dev)
+        mark('1|' .. dev .. '|' .. p)
+        local nx = end_after(dev, p, false)
+        if nx ~= nil and not end_done(dev, nx) then
+          mark('1|' .. dev .. '|' .. nx)
+        end
       end
     end
   end

@@ -223,7 +223,7 @@ fn keys_and_urls_round_trip_without_secrets() {
         },
         PictureKey::V1 {
             device: d.clone(),
-            end_ms: 1_700_000_000_123,
+            end: "0001700000000123:000000000000002a".into(),
         },
         PictureKey::V1Device { device: d.clone() },
     ] {
@@ -622,4 +622,32 @@ fn a_v1_camera_still_sending_keeps_its_new_chunks_when_old_ones_expire() {
         written.extend(complete(&mut a, &k, 500_001));
     }
     assert_eq!(written, vec![jpeg(31)]);
+}
+
+#[test]
+fn a_v1_segment_tells_when_it_began_and_the_latest_loss_any_instance_reported() {
+    let server = RedisServer::start();
+    let mut a = store(&server, "a");
+    let mut b = store(&server, "b");
+    let chunks = v1_chunks(&dev("v1"), &jpeg(40), 1_700_000_000_000, "g");
+    let (first, rest) = chunks.split_at(2);
+    a.store(first, 1_000).unwrap();
+    b.report_loss(1_500).unwrap();
+    a.report_loss(1_200).unwrap(); // older: the latest stays
+    let out = a.store(rest, 2_000).unwrap();
+    let f = a.fetch(&out.ready[0]).unwrap().unwrap();
+    let Fetched::V1 {
+        first_arrival_ms,
+        loss_ms,
+        ..
+    } = f
+    else {
+        panic!("{f:?}")
+    };
+    assert_eq!((first_arrival_ms, loss_ms), (1_000, 1_500));
+    // Held: the claim goes, the picture stays ready for a later sweep.
+    assert!(a.claim(&out.ready[0], 2_000).unwrap().0.won());
+    a.release_claim(&out.ready[0]).unwrap();
+    assert_eq!(b.stale_ready(u64::MAX / 2, 10).unwrap(), out.ready);
+    assert_eq!(b.claim(&out.ready[0], 2_001).unwrap().0, Claim::Won);
 }

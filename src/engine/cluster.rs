@@ -53,11 +53,32 @@ pub(super) struct ClusterState {
     down_until: Option<u64>,
     backoff: Backoff,
     instance_id: String,
+    /// `[assembly] redelivery_grace`, ms.
+    grace_ms: u64,
+    /// The latest loss of deliveries in flight seen here (connection lost, release, start).
+    local_loss_ms: u64,
+    /// The latest loss reported to the store.
+    reported_loss_ms: u64,
+    /// v1 pictures this instance holds for the redelivery grace, with when it ends (if this
+    /// instance dies, the sweep of another finds them on the ready list after a lease).
+    held: Vec<(u64, PictureKey)>,
 }
 
 impl ClusterState {
-    pub(super) fn new(store: ClusterStore, timeout: Duration, max_image_bytes: usize) -> Self {
+    pub(super) fn new(
+        store: ClusterStore,
+        timeout: Duration,
+        max_image_bytes: usize,
+        grace_ms: u64,
+    ) -> Self {
+        let now = receiver_protocol::time::now_ms();
         ClusterState {
+            grace_ms,
+            // A start is a loss: what a previous process of this instance had in flight comes
+            // back later.
+            local_loss_ms: now,
+            reported_loss_ms: 0,
+            held: Vec::new(),
             instance_id: store.instance_id().to_owned(),
             store,
             timeout,
@@ -79,7 +100,10 @@ impl ClusterState {
     }
 
     pub(super) fn next_wakeup(&self) -> u64 {
-        self.down_until.unwrap_or(self.next_sweep_ms)
+        let held = self.held.iter().map(|(due, _)| *due).min();
+        self.down_until
+            .unwrap_or(self.next_sweep_ms)
+            .min(held.unwrap_or(u64::MAX))
     }
 }
 
@@ -186,6 +210,9 @@ fn chunk_device(c: &Chunk) -> (&DeviceId, &str) {
 /// What to do with a claimed picture.
 enum Verdict {
     Write(Finished),
+    /// A whole v1 picture that straddles a loss: wait out the redelivery grace, until this
+    /// time (ms), then check it again.
+    Hold(u64),
     Quarantine(Quarantined),
     /// Not (yet) a picture: give the claim back.
     Wait,
@@ -254,6 +281,18 @@ impl Engine {
         }
         let mut failed = vec![false; chunks.len()];
         if !chunks.is_empty() {
+            if let Err(e) = self.report_losses(now_ms) {
+                self.cluster_failed(&e, batch.len(), now_ms);
+                for inbound in batch {
+                    self.settle(
+                        inbound.settler,
+                        inbound.received_ms,
+                        Outcome::Release,
+                        now_ms,
+                    );
+                }
+                return;
+            }
             let result = match self.cluster.as_mut() {
                 Some(cl) => cl.store.store(&chunks, now_ms),
                 None => return,
@@ -387,10 +426,18 @@ impl Engine {
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
-        if now_ms < cl.next_sweep_ms {
+        let held_due = cl.held.iter().any(|(at, _)| *at <= now_ms);
+        if now_ms < cl.next_sweep_ms && !held_due {
             return;
         }
         cl.next_sweep_ms = now_ms + SWEEP_EVERY_MS;
+        if let Err(e) = self.report_losses(now_ms) {
+            self.cluster_failed(&e, 0, now_ms);
+            return;
+        }
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
         if now_ms >= cl.next_clean_ms {
             cl.next_clean_ms = now_ms + CLEAN_EVERY_MS;
             // Another instance's write in progress is younger than a lease.
@@ -412,6 +459,19 @@ impl Engine {
         let Some(cl) = self.cluster.as_mut() else {
             return Ok(());
         };
+        let due: Vec<PictureKey> = {
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut cl.held)
+                .into_iter()
+                .partition(|(at, _)| *at <= now_ms);
+            cl.held = later;
+            due.into_iter().map(|(_, k)| k).collect()
+        };
+        for key in due {
+            self.complete(&key, now_ms, false)?;
+        }
+        let Some(cl) = self.cluster.as_mut() else {
+            return Ok(());
+        };
         let timeout = cl.timeout;
         let stale = cl.store.stale_ready(now_ms, SWEEP_LIMIT)?;
         let expired = cl.store.expired(now_ms, timeout, SWEEP_LIMIT)?;
@@ -430,11 +490,46 @@ impl Engine {
             .map_or_else(String::new, |c| c.instance_id.clone())
     }
 
+    /// Tells the store of this instance's latest loss of deliveries in flight, when it is new:
+    /// a connection lost (counted until its link is up again, at most one grace), deliveries
+    /// released, this start. One round trip, only when something was lost.
+    fn report_losses(&mut self, now_ms: u64) -> Result<(), ClusterError> {
+        use std::sync::atomic::Ordering::Acquire;
+        let Some(cl) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        let grace = cl.grace_ms;
+        let mut latest = cl.local_loss_ms;
+        if let Some(conns) = &self.connections {
+            for c in conns.iter() {
+                let lost = c.lost_at_ms.load(Acquire);
+                if lost > 0 {
+                    let until = if c.link_attached.load(Acquire) {
+                        lost
+                    } else {
+                        now_ms.min(lost + grace)
+                    };
+                    latest = latest.max(until);
+                }
+            }
+        }
+        cl.local_loss_ms = latest;
+        if latest > cl.reported_loss_ms {
+            cl.store.report_loss(latest)?;
+            cl.reported_loss_ms = latest;
+        }
+        Ok(())
+    }
+
     /// The store failed: pause intake and try again with backoff.
     fn cluster_failed(&mut self, e: &ClusterError, released: usize, now_ms: u64) {
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
+        if released > 0 {
+            // Released deliveries come back later, after newer ones.
+            cl.local_loss_ms = cl.local_loss_ms.max(now_ms);
+        }
         let delay = cl.backoff.next_delay(0);
         cl.down_until = Some(now_ms + delay.as_millis() as u64);
         cevents::StoreFailed {
@@ -533,8 +628,19 @@ impl Engine {
             }
             return cl.store.unclaim(key, version);
         };
-        let verdict = judge(key, &fetched, device, now_ms, expiring);
+        let grace = cl.grace_ms;
+        let local_loss = cl.local_loss_ms;
+        let verdict = judge(key, &fetched, device, now_ms, expiring, (grace, local_loss));
         let done = match &verdict {
+            Verdict::Hold(until) => {
+                if let Some(cl) = self.cluster.as_mut() {
+                    cl.store.release_claim(key)?;
+                    if !cl.held.iter().any(|(_, k)| k == key) {
+                        cl.held.push((*until, key.clone()));
+                    }
+                }
+                return Ok(false);
+            }
             Verdict::Wait => {
                 return match self.cluster.as_mut() {
                     Some(cl) => cl.store.unclaim(key, version),
@@ -563,7 +669,14 @@ impl Engine {
 }
 
 /// What a claimed picture's chunks make.
-fn judge(key: &PictureKey, f: &Fetched, device: DeviceId, now_ms: u64, expiring: bool) -> Verdict {
+fn judge(
+    key: &PictureKey,
+    f: &Fetched,
+    device: DeviceId,
+    now_ms: u64,
+    expiring: bool,
+    (grace_ms, local_loss_ms): (u64, u64),
+) -> Verdict {
     let name_time_ms = f.name_time_ms().unwrap_or(now_ms as i64);
     let quarantine = |format, pid, reason: &'static str, detail: String, missing: Vec<u32>| {
         Verdict::Quarantine(Quarantined {
@@ -617,8 +730,25 @@ fn judge(key: &PictureKey, f: &Fetched, device: DeviceId, now_ms: u64, expiring:
             }
             None => Verdict::Wait,
         },
-        (PictureKey::V1 { .. }, Fetched::V1 { .. }) => {
+        (
+            PictureKey::V1 { .. },
+            Fetched::V1 {
+                first_arrival_ms,
+                loss_ms,
+                ..
+            },
+        ) => {
             let bytes = f.concat();
+            // Redelivery grace (docs/protocol.md section 2): chunks in flight when a delivery was
+            // lost (on any instance) come back later and may belong here.
+            let loss = (*loss_ms).max(local_loss_ms);
+            let straddles = *first_arrival_ms > 0 && *first_arrival_ms <= loss;
+            if straddles && now_ms < loss.saturating_add(grace_ms) && !expiring {
+                return match v1_verdict(&bytes) {
+                    Ok(_) => Verdict::Hold(loss.saturating_add(grace_ms)),
+                    Err(_) => Verdict::Wait,
+                };
+            }
             match v1_verdict(&bytes) {
                 Ok(structure_only) => Verdict::Write(Finished {
                     device,

@@ -103,6 +103,8 @@ fn instance_config(
         .output_dir(dir.join("out"))
         .state_dir(dir.join(format!("state-{i}")))
         .assembly("timeout", "10m")
+        // The fake redelivers at once, not after Aliyun's 30 s ACK timeout.
+        .assembly("redelivery_grace", "1s")
         .spool("batch_max", 8)
         .spool("batch_delay", "1ms")
         .log("format", "json")

@@ -993,7 +993,20 @@ async fn original_firmware_cut_runs(
     per_camera: u32,
     rounds: &[Vec<u64>],
 ) {
+    original_firmware_cut_runs_in(None, connections, credit, cameras, per_camera, rounds).await
+}
+
+/// [`original_firmware_cut_runs`], in cluster mode on `redis` when given.
+async fn original_firmware_cut_runs_in(
+    redis: Option<&crate::support::redis_server::RedisServer>,
+    connections: usize,
+    credit: u32,
+    cameras: u32,
+    per_camera: u32,
+    rounds: &[Vec<u64>],
+) {
     let mut h = Harness::new(connections).await;
+    h.config.cluster = redis.map(cluster_config);
     h.config.aliyun.credit = credit;
     // Many cuts in a row: no long backoff between reconnects.
     h.config.aliyun.reconnect_max = Duration::from_millis(100);
@@ -1129,4 +1142,22 @@ async fn mixed_cameras_reordered_and_duplicated_in_cluster_mode() {
     assert_eq!(h.fake.counters().duplicates_injected, 5);
     assert_eq!(m.messages(Kind::Duplicate), 5);
     h.stop().await;
+}
+
+/// The original firmware's v1 (no ids: only the exact check and the redelivery grace keep its
+/// pictures whole) with connection cuts, in cluster mode: the same outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_firmware_cuts_in_cluster_mode() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let rounds: Vec<Vec<u64>> = vec![
+        vec![3],
+        vec![17],
+        vec![41],
+        vec![5, 9],
+        vec![29, 2],
+        vec![1, 1, 1],
+        vec![11, 23, 7],
+        vec![64],
+    ];
+    original_firmware_cut_runs_in(Some(&redis), 2, 5, 10, 2, &rounds).await;
 }
