@@ -117,7 +117,29 @@ fn open_engine<O: crate::output::Output + 'static>(
             store = store.describe(),
             "cluster mode: chunks in flight live in the shared store"
         );
-        let engine = Engine::open_cluster(engine_options(config), store, sink, metrics);
+        let mut engine = Engine::open_cluster(engine_options(config), store, sink, metrics);
+        // Moving from single-instance mode: what the spool still holds goes to the shared
+        // store first (docs/operations.md, "Several instances").
+        let spool_dir = config.state_dir.join("spool");
+        if spool_dir.is_dir() {
+            let opts = SpoolOptions {
+                dir: spool_dir,
+                segment_bytes: config.spool.segment_bytes,
+                max_bytes: config.spool.max_bytes,
+            };
+            let n = engine
+                .import_spool(opts, receiver_protocol::time::now_ms())
+                .map_err(|e| {
+                    DaemonError::Task(format!(
+                        "cannot move the spool into the shared store (start again once Redis \
+                         answers): {e}"
+                    ))
+                })?;
+            tracing::info!(
+                chunks = n,
+                "moved the chunks the spool held into the shared store; the spool folder is set aside"
+            );
+        }
         return Ok((engine, RecoveryReport::default()));
     }
     Ok(Engine::open(

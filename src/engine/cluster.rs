@@ -490,6 +490,54 @@ impl Engine {
             .map_or_else(String::new, |c| c.instance_id.clone())
     }
 
+    /// Moving from single-instance mode: stores what a spool left by a previous run holds (the
+    /// accepted chunks of pictures not yet written) in the shared store, then sets the spool
+    /// folder aside as `spool.imported-<ms>`. Returns the chunks imported. Idempotent: a chunk
+    /// imported twice (a crash before the folder was set aside) is a duplicate by its
+    /// `messageId`; a picture that was written already is found in the output (create-only).
+    pub fn import_spool(
+        &mut self,
+        opts: crate::spool::SpoolOptions,
+        now_ms: u64,
+    ) -> Result<usize, String> {
+        let dir = opts.dir.clone();
+        let (spool, recovery) = crate::spool::Spool::open(opts).map_err(|e| e.to_string())?;
+        drop(spool);
+        let max = self
+            .cluster
+            .as_ref()
+            .map_or(usize::MAX, |c| c.max_image_bytes);
+        let mut chunks = Vec::new();
+        for (_, record) in recovery.records {
+            if let crate::spool::Record::Img { msg, received_ms } = record {
+                if let Ok(c) = to_chunk(&msg, received_ms, max) {
+                    chunks.push(c);
+                }
+            }
+        }
+        let Some(cl) = self.cluster.as_mut() else {
+            return Ok(0);
+        };
+        let mut ready = Vec::new();
+        for batch in chunks.chunks(256) {
+            let out = cl.store.store(batch, now_ms).map_err(|e| e.to_string())?;
+            ready.extend(out.ready);
+        }
+        for key in ready {
+            self.complete(&key, now_ms, false)
+                .map_err(|e| e.to_string())?;
+        }
+        let aside = dir.with_file_name(format!("spool.imported-{now_ms}"));
+        std::fs::rename(&dir, &aside).map_err(|e| {
+            format!(
+                "cannot rename {} to {}: {e}",
+                dir.display(),
+                aside.display()
+            )
+        })?;
+        Ok(chunks.len())
+    }
+
     /// Tells the store of this instance's latest loss of deliveries in flight, when it is new:
     /// a connection lost (counted until its link is up again, at most one grace), deliveries
     /// released, this start. One round trip, only when something was lost.

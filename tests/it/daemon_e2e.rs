@@ -1161,3 +1161,57 @@ async fn original_firmware_cuts_in_cluster_mode() {
     ];
     original_firmware_cut_runs_in(Some(&redis), 2, 5, 10, 2, &rounds).await;
 }
+
+/// Moving from single-instance mode to cluster mode mid-upload: stopped with pictures half in
+/// its spool, the daemon starts again with `[cluster]`, moves the spool's chunks into Redis, and
+/// every picture comes out whole and once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_to_cluster_mode_keeps_the_chunks_in_flight() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let mut h = Harness::new(1).await;
+    h.start();
+    h.wait_links().await;
+    let mut pictures = Vec::new();
+    for i in 0..10u32 {
+        let device = dev(&format!("move-{i:02}"));
+        let img = jpeg(64, 48, 500 + i, "MOVE");
+        pictures.push(if i % 2 == 0 {
+            v2_picture(&device, &img, 20_000 + i, 300)
+        } else {
+            v1_picture(&device, &img, 600, 20_000 + i, T0 + i64::from(i) * 1000)
+        });
+    }
+    // The first half of every picture, accepted into the spool.
+    let halves: Vec<(Vec<String>, Vec<String>)> = pictures
+        .iter()
+        .map(|p| {
+            let all = p.all();
+            let (a, b) = all.split_at(all.len() / 2);
+            (a.to_vec(), b.to_vec())
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for (p, (first, _)) in pictures.iter().zip(&halves) {
+        for payload in first {
+            ids.push(h.publish(&p.device, payload));
+        }
+    }
+    h.wait_ids_accepted(&ids).await;
+    h.stop().await;
+    assert_eq!(h.metrics().images_written(), 0);
+    h.config.cluster = Some(cluster_config(&redis));
+    h.start();
+    h.wait_links().await;
+    for (p, (_, rest)) in pictures.iter().zip(&halves) {
+        for payload in rest {
+            ids.push(h.publish(&p.device, payload));
+        }
+    }
+    h.wait_images(pictures.len() as u64).await;
+    h.wait_drained().await;
+    assert_output(h.out(), &expected(&pictures));
+    assert_no_quarantine(h.state());
+    assert!(!h.state().join("spool").exists(), "the spool is set aside");
+    assert_accepted_once(&h.fake.outcomes(), &ids);
+    h.stop().await;
+}
