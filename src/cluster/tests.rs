@@ -651,3 +651,47 @@ fn a_v1_segment_tells_when_it_began_and_the_latest_loss_any_instance_reported() 
     assert_eq!(b.stale_ready(u64::MAX / 2, 10).unwrap(), out.ready);
     assert_eq!(b.claim(&out.ready[0], 2_001).unwrap().0, Claim::Won);
 }
+
+/// The benchmark target "at most one Redis round trip per delivery on average": batches of 64
+/// chunks (one store call each) and three calls per completed picture (claim, fetch, finish).
+/// Prints the figures (`--nocapture`); BENCHMARKS.md quotes a run.
+#[test]
+fn a_delivery_costs_less_than_one_round_trip_on_average() {
+    let server = RedisServer::start();
+    let mut a = store(&server, "a");
+    let img = jpeg(1);
+    let mut all = Vec::new();
+    for pid in 0..400u32 {
+        let mut c = v2_chunks(&dev(&format!("c{}", pid % 50)), pid, &img, 150);
+        for (i, ch) in c.iter_mut().enumerate() {
+            if let Chunk::V2 { message_id, .. } = ch {
+                *message_id = format!("m{pid}-{i}");
+            }
+        }
+        all.extend(c);
+    }
+    let n = all.len();
+    let started = Instant::now();
+    let rt0 = a.round_trips;
+    let mut latencies = Vec::new();
+    let mut pictures = 0;
+    for batch in all.chunks(64) {
+        let out = a.store(batch, 1).unwrap();
+        latencies.push(out.latency.as_micros());
+        for k in out.ready {
+            pictures += usize::from(complete(&mut a, &k, 1).is_some());
+        }
+    }
+    let elapsed = started.elapsed();
+    let per_msg = (a.round_trips - rt0) as f64 / n as f64;
+    latencies.sort_unstable();
+    println!(
+        "{n} chunks, {pictures} pictures in {elapsed:?} ({:.0} chunks/s): {per_msg:.3} round \
+         trips per chunk; store call of 64 chunks p50 {} us, p99 {} us",
+        n as f64 / elapsed.as_secs_f64(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100]
+    );
+    assert_eq!(pictures, 400);
+    assert!(per_msg < 1.0, "{per_msg}");
+}
