@@ -371,8 +371,20 @@ impl Engine {
                     }
                 }
             }
+            // When this batch received each camera's latest chunk.
+            let mut received: std::collections::HashMap<String, u64> =
+                std::collections::HashMap::new();
+            for (inbound, st) in batch.iter().zip(&staged) {
+                if let Staged::Chunk(i) = st {
+                    let at = received
+                        .entry(device_key(chunk_device(&chunks[*i]).0))
+                        .or_default();
+                    *at = (*at).max(inbound.received_ms);
+                }
+            }
             for key in out.ready {
-                if let Err(e) = self.complete(&key, now_ms, false) {
+                let at = received.get(key.device()).copied();
+                if let Err(e) = self.complete_after(&key, now_ms, false, at) {
                     // The batch is stored (accepted below); the sweep finishes the picture.
                     self.cluster_failed(&e, 0, now_ms);
                     break;
@@ -625,8 +637,20 @@ impl Engine {
         now_ms: u64,
         expiring: bool,
     ) -> Result<(), ClusterError> {
+        self.complete_after(key, now_ms, expiring, None)
+    }
+
+    /// [`Engine::complete`]; `received_ms`: when this batch received the picture's latest
+    /// chunk (for `receiver_image_latency_seconds`).
+    fn complete_after(
+        &mut self,
+        key: &PictureKey,
+        now_ms: u64,
+        expiring: bool,
+        received_ms: Option<u64>,
+    ) -> Result<(), ClusterError> {
         for _ in 0..4 {
-            if !self.complete_once(key, now_ms, expiring)? {
+            if !self.complete_once(key, now_ms, expiring, received_ms)? {
                 break;
             }
         }
@@ -639,6 +663,7 @@ impl Engine {
         key: &PictureKey,
         now_ms: u64,
         expiring: bool,
+        received_ms: Option<u64>,
     ) -> Result<bool, ClusterError> {
         let Some(cl) = self.cluster.as_mut() else {
             return Ok(false);
@@ -699,6 +724,10 @@ impl Engine {
                 let r = self.sink.write_image(img);
                 let ok = self.apply_write(img, r, now_ms);
                 if let Ok(true) = ok {
+                    if let Some(ms) = received_ms {
+                        let us = crate::metrics::wall_us().saturating_sub(ms.saturating_mul(1000));
+                        events::ImageDurable { latency_us: us }.emit(&self.metrics);
+                    }
                     failpoint("cluster_after_write");
                 }
                 ok.is_ok()

@@ -1116,6 +1116,11 @@ async fn two_hundred_cameras_in_cluster_mode_give_the_same_result() {
     assert_eq!(m.released.load(Relaxed), 0);
     assert_eq!(m.cluster_chunks_stored.load(Relaxed), ids.len() as u64);
     assert_eq!(m.cluster_pictures_claimed.load(Relaxed), 200);
+    assert_eq!(
+        m.image_latency.count(),
+        200,
+        "last chunk to durable, per picture"
+    );
     let c = h.fake.counters();
     assert_eq!(c.accepted, ids.len() as u64, "{c:?}");
     assert_eq!((c.released, c.rejected, c.lost), (0, 0, 0), "{c:?}");
