@@ -18,6 +18,9 @@
 //! - `unclaim.lua`: gives a claim back (a v1 segment that fails its check waits for more
 //!   chunks); the picture leaves the ready list only if no chunk marked it ready meanwhile
 //!   (`:touch`, a version per picture), else the caller checks again.
+//! - `loss.lua`, `heartbeat.lua`: losses of deliveries in flight (a connection lost,
+//!   deliveries released, a start, an instance whose heartbeat ran out) for the v1
+//!   redelivery grace.
 //! - `finish.lua`: after the output (or quarantine) write succeeded, deletes the chunks, sets
 //!   the done marker (`SET NX`: only the first finisher counts) and drops the claim.
 //!
@@ -29,7 +32,8 @@
 //! `:v1e:<dev>` / `:v1E:<dev>` (`END` positions; `END` time → position), `:v1x:<dev>` (`END`s
 //! whose segment is finished), `:v1d:<dev>` (their first chunk's position), `:v1f:<dev>` (fingerprints), `:open` (picture or v1 device →
 //! when it opened), `:ready` (pictures complete or to check → when), `:claim:<pk>` (the lease),
-//! `:claimed` (pk → last claimant), `:touch` (pk → how often it was marked ready), `:done:<pk>`
+//! `:claimed` (pk → last claimant), `:touch` (pk → how often it was marked ready), `:loss` (the latest loss),
+//! `:instances` / `:alive:<id>` (heartbeats), `:done:<pk>`
 //! (finished, TTL), `:ctr`.
 //!
 //! The client is the `redis` crate's blocking connection: the engine is one OS thread and calls
@@ -482,6 +486,7 @@ pub struct ClusterStore {
     finish: Script,
     unclaim: Script,
     loss: Script,
+    heartbeat: Script,
     /// Round trips made (for the benchmark's "round trips per message").
     pub round_trips: u64,
 }
@@ -545,6 +550,7 @@ impl ClusterStore {
             finish: Script::new(include_str!("finish.lua")),
             unclaim: Script::new(include_str!("unclaim.lua")),
             loss: Script::new(include_str!("loss.lua")),
+            heartbeat: Script::new(include_str!("heartbeat.lua")),
             opts,
             round_trips: 0,
         })
@@ -990,6 +996,26 @@ impl ClusterStore {
         ];
         let loss = self.loss.clone();
         self.invoke(&loss, &args).map(|_| ())
+    }
+
+    /// This instance is alive (for `ttl`); returns how many other instances were found dead
+    /// (their heartbeat ran out), whose death is then recorded as a loss (see
+    /// [`report_loss`](Self::report_loss)).
+    pub fn heartbeat(&mut self, now_ms: u64, ttl: Duration) -> Result<u64, ClusterError> {
+        let args = [
+            self.prefix.clone().into_bytes(),
+            self.opts.instance_id.clone().into_bytes(),
+            now_ms.to_string().into_bytes(),
+            ms(ttl).into_bytes(),
+        ];
+        let heartbeat = self.heartbeat.clone();
+        match self.invoke(&heartbeat, &args)? {
+            Value::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
+            _ => Err(ClusterError::Reply {
+                at: self.at.clone(),
+                what: "heartbeat",
+            }),
+        }
     }
 
     /// Pictures on the ready list longer than a lease: their completer may have died.

@@ -695,3 +695,25 @@ fn a_delivery_costs_less_than_one_round_trip_on_average() {
     assert_eq!(pictures, 400);
     assert!(per_msg < 1.0, "{per_msg}");
 }
+
+#[test]
+fn an_instance_whose_heartbeat_runs_out_is_a_loss_once() {
+    let server = RedisServer::start();
+    let mut a = store(&server, "a");
+    let mut b = store(&server, "b");
+    assert_eq!(a.heartbeat(1_000, Duration::from_millis(200)).unwrap(), 0);
+    assert_eq!(b.heartbeat(1_000, Duration::from_secs(10)).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(300)); // `a` dies
+    assert_eq!(b.heartbeat(5_000, Duration::from_secs(10)).unwrap(), 1);
+    assert_eq!(
+        b.heartbeat(6_000, Duration::from_secs(10)).unwrap(),
+        0,
+        "once"
+    );
+    let mut c = Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let loss: String = redis::cmd("GET").arg("{t}:loss").query(&mut c).unwrap();
+    assert_eq!(loss, "5000");
+}

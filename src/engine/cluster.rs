@@ -450,6 +450,20 @@ impl Engine {
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
+        // Alive for a lease; another instance whose heartbeat ran out died: a loss.
+        let ttl = cl.store.lease();
+        match cl.store.heartbeat(now_ms, ttl) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(instance_id = %cl.instance_id, instances = n,
+                "another instance stopped sending heartbeats; its deliveries in flight come back to the group"),
+            Err(e) => {
+                self.cluster_failed(&e, 0, now_ms);
+                return;
+            }
+        }
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
         if now_ms >= cl.next_clean_ms {
             cl.next_clean_ms = now_ms + CLEAN_EVERY_MS;
             // Another instance's write in progress is younger than a lease.
