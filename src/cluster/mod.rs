@@ -108,6 +108,10 @@ pub struct ClusterOptions {
     pub done_ttl: Duration,
     /// Connect and command time-out.
     pub timeout: Duration,
+    /// Redis Sentinel: the sentinels' URLs and the monitored master's name. The master is asked
+    /// of them at every (re)connect, so a failover is followed; `url` then gives only the
+    /// database, user and password.
+    pub sentinel: Option<(Vec<String>, String)>,
 }
 
 impl fmt::Debug for ClusterOptions {
@@ -133,6 +137,7 @@ impl ClusterOptions {
             message_ttl: Duration::from_secs(3600),
             done_ttl: Duration::from_secs(3600),
             timeout: Duration::from_secs(5),
+            sentinel: None,
         }
     }
 }
@@ -472,9 +477,17 @@ pub struct Probe {
     pub warnings: Vec<String>,
 }
 
+/// Where connections come from.
+enum Source {
+    /// One server.
+    Direct(Box<Client>),
+    /// The master that Redis Sentinel names at each connect.
+    Sentinel(Box<redis::sentinel::SentinelClient>),
+}
+
 /// The shared chunk store and assembly state (see the module docs).
 pub struct ClusterStore {
-    client: Client,
+    source: Source,
     conn: Option<Connection>,
     opts: ClusterOptions,
     prefix: String,
@@ -536,10 +549,31 @@ impl ClusterStore {
             let settings = info.redis_settings().clone().set_password(p.expose());
             info = info.set_redis_settings(settings);
         }
-        let client =
-            Client::open(info).map_err(|e| ClusterError::Url(format!("{:?}", e.kind())))?;
+        let url_error = |e: redis::RedisError| ClusterError::Url(format!("{:?}", e.kind()));
+        let (source, at) = match &opts.sentinel {
+            None => (
+                Source::Direct(Box::new(Client::open(info).map_err(url_error)?)),
+                at,
+            ),
+            Some((sentinels, master)) => {
+                let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(info.redis_settings().clone());
+                let client = redis::sentinel::SentinelClient::build(
+                    sentinels.iter().map(String::as_str).collect(),
+                    master.as_str(),
+                    Some(node),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(url_error)?;
+                let shown: Vec<String> = sentinels.iter().map(|u| redact_url(u)).collect();
+                (
+                    Source::Sentinel(Box::new(client)),
+                    format!("master {master} of sentinels {}", shown.join(", ")),
+                )
+            }
+        };
         Ok(ClusterStore {
-            client,
+            source,
             conn: None,
             prefix: format!("{{{}}}", opts.key_prefix),
             at,
@@ -582,9 +616,12 @@ impl ClusterStore {
     fn connection(&mut self) -> Result<&mut Connection, ClusterError> {
         if self.conn.is_none() {
             let t = self.opts.timeout;
-            let conn = self
-                .client
-                .get_connection_with_timeout(t)
+            let client = match &mut self.source {
+                Source::Direct(c) => Ok((**c).clone()),
+                Source::Sentinel(s) => s.get_client(),
+            };
+            let conn = client
+                .and_then(|c| c.get_connection_with_timeout(t))
                 .map_err(|e| self.error(&e))?;
             conn.set_read_timeout(Some(t))
                 .and_then(|()| conn.set_write_timeout(Some(t)))

@@ -16,6 +16,11 @@ pub(crate) struct RedisServer {
 
 impl RedisServer {
     pub(crate) fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// With more arguments (e.g. `--replicaof`).
+    pub(crate) fn start_with(extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..10 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -23,7 +28,7 @@ impl RedisServer {
                 .local_addr()
                 .unwrap()
                 .port();
-            if let Some(child) = spawn(dir.path(), port) {
+            if let Some(child) = spawn_with(dir.path(), port, extra) {
                 return RedisServer { child, port, dir };
             }
         }
@@ -56,9 +61,14 @@ impl RedisServer {
 /// Starts `redis-server` on `port` with its data in `dir`; `None` when it does not come up
 /// (the port was taken meanwhile).
 fn spawn(dir: &std::path::Path, port: u16) -> Option<Child> {
+    spawn_with(dir, port, &[])
+}
+
+fn spawn_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Option<Child> {
     {
         {
             let mut child = Command::new(redis_server())
+                .args(extra)
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
                 .args([
                     "--appendonly",
@@ -96,8 +106,11 @@ fn spawn(dir: &std::path::Path, port: u16) -> Option<Child> {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.pause(false);
-        self.kill();
+        // A stopped server dies of SIGKILL too; one already reaped is not signalled again (its
+        // pid may belong to another process by now).
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
     }
 }
 
@@ -716,4 +729,102 @@ fn an_instance_whose_heartbeat_runs_out_is_a_loss_once() {
         .unwrap();
     let loss: String = redis::cmd("GET").arg("{t}:loss").query(&mut c).unwrap();
     assert_eq!(loss, "5000");
+}
+
+/// A Redis Sentinel (`redis-server --sentinel`) watching `master` as "m", quorum 1, quick to
+/// fail over.
+fn sentinel(master_port: u16) -> (Child, u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor m 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds m 500\nsentinel failover-timeout m 3000\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(redis_server())
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sentinel did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port, dir)
+}
+
+#[test]
+fn through_sentinel_a_failover_loses_no_acknowledged_chunk() {
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    // The replica has synced before the test goes on.
+    let mut r = Client::open(replica.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{info}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut sentinel_child, sentinel_port, _sdir) = sentinel(master.port);
+    let mut o = ClusterOptions::new(&master.url(), "t", "a");
+    o.sentinel = Some((
+        vec![format!("redis://127.0.0.1:{sentinel_port}/")],
+        "m".into(),
+    ));
+    o.timeout = Duration::from_millis(500);
+    let mut a = ClusterStore::new(o).unwrap();
+    assert!(
+        a.describe().starts_with("master m of sentinels"),
+        "{}",
+        a.describe()
+    );
+    let img = jpeg(50);
+    let chunks = v2_chunks(&dev("cam"), 1, &img, 150);
+    let (first, rest) = chunks.split_at(chunks.len() / 2);
+    // Acknowledged by the replica too (WAIT): it survives the master's death.
+    assert!(a.store(first, 1).unwrap().ready.is_empty());
+    master.kill();
+    let started = Instant::now();
+    let out = loop {
+        match a.store(rest, 2) {
+            Ok(out) => break out,
+            Err(e) => {
+                assert!(e.is_retryable(), "{e}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "no failover: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    assert_eq!(out.ready.len(), 1);
+    assert_eq!(complete(&mut a, &out.ready[0], 3), Some(img));
+    let _ = sentinel_child.kill();
+    let _ = sentinel_child.wait();
 }

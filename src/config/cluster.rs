@@ -21,6 +21,8 @@ pub(super) struct RawCluster {
     instance_id: Field<String>,
     lease: Field<HumanDuration>,
     timeout: Field<HumanDuration>,
+    sentinels: Field<Vec<String>>,
+    sentinel_master: Field<String>,
 }
 
 impl RawCluster {
@@ -33,6 +35,8 @@ impl RawCluster {
             ("instance_id", self.instance_id.is_some()),
             ("lease", self.lease.is_some()),
             ("timeout", self.timeout.is_some()),
+            ("sentinels", self.sentinels.is_some()),
+            ("sentinel_master", self.sentinel_master.is_some()),
         ];
         keys.into_iter().find(|(_, set)| *set).map(|(k, _)| k)
     }
@@ -149,7 +153,67 @@ impl RawCluster {
                  writer must finish its calls before its lease runs out)",
             ));
         }
+        let sentinels = match &self.sentinels {
+            None => Vec::new(),
+            Some(list) => {
+                let line = cx.at(&self.sentinels);
+                let list = list.get_ref();
+                if list.is_empty() {
+                    return Err(cx.invalid(
+                        T,
+                        "sentinels",
+                        line,
+                        "is empty; expected the URLs of the Redis Sentinels, e.g. \
+                         [\"redis://10.0.0.5:26379\", \"redis://10.0.0.6:26379\"], or no key",
+                    ));
+                }
+                for u in list {
+                    let ok = (u.starts_with("redis://") || u.starts_with("rediss://"))
+                        && redis::IntoConnectionInfo::into_connection_info(u.as_str()).is_ok();
+                    if !ok {
+                        return Err(cx.invalid(
+                            T,
+                            "sentinels",
+                            line,
+                            format!(
+                                "{} is not a Redis URL; expected e.g. \"redis://10.0.0.5:26379\"",
+                                crate::cluster::redact_url(u)
+                            ),
+                        ));
+                    }
+                }
+                list.clone()
+            }
+        };
+        let sentinel_master = self
+            .sentinel_master
+            .as_ref()
+            .map(|m| m.get_ref().trim().to_owned());
+        match (&sentinel_master, sentinels.is_empty()) {
+            (Some(m), false) if !m.is_empty() => {}
+            (None, true) => {}
+            (Some(_), true) => {
+                return Err(cx.invalid(
+                    T,
+                    "sentinel_master",
+                    cx.at(&self.sentinel_master),
+                    "is set without `sentinels`; expected both (the master's name as the \
+                     sentinels monitor it, and their URLs) or neither",
+                ))
+            }
+            _ => {
+                return Err(cx.invalid(
+                    T,
+                    "sentinel_master",
+                    cx.at(&self.sentinel_master).or(cx.at(&self.sentinels)),
+                    "is missing or empty while `sentinels` is set; expected the master's name as \
+                     the sentinels monitor it, e.g. \"mymaster\"",
+                ))
+            }
+        }
         Ok(Some(ClusterConfig {
+            sentinels,
+            sentinel_master,
             redis_url,
             password,
             key_prefix,

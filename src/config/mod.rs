@@ -297,6 +297,12 @@ pub struct ClusterConfig {
     /// Longest call to Redis.
     #[serde(serialize_with = "as_toml::duration")]
     pub timeout: Duration,
+    /// Redis Sentinel: their URLs (empty: connect to `redis_url`'s host directly).
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "cluster_urls")]
+    pub sentinels: Vec<String>,
+    /// Redis Sentinel: the master's name as they monitor it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_master: Option<String>,
 }
 
 impl ClusterConfig {
@@ -319,12 +325,30 @@ impl ClusterConfig {
         o.password = self.password.clone();
         o.lease = self.lease;
         o.timeout = self.timeout;
+        o.sentinel = self
+            .sentinel_master
+            .clone()
+            .map(|m| (self.sentinels.clone(), m));
         o
     }
 }
 
+/// URLs with their passwords replaced by [`Secret::REDACTED`].
+fn cluster_urls<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(urls.len()))?;
+    for u in urls {
+        seq.serialize_element(&redacted_url(u))?;
+    }
+    seq.end()
+}
+
 /// The URL with a password in it replaced by [`Secret::REDACTED`].
 fn cluster_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redacted_url(url))
+}
+
+fn redacted_url(url: &str) -> String {
     let shown = match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((user, host)) => {
@@ -335,7 +359,7 @@ fn cluster_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error>
         },
         None => url.to_owned(),
     };
-    s.serialize_str(&shown)
+    shown
 }
 
 /// Log output format. In the config file `"text"` or `"json"`, ASCII case ignored.

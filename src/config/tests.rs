@@ -1324,8 +1324,38 @@ fn cluster_values_are_checked() {
         ("lease = \"10s\"\ntimeout = \"10s\"\n", "[cluster] timeout"),
         ("lease = \"0s\"\n", "[cluster] lease"),
         ("leas = \"1s\"\n", "unknown key `leas`"),
+        ("sentinel_master = \"m\"\n", "[cluster] sentinel_master"),
+        (
+            "sentinels = [\"redis://s:26379\"]\n",
+            "[cluster] sentinel_master",
+        ),
+        (
+            "sentinels = []\nsentinel_master = \"m\"\n",
+            "[cluster] sentinels",
+        ),
+        (
+            "sentinels = [\"http://u:pw@s:1\"]\nsentinel_master = \"m\"\n",
+            "[cluster] sentinels",
+        ),
     ] {
         let e = err(&format!("{base}{extra}"));
         assert!(e.contains(want), "{extra}: {e}");
     }
+}
+
+#[test]
+fn cluster_sentinels_parse_and_print_redacted() {
+    let text = format!(
+        "{MINIMAL}\n[cluster]\nredis_url = \"redis://:pw1@ignored:6379/3\"\n\
+         sentinels = [\"redis://:pw2@10.0.0.5:26379\", \"redis://10.0.0.6:26379\"]\n\
+         sentinel_master = \"mymaster\"\n"
+    );
+    let c = parse(&text).unwrap();
+    let k = c.cluster.as_ref().unwrap();
+    assert_eq!(k.sentinels.len(), 2);
+    let o = k.options();
+    assert_eq!(o.sentinel.as_ref().unwrap().1, "mymaster");
+    let shown = c.to_string();
+    assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+    assert!(shown.contains("sentinel_master = \"mymaster\""), "{shown}");
 }

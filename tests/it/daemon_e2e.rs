@@ -1078,6 +1078,8 @@ fn cluster_config(
         instance_id: "e2e-0".into(),
         lease: Duration::from_secs(30),
         timeout: Duration::from_secs(5),
+        sentinels: Vec::new(),
+        sentinel_master: None,
     }
 }
 

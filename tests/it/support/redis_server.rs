@@ -73,8 +73,11 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.pause(false);
-        self.kill();
+        // A stopped server dies of SIGKILL too; one already reaped is not signalled again (its
+        // pid may belong to another process by now).
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
     }
 }
 
