@@ -24,8 +24,9 @@
 //! - `finish.lua`: after the output (or quarantine) write succeeded, deletes the chunks, sets
 //!   the done marker (`SET NX`: only the first finisher counts) and drops the claim.
 //!
-//! Keys, all under `{<key_prefix>}` (one hash tag, so every script's keys are in one slot of a
-//! Redis Cluster): `:mid:<messageId>` (dedup, TTL), `:pic:2|<dev>|<pid>` (a v2 picture: header
+//! Keys, all under `{<key_prefix>}` (a hash tag: every script's keys would share one slot; Redis
+//! Cluster is not supported yet, since the scripts build their keys instead of declaring them):
+//! `:mid:<messageId>` (dedup, TTL), `:pic:2|<dev>|<pid>` (a v2 picture: header
 //! fields `c s k t n`, pieces `d<seq>`), `:v1t:<dev>` / `:v1a:<dev>` / `:v1c:<dev>` (v1 data
 //! chunks by position, by arrival, their bytes; a position is `<time>:<arrival counter>`,
 //! zero-padded, compared as text, so chunks and `END`s of one millisecond are cut by arrival),
