@@ -12,6 +12,8 @@ command -v systemd-analyze >/dev/null 2>&1 || apt_need+=(systemd)
 # The gallery's browser tests (tests/it/web_browser.rs) drive Debian's chromium through chromedriver.
 [ -x /usr/bin/chromium ] || apt_need+=(chromium)
 [ -x /usr/bin/chromedriver ] || apt_need+=(chromium-driver)
+# The cluster tests start their own redis-server (on loopback, a free port, a temp folder).
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || apt_need+=(redis-server)
 if [ ${#apt_need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing ${apt_need[*]}"

@@ -97,6 +97,10 @@ pub struct CheckConfigArgs {
     /// bucket, and report exactly which step failed.
     #[arg(long)]
     pub probe_output: bool,
+    /// With `[cluster]`: also connect to Redis and warn when its settings could lose an
+    /// accepted chunk (appendonly off, appendfsync not always without a replica).
+    #[arg(long)]
+    pub probe_cluster: bool,
 }
 
 /// A usage problem found after parsing (exit code 2), e.g. a missing `--config`.
@@ -146,7 +150,11 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         )
     };
     if e.chain().any(|c| {
-        c.is::<ConfigError>() || c.is::<UsageError>() || c.is::<ProbeError>() || bad_output(c)
+        c.is::<ConfigError>()
+            || c.is::<UsageError>()
+            || c.is::<ProbeError>()
+            || c.is::<ClusterProbeError>()
+            || bad_output(c)
     }) {
         EXIT_CONFIG
     } else {
@@ -433,6 +441,47 @@ pub fn check_config_with(
     if args.probe_output {
         probe_output(&config, out)?;
     }
+    if args.probe_cluster {
+        probe_cluster(&config, out)?;
+    }
+    Ok(())
+}
+
+/// The cluster probe could not reach or read the shared store (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("cluster probe failed: {0}")]
+pub struct ClusterProbeError(#[source] crate::cluster::ClusterError);
+
+/// `--probe-cluster`: connect to the shared store and report what could lose accepted chunks.
+fn probe_cluster(config: &Config, out: &mut dyn Write) -> anyhow::Result<()> {
+    let Some(cluster) = &config.cluster else {
+        writeln!(
+            out,
+            "\n# --probe-cluster: no [cluster]; single-instance mode, nothing to probe"
+        )?;
+        return Ok(());
+    };
+    let probe = crate::cluster::ClusterStore::new(cluster.options())
+        .and_then(|mut s| s.probe())
+        .map_err(ClusterProbeError)?;
+    writeln!(
+        out,
+        "\n# --probe-cluster: {} reachable (version {}, {} replica(s) connected)",
+        crate::cluster::redact_url(&cluster.redis_url),
+        probe.version,
+        probe.replicas
+    )?;
+    for w in &probe.warnings {
+        eprintln!("receiver: warning: [cluster] {w}");
+        writeln!(out, "# WARNING: accepted chunks can be lost: {w}")?;
+    }
+    if probe.warnings.is_empty() {
+        writeln!(
+            out,
+            "# --probe-cluster: OK: accepted chunks survive a Redis restart"
+        )?;
+    }
+    out.flush()?;
     Ok(())
 }
 

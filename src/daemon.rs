@@ -105,10 +105,48 @@ fn open_engine<O: crate::output::Output + 'static>(
     sink: Sink<O>,
     metrics: Arc<Metrics>,
 ) -> Result<(Engine, RecoveryReport), DaemonError> {
-    match sink.remove_stale_temp_files() {
+    let cleaned = match &config.cluster {
+        // The output is shared: another instance may be writing; a write never takes a lease.
+        Some(c) => sink.remove_stale_temp_files_shared(c.lease * 2),
+        None => sink.remove_stale_temp_files(),
+    };
+    match cleaned {
         Ok(0) => {}
         Ok(n) => tracing::info!(files = n, "removed temporary files left by a crash"),
         Err(e) => tracing::warn!(error = %e, "cannot clean temporary files"),
+    }
+    if let Some(cluster) = &config.cluster {
+        let store = crate::cluster::ClusterStore::new(cluster.options())
+            .map_err(|e| DaemonError::Task(format!("[cluster]: {e}")))?;
+        tracing::info!(
+            instance_id = store.instance_id(),
+            store = store.describe(),
+            "cluster mode: chunks in flight live in the shared store"
+        );
+        let mut engine = Engine::open_cluster(engine_options(config), store, sink, metrics);
+        // Moving from single-instance mode: what the spool still holds goes to the shared
+        // store first (docs/operations.md, "Several instances").
+        let spool_dir = config.state_dir.join("spool");
+        if spool_dir.is_dir() {
+            let opts = SpoolOptions {
+                dir: spool_dir,
+                segment_bytes: config.spool.segment_bytes,
+                max_bytes: config.spool.max_bytes,
+            };
+            let n = engine
+                .import_spool(opts, receiver_protocol::time::now_ms())
+                .map_err(|e| {
+                    DaemonError::Task(format!(
+                        "cannot move the spool into the shared store (start again once Redis \
+                         answers): {e}"
+                    ))
+                })?;
+            tracing::info!(
+                chunks = n,
+                "moved the chunks the spool held into the shared store; the spool folder is set aside"
+            );
+        }
+        return Ok((engine, RecoveryReport::default()));
     }
     Ok(Engine::open(
         engine_options(config),
@@ -250,7 +288,7 @@ pub async fn run_with_control(
     tracing::info!(
         output = %output,
         state = %config.state_dir.display(),
-        spool = config.spool.enabled,
+        spool = config.spool.enabled && config.cluster.is_none(),
         recovered_records = report.records,
         corrupt_records = report.corrupt,
         open_pictures = report.open,

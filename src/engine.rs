@@ -23,6 +23,8 @@
 //! The thread loop ([`run`]) is the only part that waits; [`Engine::process`] and
 //! [`Engine::tick`] take the time as a parameter so tests drive them directly.
 
+mod cluster;
+
 use crate::amqp::client::ConnState;
 use crate::amqp::{Inbound, Outcome, Settler};
 use crate::assembler::{Action, Assembler, Disposition, Finished, Limits, Tag};
@@ -231,6 +233,8 @@ pub struct Engine {
     /// Results received while a batch was being worked through, applied at its end.
     completed: Vec<behind::Completion>,
     next_write: u64,
+    /// Cluster mode: the shared store replaces the spool and the assembler.
+    cluster: Option<cluster::ClusterState>,
 }
 
 impl Engine {
@@ -274,6 +278,7 @@ impl Engine {
             in_flight: HashMap::new(),
             completed: Vec::new(),
             next_write: 0,
+            cluster: None,
         };
         if let Some(spool_opts) = spool {
             let (spool, recovery) = Spool::open(spool_opts)?;
@@ -335,6 +340,52 @@ impl Engine {
         Ok((engine, report))
     }
 
+    /// Opens the engine in cluster mode: chunks go to the shared `store` (no spool, no local
+    /// assembly; see `engine/cluster.rs`). Connecting waits for the first batch, so the daemon
+    /// starts while the store is down (intake then pauses).
+    pub fn open_cluster(
+        opts: EngineOptions,
+        store: crate::cluster::ClusterStore,
+        sink: Sink<impl Output + 'static>,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        let _ = metrics.cluster_instance.set(store.instance_id().to_owned());
+        let timeout = Duration::from_millis(opts.limits.timeout_ms);
+        let max_image_bytes = opts.limits.max_image_bytes;
+        let grace_ms = opts.limits.redelivery_grace_ms;
+        let retry_backoff = Backoff::new(opts.retry_min, opts.retry_max).with_jitter(Jitter::None);
+        Engine {
+            assembler: Assembler::new(opts.limits.clone()),
+            dedup: Dedup::new(1),
+            opts,
+            spool: None,
+            sink: sink.into_dyn(),
+            metrics,
+            degraded: None,
+            retry_backoff,
+            pending: Vec::new(),
+            next_tag: 0,
+            actions: Vec::new(),
+            hook: None,
+            releases: std::collections::VecDeque::new(),
+            trimmed: (0, 0),
+            connections: None,
+            seen_loss: 0,
+            startup_loss: None,
+            // Cluster mode writes the pictures it claims itself (engine/cluster.rs).
+            writers: None,
+            in_flight: HashMap::new(),
+            completed: Vec::new(),
+            next_write: 0,
+            cluster: Some(cluster::ClusterState::new(
+                store,
+                timeout,
+                max_image_bytes,
+                grace_ms,
+            )),
+        }
+    }
+
     /// Makes the assembler hear of every loss of these connections (see
     /// [`Assembler::connection_lost`]): deliveries in flight on a lost connection come back later.
     pub fn watch_connections(&mut self, connections: Arc<Vec<Arc<ConnState>>>) {
@@ -381,7 +432,9 @@ impl Engine {
 
     /// Whether credit should be withheld (I/O trouble or a full spool).
     pub fn is_paused(&self) -> bool {
-        self.degraded.is_some() || self.spool.as_ref().is_some_and(|s| s.is_full())
+        self.degraded.is_some()
+            || self.spool.as_ref().is_some_and(|s| s.is_full())
+            || self.cluster.as_ref().is_some_and(|c| c.is_down())
     }
 
     /// The earliest time [`Engine::tick`] has work to do.
@@ -389,7 +442,11 @@ impl Engine {
         let expiry = self.assembler.next_deadline();
         let retry = self.degraded.as_ref().map(|d| d.next_retry_ms);
         let release = self.releases.front().map(|(due, _)| *due);
-        [expiry, retry, release].into_iter().flatten().min()
+        let cluster = self.cluster.as_ref().map(|c| c.next_wakeup());
+        [expiry, retry, release, cluster]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Open pictures.
@@ -400,6 +457,10 @@ impl Engine {
     /// Decides and settles every delivery of `batch`, received by `now_ms`.
     pub fn process(&mut self, batch: Vec<Inbound>, now_ms: u64) {
         if batch.is_empty() {
+            return;
+        }
+        if self.cluster.is_some() {
+            self.process_cluster(batch, now_ms);
             return;
         }
         self.note_losses(now_ms);
@@ -541,6 +602,11 @@ impl Engine {
 
     /// Expires idle pictures and retries pending writes after an I/O error.
     pub fn tick(&mut self, now_ms: u64) {
+        if self.cluster.is_some() {
+            self.tick_cluster(now_ms);
+            self.metrics.paused.store(self.is_paused(), Relaxed);
+            return;
+        }
         self.note_losses(now_ms);
         self.collect_writes(now_ms);
         if let Some(d) = &self.degraded {
@@ -1194,6 +1260,11 @@ pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::S
     };
     let batch_max = engine.opts.batch_max.max(1);
     let batch_delay = engine.opts.batch_delay;
+    // Cluster mode: every line the engine logs names this instance.
+    let _instance = engine
+        .cluster
+        .as_ref()
+        .map(|c| tracing::info_span!("cluster", instance_id = %c.instance_id()).entered());
     loop {
         let wake = engine.next_wakeup();
         let writers = engine.writers.as_mut();
@@ -1251,8 +1322,10 @@ pub fn run(mut engine: Engine, mut rx: mpsc::Receiver<Inbound>, paused: watch::S
             }
         }
         let full = batch_max.min(engine.opts.max_in_flight.max(1));
-        // The delay lets a batch share one spool commit; without a spool it is only latency.
-        if batch.len() < full && !batch_delay.is_zero() && engine.spool.is_some() {
+        // The delay lets a batch share one spool commit (or one round trip to the cluster's
+        // store); without either it is only latency.
+        let shared = engine.spool.is_some() || engine.cluster.is_some();
+        if batch.len() < full && !batch_delay.is_zero() && shared {
             rt.block_on(async {
                 let deadline = tokio::time::Instant::now() + batch_delay;
                 while batch.len() < full {

@@ -35,6 +35,7 @@
 
 pub mod amqp;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod engine;

@@ -237,6 +237,20 @@ pub struct Metrics {
     upload_errors: [AtomicU64; StoreErrorKind::ALL.len()],
     /// Duration of successful uploads (the PUT alone).
     pub upload_latency: Histogram,
+    /// Cluster mode: this instance's id (set once at start; none in single-instance mode).
+    pub cluster_instance: std::sync::OnceLock<String>,
+    /// Cluster mode: chunks this instance stored in the shared store (new ones, not duplicates).
+    pub cluster_chunks_stored: AtomicU64,
+    /// Cluster mode: pictures this instance claimed (to write or quarantine them).
+    pub cluster_pictures_claimed: AtomicU64,
+    /// Cluster mode: of those, claims taken over from an instance whose lease ran out.
+    pub cluster_takeovers: AtomicU64,
+    /// Cluster mode: failed calls to the shared store.
+    pub cluster_store_errors: AtomicU64,
+    /// Cluster mode: the shared store is unreachable and intake is paused.
+    pub cluster_store_down: AtomicBool,
+    /// Cluster mode: round trip of one batch's store call (including `WAIT` with replicas).
+    pub cluster_store_latency: Histogram,
 }
 
 impl Metrics {
@@ -514,7 +528,58 @@ impl Metrics {
         );
         self.render_ops(&mut s);
         self.render_uploads(&mut s);
+        self.render_cluster(&mut s);
         s
+    }
+
+    /// The cluster-mode metrics (only with `[cluster]`).
+    fn render_cluster(&self, s: &mut String) {
+        let Some(id) = self.cluster_instance.get() else {
+            return;
+        };
+        let _ = writeln!(
+            s,
+            "# HELP receiver_cluster_info This instance in cluster mode.\n# TYPE receiver_cluster_info gauge\nreceiver_cluster_info{{instance_id=\"{}\"}} 1",
+            id.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        for (name, help, v) in [
+            (
+                "receiver_cluster_chunks_stored_total",
+                "Chunks this instance stored in the shared store.",
+                &self.cluster_chunks_stored,
+            ),
+            (
+                "receiver_cluster_pictures_claimed_total",
+                "Pictures this instance claimed to write or quarantine.",
+                &self.cluster_pictures_claimed,
+            ),
+            (
+                "receiver_cluster_takeovers_total",
+                "Claims taken over from an instance whose lease ran out.",
+                &self.cluster_takeovers,
+            ),
+            (
+                "receiver_cluster_store_errors_total",
+                "Failed calls to the shared store.",
+                &self.cluster_store_errors,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP receiver_cluster_store_down 1 while the shared store is unreachable (intake paused).\n# TYPE receiver_cluster_store_down gauge\nreceiver_cluster_store_down {}",
+            u8::from(self.cluster_store_down.load(Relaxed))
+        );
+        self.cluster_store_latency.render(
+            s,
+            "receiver_cluster_store_latency_seconds",
+            "Round trip of one batch's call to the shared store.",
+        );
     }
 
     /// The object-store output's metrics (zero with the folder output).

@@ -92,6 +92,13 @@ pub trait Output: Send + Sync + fmt::Debug {
     /// The bytes of `device`'s picture `name` (an [`is_picture_name`] name, else `Ok(None)`),
     /// `Ok(None)` when it is not there (any more).
     fn read_picture(&self, device: &DeviceId, name: &str) -> Result<Option<Vec<u8>>, SinkError>;
+    /// Like [`remove_stale_temp_files`](Output::remove_stale_temp_files), but only leftovers
+    /// older than `age`: for an output shared by several instances (cluster mode), where a
+    /// younger one may be another instance's write in progress. Default: nothing to remove.
+    fn remove_temp_files_older_than(&self, age: std::time::Duration) -> Result<usize, SinkError> {
+        let _ = age;
+        Ok(0)
+    }
 }
 
 impl<O: Output + ?Sized> Output for Arc<O> {
@@ -118,6 +125,9 @@ impl<O: Output + ?Sized> Output for Arc<O> {
     }
     fn read_picture(&self, device: &DeviceId, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
         (**self).read_picture(device, name)
+    }
+    fn remove_temp_files_older_than(&self, age: std::time::Duration) -> Result<usize, SinkError> {
+        (**self).remove_temp_files_older_than(age)
     }
 }
 

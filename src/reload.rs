@@ -106,6 +106,11 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
             keys.push("aliyun.security_token".into());
         }
     }
+    // The Redis password is printed redacted: compare the values.
+    let password = |c: &Config| c.cluster.as_ref().and_then(|k| k.password.clone());
+    if password(old) != password(new) {
+        keys.push("cluster.password".into());
+    }
     // Turning the hook on or off is one change, not one per key of `[hook]`.
     if old.ops.hook.is_some() != new.ops.hook.is_some() {
         keys.retain(|k| !k.starts_with("hook."));

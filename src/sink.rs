@@ -354,7 +354,11 @@ impl Output for FolderOutput {
     }
 
     fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
-        remove_temp_files_under(&self.dir)
+        remove_temp_files_under(&self.dir, None)
+    }
+
+    fn remove_temp_files_older_than(&self, age: std::time::Duration) -> Result<usize, SinkError> {
+        remove_temp_files_under(&self.dir, Some(age))
     }
 
     /// Walks `<dir>/<pk>/<dn>/*.jpg`; folders that are not [`encode_component`] names (not the
@@ -595,12 +599,26 @@ impl<O: Output> Sink<O> {
     /// removed. Call it at start-up, before writing.
     pub fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
         Ok(self.output.remove_stale_temp_files()?
-            + remove_temp_files_under(&self.quarantine_dir())?)
+            + remove_temp_files_under(&self.quarantine_dir(), None)?)
+    }
+
+    /// Cluster mode: the output is shared with other instances, so only its leftovers older
+    /// than `age` go (a younger one may be another instance's write in progress); the local
+    /// quarantine's all go.
+    pub fn remove_stale_temp_files_shared(
+        &self,
+        age: std::time::Duration,
+    ) -> Result<usize, SinkError> {
+        Ok(self.output.remove_temp_files_older_than(age)?
+            + remove_temp_files_under(&self.quarantine_dir(), None)?)
     }
 }
 
-/// Removes `<base>/<pk>/<dn>/.*.tmp`.
-fn remove_temp_files_under(base: &Path) -> Result<usize, SinkError> {
+/// Removes `<base>/<pk>/<dn>/.*.tmp` (with `min_age`, only those modified longer ago).
+fn remove_temp_files_under(
+    base: &Path,
+    min_age: Option<std::time::Duration>,
+) -> Result<usize, SinkError> {
     let mut removed = 0;
     for pk in read_dirs(base)? {
         for dn in read_dirs(&pk)? {
@@ -615,6 +633,17 @@ fn remove_temp_files_under(base: &Path) -> Result<usize, SinkError> {
                 let name = name.to_string_lossy();
                 if name.starts_with('.') && name.ends_with(".tmp") {
                     let path = entry.path();
+                    if let Some(age) = min_age {
+                        let young = entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_none_or(|e| e < age);
+                        if young {
+                            continue;
+                        }
+                    }
                     fs::remove_file(&path).map_err(io_err("remove", &path))?;
                     removed += 1;
                 }

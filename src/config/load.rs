@@ -6,6 +6,7 @@
 //! `serde_path_to_error`, the table and key it happened at.
 
 use super::aliyun::RawAliyun;
+use super::cluster::RawCluster;
 use super::sections::{RawAssembly, RawDir, RawLog, RawOutput, RawSpool};
 use super::{ConfigError, ConfigWarning};
 use crate::ops::health::RawHealthConfig;
@@ -39,12 +40,13 @@ pub(super) struct RawConfig {
     pub(super) retention: RawRetentionConfig,
     pub(super) hook: RawHookConfig,
     pub(super) web: super::web::RawWeb,
+    pub(super) cluster: RawCluster,
 }
 
 /// Every table and the keys it accepts, in file order, read from the serde derives of the
 /// structs the file is deserialized into, so the list cannot drift from what loading accepts
 /// (docs and tests use it to check every key is documented).
-pub fn known_keys() -> [(&'static str, &'static [&'static str]); 11] {
+pub fn known_keys() -> [(&'static str, &'static [&'static str]); 12] {
     [
         ("aliyun", fields_of::<RawAliyun>()),
         ("output", fields_of::<RawOutput>()),
@@ -57,6 +59,7 @@ pub fn known_keys() -> [(&'static str, &'static [&'static str]); 11] {
         ("retention", fields_of::<RawRetentionConfig>()),
         ("hook", fields_of::<RawHookConfig>()),
         ("web", fields_of::<super::web::RawWeb>()),
+        ("cluster", fields_of::<RawCluster>()),
     ]
 }
 

@@ -17,6 +17,7 @@
 //! that `receiver check-config` prints, serialized from the config (`print.rs`).
 
 mod aliyun;
+mod cluster;
 mod load;
 mod print;
 mod sections;
@@ -62,6 +63,13 @@ pub const ENV_OUTPUT_SECRET_ACCESS_KEY: &str = "RECEIVER_OUTPUT_SECRET_ACCESS_KE
 /// systemd credential holding the object store's secret access key
 /// (`LoadCredential=output_secret_access_key:...`).
 pub const CREDENTIAL_OUTPUT_SECRET_ACCESS_KEY: &str = "output_secret_access_key";
+
+/// Environment variable holding the Redis password of `[cluster]`.
+pub const ENV_REDIS_PASSWORD: &str = "RECEIVER_REDIS_PASSWORD";
+
+/// systemd credential holding the Redis password of `[cluster]`
+/// (`LoadCredential=redis_password:...`).
+pub const CREDENTIAL_REDIS_PASSWORD: &str = "redis_password";
 
 /// Longest client id Aliyun accepts, including the per-connection suffix.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
@@ -125,6 +133,12 @@ pub mod defaults {
     pub const SPOOL_MIN_SEGMENT_BYTES: u64 = 1 << 20;
     /// Largest `[spool] segment_bytes` accepted: 1 GiB (the spool's own upper limit).
     pub const SPOOL_MAX_SEGMENT_BYTES: u64 = 1 << 30;
+    /// `[cluster] key_prefix`.
+    pub const CLUSTER_KEY_PREFIX: &str = "receiver";
+    /// `[cluster] lease`: how long a claim holds.
+    pub const CLUSTER_LEASE: Duration = Duration::from_secs(30);
+    /// `[cluster] timeout`: one call to Redis.
+    pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(5);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,6 +276,94 @@ impl Default for SpoolConfig {
     }
 }
 
+/// `[cluster]`: several instances share one consumer group through Redis/Valkey.
+///
+/// `Serialize` writes the keys as the config file does: the URL without its password, the
+/// password as [`Secret::REDACTED`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    /// `redis://` or `rediss://` URL (may hold user and password: never printed).
+    #[serde(serialize_with = "cluster_url")]
+    pub redis_url: String,
+    /// The password from `password`, `password_file`, `RECEIVER_REDIS_PASSWORD` or the systemd
+    /// credential `redis_password` (overrides the URL's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Prefix of every key, so one Redis can serve several fleets.
+    pub key_prefix: String,
+    /// This instance in claims, logs and metrics; empty: host name and process id.
+    pub instance_id: String,
+    /// How long a claim on a picture holds before another instance may take it over.
+    #[serde(serialize_with = "as_toml::duration")]
+    pub lease: Duration,
+    /// Longest call to Redis.
+    #[serde(serialize_with = "as_toml::duration")]
+    pub timeout: Duration,
+    /// Redis Sentinel: their URLs (empty: connect to `redis_url`'s host directly).
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "cluster_urls")]
+    pub sentinels: Vec<String>,
+    /// Redis Sentinel: the master's name as they monitor it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_master: Option<String>,
+}
+
+impl ClusterConfig {
+    /// The instance id in force (`instance_id`, else host name and process id).
+    pub fn instance(&self) -> String {
+        if self.instance_id.is_empty() {
+            crate::cluster::default_instance_id()
+        } else {
+            self.instance_id.clone()
+        }
+    }
+
+    /// The store's options.
+    pub fn options(&self) -> crate::cluster::ClusterOptions {
+        let mut o = crate::cluster::ClusterOptions::new(
+            &self.redis_url,
+            &self.key_prefix,
+            &self.instance(),
+        );
+        o.password = self.password.clone();
+        o.lease = self.lease;
+        o.timeout = self.timeout;
+        o.sentinel = self
+            .sentinel_master
+            .clone()
+            .map(|m| (self.sentinels.clone(), m));
+        o
+    }
+}
+
+/// URLs with their passwords replaced by [`Secret::REDACTED`].
+fn cluster_urls<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(urls.len()))?;
+    for u in urls {
+        seq.serialize_element(&redacted_url(u))?;
+    }
+    seq.end()
+}
+
+/// The URL with a password in it replaced by [`Secret::REDACTED`].
+fn cluster_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redacted_url(url))
+}
+
+fn redacted_url(url: &str) -> String {
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((user, host)) => {
+                let user = user.split_once(':').map_or(user, |(u, _)| u);
+                format!("{scheme}://{user}:{}@{host}", Secret::REDACTED)
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    shown
+}
+
 /// Log output format. In the config file `"text"` or `"json"`, ASCII case ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(try_from = "String")]
@@ -343,6 +445,8 @@ pub struct Config {
     pub ops: crate::ops::OpsConfig,
     /// `[web]`: the gallery (off when `listen` is not set).
     pub web: crate::web::WebConfig,
+    /// `[cluster]`: `None` is single-instance mode (the spool).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `Serialize` derived on a view of borrowed sections: the daemon's field names are not the file's
@@ -362,6 +466,8 @@ impl Serialize for Config {
             #[serde(flatten)]
             ops: &'a crate::ops::OpsConfig,
             web: &'a crate::web::WebConfig,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cluster: Option<&'a ClusterConfig>,
         }
         View {
             aliyun: &self.aliyun,
@@ -372,6 +478,7 @@ impl Serialize for Config {
             log: &self.log,
             ops: &self.ops,
             web: &self.web,
+            cluster: self.cluster.as_ref(),
         }
         .serialize(s)
     }
@@ -711,6 +818,7 @@ impl RawConfig {
         let assembly = self.assembly.validate(cx)?;
         let spool = self.spool.validate(&assembly, cx)?;
         let log = self.log.validate(cx)?;
+        let cluster = self.cluster.validate(cx)?;
         let ops = validate_ops(
             RawOpsConfig {
                 metrics: self.metrics,
@@ -741,6 +849,7 @@ impl RawConfig {
             log,
             ops,
             web,
+            cluster,
         })
     }
 }

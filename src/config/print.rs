@@ -7,8 +7,8 @@
 //! from [`NOTES`].
 
 use super::{
-    default_data_dir, defaults, known_keys, AliyunConfig, AssemblyConfig, AuthMode, Config, Secret,
-    SignMethod, SpoolConfig,
+    default_data_dir, defaults, known_keys, AliyunConfig, AssemblyConfig, AuthMode, ClusterConfig,
+    Config, Secret, SignMethod, SpoolConfig,
 };
 use crate::ops::{HookConfig, OpsConfig};
 use std::fmt;
@@ -140,6 +140,31 @@ const NOTES: &[Note] = &[
     note("retention", "max_files_per_device", Place::Unset, |_| {
         Some(String::new())
     }),
+    note("cluster", "redis_url", Place::Unset, |_| {
+        Some(" (default): single-instance mode, chunks in flight in the local spool".into())
+    }),
+    note("cluster", "password", Place::Trailing, |c| {
+        c.cluster
+            .as_ref()
+            .and_then(|k| k.password.as_ref())
+            .and_then(source)
+    }),
+    note("cluster", "password", Place::Unset, |c| {
+        c.cluster
+            .as_ref()
+            .map(|_| ": the URL's, if it has one".into())
+    }),
+    note("cluster", "instance_id", Place::After, |c| {
+        c.cluster
+            .as_ref()
+            .filter(|k| k.instance_id.is_empty())
+            .map(|k| {
+                format!(
+                    "instance id in force: {} (host name and process id)",
+                    k.instance()
+                )
+            })
+    }),
     note("hook", "command", Place::Unset, |_| {
         Some(" (default): no hook".into())
     }),
@@ -164,6 +189,8 @@ const NO_DEFAULT: &[(&str, &str)] = &[
     ("aliyun", "iot_instance_id"),
     ("aliyun", "consumer_group_id"),
     ("hook", "command"),
+    ("cluster", "redis_url"),
+    ("cluster", "password"),
 ];
 
 /// `c` with every key that has a default at that default, including the defaults that depend on
@@ -221,6 +248,13 @@ fn defaults_for(c: &Config) -> Config {
             ..OpsConfig::default()
         },
         web: Default::default(),
+        cluster: c.cluster.as_ref().map(|k| ClusterConfig {
+            key_prefix: defaults::CLUSTER_KEY_PREFIX.to_owned(),
+            instance_id: String::new(),
+            lease: defaults::CLUSTER_LEASE,
+            timeout: defaults::CLUSTER_TIMEOUT,
+            ..k.clone()
+        }),
     }
 }
 

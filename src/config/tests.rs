@@ -1007,6 +1007,8 @@ env = ["FOO", "BAR=baz qux", """Q=a'b"c"""]
 
 [web]
 # listen not set (default): no gallery
+[cluster]
+# redis_url not set (default): single-instance mode, chunks in flight in the local spool
 "#
     .replace("{dir}", dir.path().to_str().unwrap());
     assert_eq!(c.to_string(), want);
@@ -1310,4 +1312,120 @@ fn web_password_from_file_or_credential_never_printed() {
     )
     .unwrap();
     assert_eq!(c.web.password.unwrap().expose(), "cred-pass");
+}
+
+#[test]
+fn cluster_is_off_unless_a_key_is_set_and_then_needs_a_url() {
+    assert_eq!(parse(MINIMAL).unwrap().cluster, None);
+    assert_eq!(
+        parse(&format!("{MINIMAL}\n[cluster]\n")).unwrap().cluster,
+        None
+    );
+    let e = err(&format!("{MINIMAL}\n[cluster]\nkey_prefix = \"x\"\n"));
+    assert!(
+        e.contains("missing required key `redis_url` in [cluster]"),
+        "{e}"
+    );
+    let c = parse(&format!(
+        "{MINIMAL}\n[cluster]\nredis_url = \"redis://10.0.0.5:6379/0\"\n"
+    ))
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(c.key_prefix, "receiver");
+    assert_eq!(c.instance_id, "");
+    assert!(c.instance().ends_with(&format!("-{}", std::process::id())));
+    assert_eq!(c.lease, Duration::from_secs(30));
+    assert_eq!(c.timeout, Duration::from_secs(5));
+    assert_eq!(c.password, None);
+}
+
+#[test]
+fn cluster_urls_and_passwords_never_print() {
+    let text = format!(
+        "{MINIMAL}\n[cluster]\nredis_url = \"rediss://fleet:pw-in-url@db.example:6380/2\"\n\
+         instance_id = \"rx-a\"\n"
+    );
+    let c = parse_env(&text, &[(ENV_REDIS_PASSWORD, "pw-from-env")]).unwrap();
+    let k = c.cluster.as_ref().unwrap();
+    assert_eq!(k.password.as_ref().unwrap().expose(), "pw-from-env");
+    let shown = c.to_string();
+    assert!(!shown.contains("pw-"), "{shown}");
+    assert!(
+        shown.contains("redis_url = \"rediss://fleet:<redacted>@db.example:6380/2\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("password = \"<redacted>\"  # (from env RECEIVER_REDIS_PASSWORD)"),
+        "{shown}"
+    );
+    assert!(!format!("{c:?}").contains("pw-from-env"));
+    // A bad URL is reported without repeating its password.
+    let e = err(&format!(
+        "{MINIMAL}\n[cluster]\nredis_url = \"http://u:hunter2@db:1/0\"\n"
+    ));
+    assert!(
+        e.contains("[cluster] redis_url") && !e.contains("hunter2"),
+        "{e}"
+    );
+    // The systemd credential, and exactly one source.
+    let creds = credentials(&[("redis_password", "pw-cred\n")]);
+    let plain = format!("{MINIMAL}\n[cluster]\nredis_url = \"redis://db:6379/0\"\n");
+    let c = parse_env(
+        &plain,
+        &[(ENV_CREDENTIALS_DIRECTORY, creds.path().to_str().unwrap())],
+    )
+    .unwrap();
+    assert_eq!(c.cluster.unwrap().password.unwrap().expose(), "pw-cred");
+    let two = format!("{plain}password = \"a\"\n");
+    let e = parse_env(&two, &[(ENV_REDIS_PASSWORD, "b")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("given 2 ways") && !e.contains("\"a\""), "{e}");
+}
+
+#[test]
+fn cluster_values_are_checked() {
+    let base = format!("{MINIMAL}\n[cluster]\nredis_url = \"redis://db:6379/0\"\n");
+    for (extra, want) in [
+        ("key_prefix = \"a{b}\"\n", "[cluster] key_prefix"),
+        ("key_prefix = \"\"\n", "[cluster] key_prefix"),
+        ("instance_id = \"a b\"\n", "[cluster] instance_id"),
+        ("lease = \"10s\"\ntimeout = \"10s\"\n", "[cluster] timeout"),
+        ("lease = \"0s\"\n", "[cluster] lease"),
+        ("leas = \"1s\"\n", "unknown key `leas`"),
+        ("sentinel_master = \"m\"\n", "[cluster] sentinel_master"),
+        (
+            "sentinels = [\"redis://s:26379\"]\n",
+            "[cluster] sentinel_master",
+        ),
+        (
+            "sentinels = []\nsentinel_master = \"m\"\n",
+            "[cluster] sentinels",
+        ),
+        (
+            "sentinels = [\"http://u:pw@s:1\"]\nsentinel_master = \"m\"\n",
+            "[cluster] sentinels",
+        ),
+    ] {
+        let e = err(&format!("{base}{extra}"));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn cluster_sentinels_parse_and_print_redacted() {
+    let text = format!(
+        "{MINIMAL}\n[cluster]\nredis_url = \"redis://:pw1@ignored:6379/3\"\n\
+         sentinels = [\"redis://:pw2@10.0.0.5:26379\", \"redis://10.0.0.6:26379\"]\n\
+         sentinel_master = \"mymaster\"\n"
+    );
+    let c = parse(&text).unwrap();
+    let k = c.cluster.as_ref().unwrap();
+    assert_eq!(k.sentinels.len(), 2);
+    let o = k.options();
+    assert_eq!(o.sentinel.as_ref().unwrap().1, "mymaster");
+    let shown = c.to_string();
+    assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+    assert!(shown.contains("sentinel_master = \"mymaster\""), "{shown}");
 }

@@ -25,8 +25,11 @@
 //! - [`ops`]: the on-image hook, retention sweeps, readiness.
 //! - [`output`]: the object-store output: uploads and failed requests.
 //! - [`reload`]: configuration reloads.
+//! - [`cluster`]: cluster mode: batches stored in the shared store, claims and take-overs, the
+//!   store failing and recovering.
 
 pub mod amqp;
+pub mod cluster;
 pub mod engine;
 pub mod ops;
 pub mod output;

@@ -106,6 +106,8 @@ pub enum Problem {
     Paused,
     /// No delivery for longer than `max_delivery_age`.
     DeliveriesStale,
+    /// Cluster mode: the shared store (Redis) is unreachable; intake is paused until it answers.
+    ClusterStoreDown,
 }
 
 impl Problem {
@@ -117,6 +119,7 @@ impl Problem {
             Problem::EngineStalled => "engine_stalled",
             Problem::Paused => "paused",
             Problem::DeliveriesStale => "deliveries_stale",
+            Problem::ClusterStoreDown => "cluster_store_down",
         }
     }
 }
@@ -148,6 +151,9 @@ pub struct Snapshot {
     pub open_assemblies: u64,
     /// Age of the oldest picture being assembled, seconds.
     pub oldest_assembly_age_seconds: f64,
+    /// Cluster mode: the shared store is unreachable.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_store_down: bool,
     #[serde(skip)]
     ready_ms: u64,
     #[serde(skip)]
@@ -179,6 +185,7 @@ impl Snapshot {
             },
             open_assemblies: metrics.open_assemblies.load(Relaxed),
             oldest_assembly_age_seconds: metrics.oldest_assembly_ms.load(Relaxed) as f64 / 1000.0,
+            cluster_store_down: metrics.cluster_store_down.load(Relaxed),
             ready_ms,
             last_delivery_ms,
             busy_since_ms,
@@ -206,6 +213,9 @@ pub fn readiness(s: &Snapshot, cfg: &HealthConfig) -> Vec<Problem> {
     }
     if s.spool.paused {
         problems.push(Problem::Paused);
+    }
+    if s.cluster_store_down {
+        problems.push(Problem::ClusterStoreDown);
     }
     if let (Some(max), true) = (cfg.max_delivery_age, s.ready) {
         let since = s.last_delivery_ms.max(s.ready_ms);

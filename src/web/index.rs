@@ -289,6 +289,9 @@ impl<O: Output> Output for IndexedOutput<O> {
     fn remove_stale_temp_files(&self) -> Result<usize, SinkError> {
         self.inner.remove_stale_temp_files()
     }
+    fn remove_temp_files_older_than(&self, age: std::time::Duration) -> Result<usize, SinkError> {
+        self.inner.remove_temp_files_older_than(age)
+    }
     fn list_pictures(&self) -> Result<Vec<StoredPicture>, SinkError> {
         self.inner.list_pictures()
     }

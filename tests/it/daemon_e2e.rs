@@ -993,7 +993,20 @@ async fn original_firmware_cut_runs(
     per_camera: u32,
     rounds: &[Vec<u64>],
 ) {
+    original_firmware_cut_runs_in(None, connections, credit, cameras, per_camera, rounds).await
+}
+
+/// [`original_firmware_cut_runs`], in cluster mode on `redis` when given.
+async fn original_firmware_cut_runs_in(
+    redis: Option<&crate::support::redis_server::RedisServer>,
+    connections: usize,
+    credit: u32,
+    cameras: u32,
+    per_camera: u32,
+    rounds: &[Vec<u64>],
+) {
     let mut h = Harness::new(connections).await;
+    h.config.cluster = redis.map(cluster_config);
     h.config.aliyun.credit = credit;
     // Many cuts in a row: no long backoff between reconnects.
     h.config.aliyun.reconnect_max = Duration::from_millis(100);
@@ -1050,4 +1063,162 @@ async fn original_firmware_cuts_with_a_large_credit() {
     // Many deliveries in flight at every cut: the engine has taken a varying share of them.
     let rounds: Vec<Vec<u64>> = (1..=24).step_by(2).map(|k| vec![k, k + 5]).collect();
     original_firmware_cut_runs(1, 200, 3, 3, &rounds).await;
+}
+
+// Cluster mode, one instance ------------------------------------------------------------------
+
+/// `[cluster]` on a test `redis-server`.
+fn cluster_config(
+    redis: &crate::support::redis_server::RedisServer,
+) -> receiver::config::ClusterConfig {
+    receiver::config::ClusterConfig {
+        redis_url: redis.url(),
+        password: None,
+        key_prefix: "e2e".into(),
+        instance_id: "e2e-0".into(),
+        lease: Duration::from_secs(30),
+        timeout: Duration::from_secs(5),
+        sentinels: Vec::new(),
+        sentinel_master: None,
+    }
+}
+
+/// The first end-to-end case again with one instance in cluster mode: the same files, the same
+/// settlements, no spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_cameras_in_cluster_mode_give_the_same_result() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let mut h = Harness::new(3).await;
+    h.config.cluster = Some(cluster_config(&redis));
+    h.start();
+    h.wait_links().await;
+    let mut pictures = Vec::new();
+    for i in 0..200u32 {
+        let device = dev(&format!("cam-{i:03}"));
+        let img = jpeg(48, 32, i, &format!("{i}"));
+        pictures.push(if i % 2 == 0 {
+            v2_picture(&device, &img, 10_000 + i, 300)
+        } else {
+            v1_picture(&device, &img, 600, 10_000 + i, T0 + i64::from(i) * 1000)
+        });
+    }
+    let ids = upload(&h, &pictures, &mut Rng(0x1234_5678)).await;
+    h.wait_images(200).await;
+    h.wait_drained().await;
+    assert_output(h.out(), &expected(&pictures));
+    assert_no_quarantine(h.state());
+    assert!(
+        !h.state().join("spool").exists(),
+        "cluster mode has no spool"
+    );
+    let m = h.metrics();
+    assert_eq!(m.images_v1.load(Relaxed), 100);
+    assert_eq!(m.images_v2.load(Relaxed), 100);
+    assert_eq!(m.accepted.load(Relaxed), ids.len() as u64);
+    assert_eq!(m.released.load(Relaxed), 0);
+    assert_eq!(m.cluster_chunks_stored.load(Relaxed), ids.len() as u64);
+    assert_eq!(m.cluster_pictures_claimed.load(Relaxed), 200);
+    assert_eq!(
+        m.image_latency.count(),
+        200,
+        "last chunk to durable, per picture"
+    );
+    let c = h.fake.counters();
+    assert_eq!(c.accepted, ids.len() as u64, "{c:?}");
+    assert_eq!((c.released, c.rejected, c.lost), (0, 0, 0), "{c:?}");
+    assert_accepted_once(&h.fake.outcomes(), &ids);
+    h.stop().await;
+}
+
+/// v1 and v2 cameras of one product, reordered and duplicated, in cluster mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_cameras_reordered_and_duplicated_in_cluster_mode() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let mut h = Harness::new(2).await;
+    h.config.cluster = Some(cluster_config(&redis));
+    h.start();
+    h.wait_links().await;
+    h.fake.set_reorder(true);
+    h.fake.duplicate_next(5);
+    let all = run_mixed_cameras(&h).await;
+    assert_output(h.out(), &expected(&all));
+    assert_no_quarantine(h.state());
+    let m = h.metrics();
+    assert_eq!(m.images_v1.load(Relaxed), 6);
+    assert_eq!(m.images_v2.load(Relaxed), 6);
+    assert_eq!(h.fake.counters().duplicates_injected, 5);
+    assert_eq!(m.messages(Kind::Duplicate), 5);
+    h.stop().await;
+}
+
+/// The original firmware's v1 (no ids: only the exact check and the redelivery grace keep its
+/// pictures whole) with connection cuts, in cluster mode: the same outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_firmware_cuts_in_cluster_mode() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let rounds: Vec<Vec<u64>> = vec![
+        vec![3],
+        vec![17],
+        vec![41],
+        vec![5, 9],
+        vec![29, 2],
+        vec![1, 1, 1],
+        vec![11, 23, 7],
+        vec![64],
+    ];
+    original_firmware_cut_runs_in(Some(&redis), 2, 5, 10, 2, &rounds).await;
+}
+
+/// Moving from single-instance mode to cluster mode mid-upload: stopped with pictures half in
+/// its spool, the daemon starts again with `[cluster]`, moves the spool's chunks into Redis, and
+/// every picture comes out whole and once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_to_cluster_mode_keeps_the_chunks_in_flight() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let mut h = Harness::new(1).await;
+    h.start();
+    h.wait_links().await;
+    let mut pictures = Vec::new();
+    for i in 0..10u32 {
+        let device = dev(&format!("move-{i:02}"));
+        let img = jpeg(64, 48, 500 + i, "MOVE");
+        pictures.push(if i % 2 == 0 {
+            v2_picture(&device, &img, 20_000 + i, 300)
+        } else {
+            v1_picture(&device, &img, 600, 20_000 + i, T0 + i64::from(i) * 1000)
+        });
+    }
+    // The first half of every picture, accepted into the spool.
+    let halves: Vec<(Vec<String>, Vec<String>)> = pictures
+        .iter()
+        .map(|p| {
+            let all = p.all();
+            let (a, b) = all.split_at(all.len() / 2);
+            (a.to_vec(), b.to_vec())
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for (p, (first, _)) in pictures.iter().zip(&halves) {
+        for payload in first {
+            ids.push(h.publish(&p.device, payload));
+        }
+    }
+    h.wait_ids_accepted(&ids).await;
+    h.stop().await;
+    assert_eq!(h.metrics().images_written(), 0);
+    h.config.cluster = Some(cluster_config(&redis));
+    h.start();
+    h.wait_links().await;
+    for (p, (_, rest)) in pictures.iter().zip(&halves) {
+        for payload in rest {
+            ids.push(h.publish(&p.device, payload));
+        }
+    }
+    h.wait_images(pictures.len() as u64).await;
+    h.wait_drained().await;
+    assert_output(h.out(), &expected(&pictures));
+    assert_no_quarantine(h.state());
+    assert!(!h.state().join("spool").exists(), "the spool is set aside");
+    assert_accepted_once(&h.fake.outcomes(), &ids);
+    h.stop().await;
 }

@@ -19,6 +19,7 @@ mod camera_dry_run;
 mod camera_mosquitto;
 mod camera_uplink;
 mod cli;
+mod cluster;
 mod config;
 // The kill points exist only in builds with this feature.
 #[cfg(feature = "failpoints")]

@@ -7,6 +7,7 @@
 //! - [`spool`]: spool fixtures.
 //! - [`poll`]: wait until a condition holds, with a deadline.
 //! - [`http`]: GET over raw TCP, free ports.
+//! - [`redis_server`]: a real `redis-server` for cluster mode.
 //!
 //! Configuration files are built with `receiver_testkit::config::ConfigBuilder`.
 
@@ -15,4 +16,5 @@ pub mod daemon;
 pub mod harness;
 pub mod http;
 pub mod poll;
+pub mod redis_server;
 pub mod spool;
