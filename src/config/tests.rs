@@ -1007,6 +1007,7 @@ env = ["FOO", "BAR=baz qux", """Q=a'b"c"""]
 
 [web]
 # listen not set (default): no gallery
+
 [cluster]
 # redis_url not set (default): single-instance mode, chunks in flight in the local spool
 "#
