@@ -40,6 +40,9 @@ pub struct StoredPicture {
     pub name: String,
     /// Its size.
     pub bytes: u64,
+    /// Its wire format (`v1`/`v2`) when the output recorded it (the folder: an extended
+    /// attribute of the file, where the file system has them).
+    pub format: Option<&'static str>,
 }
 
 /// Whether `name` can be a picture's name as the outputs write it (`<time>[-n].jpg`): ASCII

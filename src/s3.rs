@@ -714,10 +714,22 @@ impl Output for S3Output {
             let Some(device) = crate::sink::device_from_components(pk, dn) else {
                 continue;
             };
+            // A listing carries no user metadata on most stores (ListObjectsV2 has none): the
+            // format is then unknown until the picture is written again.
+            let format = entry
+                .metadata()
+                .user_metadata()
+                .and_then(|m| m.get(meta::FORMAT))
+                .and_then(|f| match f.as_str() {
+                    "v1" => Some("v1"),
+                    "v2" => Some("v2"),
+                    _ => None,
+                });
             out.push(crate::output::StoredPicture {
                 device,
                 name: name.to_owned(),
                 bytes: entry.metadata().content_length(),
+                format,
             });
         }
         Ok(out)

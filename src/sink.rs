@@ -313,7 +313,7 @@ impl Output for FolderOutput {
         for n in 0..=MAX_SUFFIX {
             let path = dir.join(suffixed(&stem, n, "jpg"));
             confined(&self.dir, &path, 3)?;
-            match place(&path, &img.bytes)? {
+            match place(&path, &img.bytes, Some(img.format.as_str()))? {
                 Placed::New => return Ok(written(path, &img.bytes, false)),
                 Placed::Same => return Ok(written(path, &img.bytes, true)),
                 Placed::Other => {}
@@ -394,6 +394,7 @@ impl Output for FolderOutput {
                     if meta.is_file() {
                         out.push(crate::output::StoredPicture {
                             device: device.clone(),
+                            format: format_xattr(&f.path()),
                             name,
                             bytes: meta.len(),
                         });
@@ -548,7 +549,7 @@ impl<O: Output> Sink<O> {
                 (Some(true), Some(true)) => return Ok(written(bin, &q.bytes, true)),
                 (Some(true), None) => {
                     // The .bin of an earlier attempt survived a crash; finish the job.
-                    return match place(&json, &sidecar)? {
+                    return match place(&json, &sidecar, None)? {
                         Placed::New | Placed::Same => Ok(written(bin, &q.bytes, true)),
                         Placed::Other => continue,
                     };
@@ -556,11 +557,11 @@ impl<O: Output> Sink<O> {
                 (None, None) => {}
                 _ => continue,
             }
-            match place(&bin, &q.bytes)? {
+            match place(&bin, &q.bytes, None)? {
                 Placed::Other => continue,
                 Placed::New | Placed::Same => {}
             }
-            match place(&json, &sidecar)? {
+            match place(&json, &sidecar, None)? {
                 Placed::New => return Ok(written(bin, &q.bytes, false)),
                 Placed::Same => return Ok(written(bin, &q.bytes, true)),
                 Placed::Other => continue,
@@ -771,7 +772,7 @@ enum Placed {
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Puts `bytes` at `path` durably unless the name is taken.
-fn place(path: &Path, bytes: &[u8]) -> Result<Placed, SinkError> {
+fn place(path: &Path, bytes: &[u8], format: Option<&str>) -> Result<Placed, SinkError> {
     match content_is(path, bytes)? {
         Some(true) => return Ok(Placed::Same),
         Some(false) => return Ok(Placed::Other),
@@ -789,7 +790,7 @@ fn place(path: &Path, bytes: &[u8]) -> Result<Placed, SinkError> {
         std::process::id(),
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = write_tmp(&tmp, bytes).and_then(|()| publish(&tmp, path, dir));
+    let result = write_tmp(&tmp, bytes, format).and_then(|()| publish(&tmp, path, dir));
     if !matches!(result, Ok(Placed::New)) {
         let _ = fs::remove_file(&tmp);
     }
@@ -803,14 +804,62 @@ fn place(path: &Path, bytes: &[u8]) -> Result<Placed, SinkError> {
     }
 }
 
-fn write_tmp(tmp: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+fn write_tmp(tmp: &Path, bytes: &[u8], format: Option<&str>) -> Result<(), SinkError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(tmp)
         .map_err(io_err("create", tmp))?;
     f.write_all(bytes).map_err(io_err("write", tmp))?;
+    if let Some(format) = format {
+        set_format_xattr(&f, format);
+    }
     f.sync_all().map_err(io_err("sync", tmp))
+}
+
+/// The extended attribute that keeps a picture's wire format (`v1`/`v2`) with its file, so the
+/// gallery can show it for pictures written before a restart.
+const FORMAT_XATTR: &[u8] = b"user.receiver.format\0";
+
+/// Records `format` on the file, best effort: a file system without user extended attributes
+/// only means the gallery shows "format not recorded" for it after a restart.
+fn set_format_xattr(f: &fs::File, format: &str) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the name is NUL-terminated, the value pointer and length describe `format`'s
+    // bytes, and the descriptor is open for as long as `f` lives.
+    let rc = unsafe {
+        libc::fsetxattr(
+            f.as_raw_fd(),
+            FORMAT_XATTR.as_ptr().cast(),
+            format.as_ptr().cast(),
+            format.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        tracing::trace!(error = %io::Error::last_os_error(), "no format attribute on the picture file");
+    }
+}
+
+/// The wire format [`set_format_xattr`] recorded on the file at `path`, if any.
+pub(crate) fn format_xattr(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = [0u8; 8];
+    // SAFETY: both names are NUL-terminated; the buffer pointer and length describe `buf`.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            FORMAT_XATTR.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    match buf.get(..usize::try_from(n).ok()?)? {
+        b"v1" => Some("v1"),
+        b"v2" => Some("v2"),
+        _ => None,
+    }
 }
 
 /// Moves the fsync'd `tmp` to `path` without replacing an existing file.

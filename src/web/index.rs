@@ -23,8 +23,8 @@ pub struct Picture {
     pub time_ms: i64,
     /// Its size.
     pub bytes: u64,
-    /// `v1`/`v2`, when known: for pictures written since the start (the output does not record
-    /// the format, so pictures listed at start-up have none).
+    /// `v1`/`v2`, when known: for pictures written since the start, and for those listed at
+    /// start-up whose output recorded it (the folder: an extended attribute of the file).
     pub format: Option<&'static str>,
 }
 
@@ -130,7 +130,7 @@ impl Index {
                 name: p.name,
                 time_ms,
                 bytes: p.bytes,
-                format: None,
+                format: p.format,
             });
         }
         for cam in cams.values_mut() {

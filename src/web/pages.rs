@@ -374,6 +374,7 @@ mod tests {
                         crate::sink::file_time(1_764_000_000_000 + p * 60_000 + c)
                     ),
                     bytes: 20_000,
+                    format: Some("v2"),
                 });
             }
         }

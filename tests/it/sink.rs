@@ -374,3 +374,59 @@ fn retract_moves_the_matching_written_image_to_quarantine() {
     // Gone already: nothing to do, no error.
     assert_eq!(sink.retract(&r).unwrap(), None);
 }
+
+/// The folder keeps each picture's wire format with its file (an extended attribute), so the
+/// gallery's index rebuilt at start-up knows v1 from v2; a picture without it lists as unknown.
+#[test]
+fn listed_pictures_keep_their_wire_format() {
+    use receiver::output::Output as _;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::new(dir.path().join("out"), dir.path().join("state")).unwrap();
+    let mut v1 = finished("cam-v1", jpeg(1, 40));
+    v1.format = Format::V1;
+    v1.pid = None;
+    let v2 = finished("cam-v2", jpeg(2, 40));
+    sink.write_image(&v1).unwrap();
+    sink.write_image(&v2).unwrap();
+    // A file put there by hand has no attribute.
+    let other = dir
+        .path()
+        .join("out/a1B2c3D4e5F/cam-v2/20261126T122711.000Z.jpg");
+    std::fs::write(&other, jpeg(3, 40)).unwrap();
+    let mut listed: Vec<(String, String, Option<&str>)> = sink
+        .output()
+        .list_pictures()
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.device.device_name.to_string(), p.name, p.format))
+        .collect();
+    listed.sort();
+    // Whether this file system keeps user attributes (ext4, xfs, btrfs and tmpfs do).
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, b"x").unwrap();
+    let c = std::ffi::CString::new(probe.to_str().unwrap()).unwrap();
+    // SAFETY: NUL-terminated names, a 1-byte value.
+    let supported = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            c"user.probe".as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    } == 0;
+    let (f1, f2) = if supported {
+        (Some("v1"), Some("v2"))
+    } else {
+        eprintln!("this file system has no user extended attributes: formats are unknown");
+        (None, None)
+    };
+    assert_eq!(
+        listed,
+        vec![
+            ("cam-v1".into(), "20261126T122710.123Z.jpg".into(), f1),
+            ("cam-v2".into(), "20261126T122710.123Z.jpg".into(), f2),
+            ("cam-v2".into(), "20261126T122711.000Z.jpg".into(), None),
+        ]
+    );
+}
