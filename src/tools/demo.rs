@@ -157,18 +157,29 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 /// Runs the demo, printing progress to `out` (a live counter when it is a terminal). With
 /// `--web`, the gallery stays open until Ctrl-C (SIGINT) or SIGTERM.
 pub async fn run(args: DemoArgs, out: &mut dyn Write, tty: bool) -> Result<DemoReport, DemoError> {
-    run_until(args, out, tty, |_| async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed now, before the gallery's URL is printed: a Ctrl-C that comes right after it
+    // must stop the demo cleanly, not kill it with the default action.
+    let (int, term) = if args.web.is_some() {
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
+    } else {
+        (None, None)
+    };
+    run_until(args, out, tty, |_| async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
                     s.recv().await;
                 }
-                Err(_) => std::future::pending().await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
+            _ = wait(int) => {}
+            _ = wait(term) => {}
         }
     })
     .await
