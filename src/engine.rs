@@ -255,31 +255,8 @@ impl Engine {
             ),
             _ => Assembler::new(opts.limits.clone()),
         };
-        let retry_backoff = Backoff::new(opts.retry_min, opts.retry_max).with_jitter(Jitter::None);
-        let mut engine = Engine {
-            assembler,
-            dedup: Dedup::new(opts.dedup_window),
-            opts,
-            spool: None,
-            sink: sink.into_dyn(),
-            metrics,
-            degraded: None,
-            retry_backoff,
-            pending: Vec::new(),
-            next_tag: 0,
-            actions: Vec::new(),
-            hook: None,
-            releases: std::collections::VecDeque::new(),
-            trimmed: (0, 0),
-            connections: None,
-            seen_loss: 0,
-            startup_loss: None,
-            writers: None,
-            in_flight: HashMap::new(),
-            completed: Vec::new(),
-            next_write: 0,
-            cluster: None,
-        };
+        let dedup = Dedup::new(opts.dedup_window);
+        let mut engine = Engine::with_parts(opts, assembler, dedup, sink.into_dyn(), metrics, None);
         if let Some(spool_opts) = spool {
             let (spool, recovery) = Spool::open(spool_opts)?;
             report.records = recovery.records.len();
@@ -353,13 +330,35 @@ impl Engine {
         let timeout = Duration::from_millis(opts.limits.timeout_ms);
         let max_image_bytes = opts.limits.max_image_bytes;
         let grace_ms = opts.limits.redelivery_grace_ms;
+        let assembler = Assembler::new(opts.limits.clone());
+        let cluster = cluster::ClusterState::new(store, timeout, max_image_bytes, grace_ms);
+        // Cluster mode writes the pictures it claims itself (engine/cluster.rs): no write-behind.
+        Engine::with_parts(
+            opts,
+            assembler,
+            Dedup::new(1),
+            sink.into_dyn(),
+            metrics,
+            Some(cluster),
+        )
+    }
+
+    /// The engine's state before any spool or store is opened.
+    fn with_parts(
+        opts: EngineOptions,
+        assembler: Assembler,
+        dedup: Dedup,
+        sink: DynSink,
+        metrics: Arc<Metrics>,
+        cluster: Option<cluster::ClusterState>,
+    ) -> Engine {
         let retry_backoff = Backoff::new(opts.retry_min, opts.retry_max).with_jitter(Jitter::None);
         Engine {
-            assembler: Assembler::new(opts.limits.clone()),
-            dedup: Dedup::new(1),
+            assembler,
+            dedup,
             opts,
             spool: None,
-            sink: sink.into_dyn(),
+            sink,
             metrics,
             degraded: None,
             retry_backoff,
@@ -372,17 +371,11 @@ impl Engine {
             connections: None,
             seen_loss: 0,
             startup_loss: None,
-            // Cluster mode writes the pictures it claims itself (engine/cluster.rs).
             writers: None,
             in_flight: HashMap::new(),
             completed: Vec::new(),
             next_write: 0,
-            cluster: Some(cluster::ClusterState::new(
-                store,
-                timeout,
-                max_image_bytes,
-                grace_ms,
-            )),
+            cluster,
         }
     }
 
