@@ -1,5 +1,5 @@
 //! The shared store of `receiver bench --instances`: one `redis-server` on loopback for the whole
-//! bench, configured as cluster mode wants it in production (`appendonly yes`,
+//! bench (started by the test kit's [`receiver_testkit::redis`], as the cluster tests' is), configured as cluster mode wants it in production (`appendonly yes`,
 //! `appendfsync always`), its data in the work folder; each run uses its own key prefix.
 //!
 //! Round trips are read from the server's own counters (`INFO stats`): `total_reads_processed`
@@ -10,8 +10,8 @@
 use super::{io_err, BenchError};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 /// A `redis-server` of the bench's own; killed when dropped.
 pub struct BenchRedis {
@@ -34,19 +34,15 @@ impl BenchRedis {
     /// `/usr/bin/redis-server` when it exists, else `redis-server` from the `PATH`).
     pub fn start(redis: Option<PathBuf>, dir: &Path) -> Result<BenchRedis, BenchError> {
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-        let bin = redis.unwrap_or_else(|| {
-            ["/usr/bin/redis-server", "/usr/sbin/redis-server"]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-                .unwrap_or_else(|| PathBuf::from("redis-server"))
-        });
+        let bin = redis.unwrap_or_else(receiver_testkit::redis::redis_server_binary);
         for _ in 0..10 {
             let port = TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .map_err(io_err("bind", Path::new("127.0.0.1:0")))?
                 .port();
-            if let Some(child) = spawn(&bin, dir, port)? {
+            let spawned = receiver_testkit::redis::spawn_redis(&bin, dir, port)
+                .map_err(io_err("start", &bin))?;
+            if let Some(child) = spawned {
                 return Ok(BenchRedis { child, port });
             }
         }
@@ -98,41 +94,6 @@ impl Drop for BenchRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn spawn(bin: &Path, dir: &Path, port: u16) -> Result<Option<Child>, BenchError> {
-    let mut child = Command::new(bin)
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(io_err("start", bin))?;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Ok(None);
-        }
-        let ok = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-        if ok.is_ok() {
-            return Ok(Some(child));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    Ok(None)
 }
 
 #[cfg(test)]
