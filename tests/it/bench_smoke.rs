@@ -143,3 +143,85 @@ fn bench_s3_mode_produces_figures_beside_the_folder() {
     assert!(stdout.contains("== Object store"), "{stdout}");
     assert!(stdout.contains("s3/fs msg/s"), "{stdout}");
 }
+
+/// `--instances 1,2`: the bench starts one `redis-server` on loopback and runs that many
+/// receivers with `[cluster]` on one consumer group, beside the single-instance durable run;
+/// every picture is written exactly once across the instances, and the Redis figures come out.
+#[test]
+fn bench_cluster_mode_produces_figures_and_writes_each_picture_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_receiver"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["bench", "--quick", "--runs", "1"])
+        .args(["--parts", "throughput,latency", "--modes", "durable"])
+        .args(["--connections", "1", "--instances", "1,2"])
+        .args(["--devices", "3", "--messages", "150"])
+        .args(["--latency-rate", "200", "--latency-seconds", "1"])
+        .args(["--latency-devices", "3"])
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run receiver bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "durable/1c/3d",
+            "cluster1i/1c/3d",
+            "cluster2i/1c/3d",
+            "durable/1c/3d@200/s",
+            "cluster1i/1c/3d@200/s",
+            "cluster2i/1c/3d@200/s"
+        ],
+        "{report:#}"
+    );
+    for s in scenarios {
+        let r = &s["runs"][0];
+        let n = |k: &str| r[k].as_f64().unwrap_or(-1.0);
+        assert_eq!(n("images_written"), n("images"), "{s:#}");
+        assert_eq!(n("quarantined"), 0.0, "{s:#}");
+        assert!(n("latency_count") > 0.0, "{s:#}");
+        let Some(instances) = s["instances"].as_u64() else {
+            assert!(r["redis_round_trips"].is_null(), "{s:#}");
+            continue;
+        };
+        let per = |k: &str| -> Vec<f64> {
+            r[k].as_array()
+                .expect(k)
+                .iter()
+                .map(|v| v.as_f64().unwrap_or(-1.0))
+                .collect()
+        };
+        // Every instance measured; together they wrote each picture once and accepted every
+        // delivery the fake saw accepted.
+        assert_eq!(per("instance_cpu_seconds").len() as u64, instances, "{s:#}");
+        let written = per("instance_images_written");
+        assert_eq!(written.len() as u64, instances, "{s:#}");
+        assert_eq!(written.iter().sum::<f64>(), n("images"), "{s:#}");
+        assert!(
+            per("instance_messages").iter().sum::<f64>() >= n("messages"),
+            "{s:#}"
+        );
+        assert!(n("redis_round_trips") > 0.0, "{s:#}");
+        assert!(n("redis_commands") >= n("redis_round_trips"), "{s:#}");
+        assert!(n("redis_cpu_seconds") >= 0.0, "{s:#}");
+    }
+    assert!(stdout.contains("== Cluster mode"), "{stdout}");
+    assert!(stdout.contains("round trips/msg"), "{stdout}");
+    assert!(stdout.contains("vs durable"), "{stdout}");
+}

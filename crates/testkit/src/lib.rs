@@ -13,6 +13,8 @@
 //! - [`config`]: [`ConfigBuilder`](config::ConfigBuilder), a daemon configuration file for tests.
 //! - [`seaweed`]: a real S3-compatible server (SeaweedFS) on loopback, for the object-store tests
 //!   and the bench's s3 mode.
+//! - [`redis`]: a real `redis-server` on loopback, for the cluster-mode tests and the bench's
+//!   `--instances`.
 //! - [`camera`]: `simulate-camera`, a device that signs in to an MQTT broker and uploads pictures
 //!   the way the firmware does.
 
@@ -21,5 +23,6 @@ pub mod config;
 pub mod fake;
 pub mod golden;
 pub mod pki;
+pub mod redis;
 pub mod sample;
 pub mod seaweed;

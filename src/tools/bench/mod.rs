@@ -20,6 +20,7 @@
 pub mod child;
 pub mod floor;
 pub mod jpegcheck;
+pub mod redis;
 pub mod seed;
 pub mod stream;
 
@@ -105,6 +106,16 @@ pub struct BenchArgs {
     /// `scripts/s3-test-server.sh` installs).
     #[arg(long)]
     pub weed: Option<PathBuf>,
+    /// Cluster mode: instance counts to measure, e.g. `1,2,3`. For each, that many receivers
+    /// with `[cluster]` share one `redis-server` that the bench starts on loopback (`--redis`)
+    /// and one consumer group of the fake endpoint (which deals deliveries over every
+    /// connection). Default: none (no cluster runs).
+    #[arg(long, value_delimiter = ',')]
+    pub instances: Vec<u32>,
+    /// The `redis-server` binary for `--instances` (default: /usr/bin/redis-server, else the
+    /// PATH's).
+    #[arg(long)]
+    pub redis: Option<PathBuf>,
     /// Give the object store CPUs of its own, as a real store has: the bench (with the fake
     /// endpoint) and the receivers under test on CPU 0, the SeaweedFS of `--outputs s3` on the
     /// others; the fs runs are pinned the same way, so both outputs get one CPU.
@@ -241,6 +252,20 @@ pub struct RunFigures {
     pub ctx_switches: u64,
     /// CPU of the object store's server process over the window, seconds (s3 output only).
     pub store_cpu_seconds: Option<f64>,
+    /// Cluster mode: each instance's CPU over the window, seconds (empty otherwise; then
+    /// `cpu_seconds` is their sum).
+    pub instance_cpu_seconds: Vec<f64>,
+    /// Cluster mode: the deliveries each instance accepted (`receiver_accepted_total`).
+    pub instance_messages: Vec<u64>,
+    /// Cluster mode: the pictures each instance wrote.
+    pub instance_images_written: Vec<u64>,
+    /// Cluster mode: CPU of `redis-server` over the window, seconds.
+    pub redis_cpu_seconds: Option<f64>,
+    /// Cluster mode: the server's client read events over the window (round trips), the
+    /// bench's own `INFO` excluded.
+    pub redis_round_trips: Option<u64>,
+    /// Cluster mode: commands the server processed over the window, the bench's own excluded.
+    pub redis_commands: Option<u64>,
 }
 
 impl RunFigures {
@@ -259,6 +284,30 @@ impl RunFigures {
     /// Fake endpoint CPU microseconds per message.
     pub fn driver_us_per_msg(&self) -> f64 {
         self.driver_cpu_seconds * 1e6 / self.messages.max(1) as f64
+    }
+    /// Cluster mode: `redis-server` CPU microseconds per message.
+    pub fn redis_us_per_msg(&self) -> Option<f64> {
+        self.redis_cpu_seconds
+            .map(|c| c * 1e6 / self.messages.max(1) as f64)
+    }
+    /// Cluster mode: Redis round trips per message.
+    pub fn round_trips_per_msg(&self) -> Option<f64> {
+        self.redis_round_trips
+            .map(|n| n as f64 / self.messages.max(1) as f64)
+    }
+    /// Cluster mode: Redis commands per message.
+    pub fn commands_per_msg(&self) -> Option<f64> {
+        self.redis_commands
+            .map(|n| n as f64 / self.messages.max(1) as f64)
+    }
+    /// Cluster mode: the largest CPU per message of one instance (its CPU over the deliveries
+    /// it accepted), microseconds.
+    pub fn max_instance_us_per_msg(&self) -> Option<f64> {
+        self.instance_cpu_seconds
+            .iter()
+            .zip(&self.instance_messages)
+            .map(|(c, m)| c * 1e6 / (*m).max(1) as f64)
+            .reduce(f64::max)
     }
     /// Object store server CPU microseconds per message (s3 output only).
     pub fn store_us_per_msg(&self) -> Option<f64> {
@@ -282,6 +331,8 @@ pub struct ScenarioResult {
     pub devices: u32,
     /// Paced rate (messages/s), when paced.
     pub rate: Option<u32>,
+    /// Cluster mode: receiver instances sharing the consumer group and one Redis.
+    pub instances: Option<u32>,
     /// Every run.
     pub runs: Vec<RunFigures>,
 }
@@ -629,6 +680,19 @@ async fn run_parts(
     } else {
         None
     };
+    let wants_redis = !args.instances.is_empty()
+        && (args.parts.contains(&Part::Throughput) || args.parts.contains(&Part::Latency));
+    let redis = if wants_redis {
+        let r = redis::BenchRedis::start(args.redis.clone(), &work.join("redis"))?;
+        let _ = writeln!(
+            out,
+            "shared store: redis-server at {} (appendonly yes, appendfsync always)",
+            r.url()
+        );
+        Some(r)
+    } else {
+        None
+    };
     let mut scenarios = Vec::new();
     let mut run_no = 0u32;
     if args.parts.contains(&Part::Throughput) {
@@ -658,6 +722,7 @@ async fn run_parts(
                         connections,
                         devices,
                         rate: None,
+                        instances: None,
                         runs: Vec::new(),
                     };
                     for r in 0..settings.runs {
@@ -674,12 +739,51 @@ async fn run_parts(
                             timeout,
                             batch_delay: args.batch_delay.as_deref(),
                             memory_limit: args.memory_limit.as_deref(),
+                            cluster: None,
                         };
                         let f = run_one(&spec, &stream).await?;
                         let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
                         result.runs.push(f);
                     }
                     scenarios.push(result);
+                }
+            }
+            if let Some(redis) = &redis {
+                for &instances in &args.instances {
+                    for &connections in &args.connections {
+                        let name = format!("cluster{instances}i/{connections}c/{devices}d");
+                        let mut result = ScenarioResult {
+                            name: name.clone(),
+                            mode: Mode::Durable,
+                            output: OutputKind::Fs,
+                            connections,
+                            devices,
+                            rate: None,
+                            instances: Some(instances),
+                            runs: Vec::new(),
+                        };
+                        for r in 0..settings.runs {
+                            run_no += 1;
+                            let dir = work.join(format!("run-{run_no}"));
+                            let spec = RunSpec {
+                                bin,
+                                dir: &dir,
+                                mode: Mode::Durable,
+                                store: None,
+                                connections,
+                                credit: args.credit,
+                                rate: None,
+                                timeout,
+                                batch_delay: args.batch_delay.as_deref(),
+                                memory_limit: args.memory_limit.as_deref(),
+                                cluster: Some((redis, instances.max(1))),
+                            };
+                            let f = run_one(&spec, &stream).await?;
+                            let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
+                            result.runs.push(f);
+                        }
+                        scenarios.push(result);
+                    }
                 }
             }
         }
@@ -710,6 +814,7 @@ async fn run_parts(
                 connections: 1,
                 devices: args.latency_devices,
                 rate: Some(args.latency_rate),
+                instances: None,
                 runs: Vec::new(),
             };
             for r in 0..settings.runs {
@@ -726,12 +831,52 @@ async fn run_parts(
                     timeout,
                     batch_delay: args.batch_delay.as_deref(),
                     memory_limit: args.memory_limit.as_deref(),
+                    cluster: None,
                 };
                 let f = run_one(&spec, &stream).await?;
                 let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
                 result.runs.push(f);
             }
             scenarios.push(result);
+        }
+        if let Some(redis) = &redis {
+            for &instances in &args.instances {
+                let name = format!(
+                    "cluster{instances}i/1c/{}d@{}/s",
+                    args.latency_devices, args.latency_rate
+                );
+                let mut result = ScenarioResult {
+                    name: name.clone(),
+                    mode: Mode::Durable,
+                    output: OutputKind::Fs,
+                    connections: 1,
+                    devices: args.latency_devices,
+                    rate: Some(args.latency_rate),
+                    instances: Some(instances),
+                    runs: Vec::new(),
+                };
+                for r in 0..settings.runs {
+                    run_no += 1;
+                    let dir = work.join(format!("run-{run_no}"));
+                    let spec = RunSpec {
+                        bin,
+                        dir: &dir,
+                        mode: Mode::Durable,
+                        store: None,
+                        connections: 1,
+                        credit: args.credit,
+                        rate: Some(args.latency_rate),
+                        timeout,
+                        batch_delay: args.batch_delay.as_deref(),
+                        memory_limit: args.memory_limit.as_deref(),
+                        cluster: Some((redis, instances.max(1))),
+                    };
+                    let f = run_one(&spec, &stream).await?;
+                    let _ = writeln!(out, "  {name:<22} run {}: {}", r + 1, line(&f));
+                    result.runs.push(f);
+                }
+                scenarios.push(result);
+            }
         }
     }
     let mut baseline = None;
@@ -925,6 +1070,8 @@ struct RunSpec<'a> {
     timeout: Duration,
     batch_delay: Option<&'a str>,
     memory_limit: Option<&'a str>,
+    /// Cluster mode: the shared store and the number of instances.
+    cluster: Option<(&'a redis::BenchRedis, u32)>,
 }
 
 /// The fake endpoint on a thread of its own with a single-threaded runtime: its tasks never wake
@@ -1011,58 +1158,148 @@ async fn run_one(spec: &RunSpec<'_>, stream: &Stream) -> Result<RunFigures, Benc
         .ca_file
         .clone()
         .ok_or_else(|| BenchError::Run("the fake wrote no CA file".into()))?;
-    let toml = receiver_toml(&ReceiverToml {
-        host: &aliyun.host,
-        port: aliyun.port,
-        ca_file: &ca,
-        access_key_id: &aliyun.access_key_id,
-        access_key_secret: aliyun.access_key_secret.expose(),
-        iot_instance_id: &aliyun.iot_instance_id,
-        consumer_group_id: &aliyun.consumer_group_id,
-        connections: spec.connections,
-        credit: spec.credit,
-        output: &spec.dir.join("images"),
-        s3: spec.store.map(|st| S3Toml {
-            endpoint: &st.endpoint,
-            bucket: BENCH_BUCKET,
-            prefix: &prefix,
-            access_key_id: BENCH_ACCESS_KEY,
-            secret_access_key_file: &st.secret_file,
-        }),
-        state: &spec.dir.join("state"),
-        durable: spec.mode == Mode::Durable,
-        batch_delay: spec.batch_delay,
-        memory_limit: spec.memory_limit,
-    });
-    let config = spec.dir.join("receiver.toml");
-    std::fs::write(&config, toml).map_err(io_err("write", &config))?;
-    let mut proc = ReceiverProcess::start(spec.bin, &config).await?;
-    let result = drive(spec, stream, fake, &mut proc, load_before).await;
-    let recent = proc.log.lock().map(|l| l.recent()).unwrap_or_default();
-    proc.stop(Duration::from_secs(30)).await;
+    let instances = spec.cluster.map_or(1, |(_, n)| n);
+    let mut procs = Vec::new();
+    for i in 0..instances {
+        let state = if spec.cluster.is_some() {
+            spec.dir.join(format!("state-{i}"))
+        } else {
+            spec.dir.join("state")
+        };
+        let mut toml = receiver_toml(&ReceiverToml {
+            host: &aliyun.host,
+            port: aliyun.port,
+            ca_file: &ca,
+            access_key_id: &aliyun.access_key_id,
+            access_key_secret: aliyun.access_key_secret.expose(),
+            iot_instance_id: &aliyun.iot_instance_id,
+            consumer_group_id: &aliyun.consumer_group_id,
+            connections: spec.connections,
+            credit: spec.credit,
+            output: &spec.dir.join("images"),
+            s3: spec.store.map(|st| S3Toml {
+                endpoint: &st.endpoint,
+                bucket: BENCH_BUCKET,
+                prefix: &prefix,
+                access_key_id: BENCH_ACCESS_KEY,
+                secret_access_key_file: &st.secret_file,
+            }),
+            state: &state,
+            durable: spec.mode == Mode::Durable,
+            batch_delay: spec.batch_delay,
+            memory_limit: spec.memory_limit,
+        });
+        let config = if let Some((redis, _)) = spec.cluster {
+            toml = toml.replace(
+                "client_id = \"receiver-bench\"",
+                &format!("client_id = \"receiver-bench-{i}\""),
+            );
+            toml.push_str(&cluster_toml(&redis.url(), &prefix, &format!("bench-{i}")));
+            spec.dir.join(format!("receiver-{i}.toml"))
+        } else {
+            spec.dir.join("receiver.toml")
+        };
+        std::fs::write(&config, toml).map_err(io_err("write", &config))?;
+        match ReceiverProcess::start(spec.bin, &config).await {
+            Ok(p) => procs.push(p),
+            Err(e) => {
+                for p in procs {
+                    p.stop(Duration::from_secs(30)).await;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let result = drive(spec, stream, fake, &mut procs, load_before).await;
+    let mut recent = String::new();
+    for (i, proc) in procs.iter().enumerate() {
+        let lines = proc.log.lock().map(|l| l.recent()).unwrap_or_default();
+        if instances > 1 {
+            let _ = writeln!(recent, "-- instance {i}:");
+        }
+        recent.push_str(&lines);
+    }
+    for proc in procs {
+        proc.stop(Duration::from_secs(30)).await;
+    }
     drop(fake_thread);
     result.map_err(|e| BenchError::Run(format!("{e}; the receiver's last log lines:\n{recent}")))
+}
+
+/// The `[cluster]` section of an instance under test: the bench's Redis, the run's key prefix.
+pub fn cluster_toml(redis_url: &str, key_prefix: &str, instance_id: &str) -> String {
+    format!(
+        "[cluster]\nredis_url = {redis_url:?}\nkey_prefix = {key_prefix:?}\ninstance_id = {instance_id:?}\n"
+    )
+}
+
+/// Sums the scrapes of the instances: counters added, the latency histograms merged bucket by
+/// bucket (every instance has the same buckets).
+fn merge_scraped(all: &[Scraped]) -> Scraped {
+    let mut m = Scraped::default();
+    for s in all {
+        m.images_written += s.images_written;
+        m.quarantined += s.quarantined;
+        for (k, v) in &s.quarantine_reasons {
+            *m.quarantine_reasons.entry(k.clone()).or_default() += v;
+        }
+        m.accepted += s.accepted;
+        m.open_assemblies += s.open_assemblies;
+        m.assembly_bytes += s.assembly_bytes;
+        m.spool_commits += s.spool_commits;
+        if m.image_latency.is_empty() {
+            m.image_latency = s.image_latency.clone();
+        } else {
+            for (b, (bound, n)) in m.image_latency.iter_mut().zip(&s.image_latency) {
+                if b.0.to_bits() == bound.to_bits() {
+                    b.1 += n;
+                }
+            }
+        }
+    }
+    m
+}
+
+async fn scrape_all(procs: &[ReceiverProcess]) -> Result<Vec<Scraped>, BenchError> {
+    let mut v = Vec::with_capacity(procs.len());
+    for p in procs {
+        v.push(Scraped::parse(&p.scrape().await?));
+    }
+    Ok(v)
+}
+
+fn sample_all(procs: &[ReceiverProcess]) -> Result<Vec<ProcSample>, BenchError> {
+    procs
+        .iter()
+        .map(|p| {
+            p.sample()
+                .ok_or_else(|| BenchError::Run("a receiver is gone".into()))
+        })
+        .collect()
 }
 
 async fn drive(
     spec: &RunSpec<'_>,
     stream: &Stream,
     fake: &FakeAliyun,
-    proc: &mut ReceiverProcess,
+    procs: &mut [ReceiverProcess],
     load_before: f64,
 ) -> Result<RunFigures, BenchError> {
     let total = stream.messages.len() as u64;
-    let want = u64::from(spec.connections);
+    let want = u64::from(spec.connections) * procs.len() as u64;
     fake.wait_until("links attached", Duration::from_secs(30), |c, _, _| {
         c.links_attached >= want
     })
     .await?;
-    let before = proc
-        .sample()
-        .ok_or_else(|| BenchError::Run("the receiver is gone".into()))?;
+    let before = sample_all(procs)?;
     let driver0 = child::self_cpu_seconds();
     let store_pid = spec.store.and_then(|s| s.weed.pid());
     let store0 = store_pid.and_then(child::proc_sample);
+    let redis = spec.cluster.map(|(r, _)| r);
+    let redis0 = match redis {
+        Some(r) => Some((child::proc_sample(r.pid()), r.counters()?)),
+        None => None,
+    };
     let t0 = Instant::now();
     let deadline = t0 + spec.timeout;
     let mut peak_assembly = 0u64;
@@ -1090,14 +1327,14 @@ async fn drive(
         }
         if last_sample.elapsed() >= Duration::from_millis(250) {
             last_sample = Instant::now();
-            if let Ok(text) = proc.scrape().await {
-                let s = Scraped::parse(&text);
+            if let Ok(all) = scrape_all(procs).await {
+                let s = merge_scraped(&all);
                 peak_assembly = peak_assembly.max(s.assembly_bytes);
                 peak_open = peak_open.max(s.open_assemblies);
             }
         }
-        if proc.has_exited() {
-            return Err(BenchError::Run("the receiver exited during the run".into()));
+        if procs.iter_mut().any(|p| p.has_exited()) {
+            return Err(BenchError::Run("a receiver exited during the run".into()));
         }
         if Instant::now() > deadline {
             return Err(BenchError::Run(format!(
@@ -1108,16 +1345,33 @@ async fn drive(
         ticker.tick().await;
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let after: ProcSample = proc
-        .sample()
-        .ok_or_else(|| BenchError::Run("the receiver is gone".into()))?;
+    let after = sample_all(procs)?;
     let driver1 = child::self_cpu_seconds();
     let store_cpu_seconds = match (store0, store_pid.and_then(child::proc_sample)) {
         (Some(a), Some(b)) => Some(b.cpu_seconds - a.cpu_seconds),
         _ => None,
     };
-    let scraped = Scraped::parse(&proc.scrape().await?);
+    let (mut redis_cpu_seconds, mut redis_round_trips, mut redis_commands) = (None, None, None);
+    if let (Some(r), Some((cpu0, n0))) = (redis, redis0) {
+        let cpu1 = child::proc_sample(r.pid());
+        let n1 = r.counters()?;
+        if let (Some(a), Some(b)) = (cpu0, cpu1) {
+            redis_cpu_seconds = Some(b.cpu_seconds - a.cpu_seconds);
+        }
+        // The first INFO's reply was counted before it was read; the second's read and
+        // command were counted before it answered: one each of ours.
+        redis_round_trips = Some(n1.reads.saturating_sub(n0.reads).saturating_sub(1));
+        redis_commands = Some(n1.commands.saturating_sub(n0.commands).saturating_sub(1));
+    }
+    let all = scrape_all(procs).await?;
+    let scraped = merge_scraped(&all);
     let c = fake.counters();
+    let cpu: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.cpu_seconds - b.cpu_seconds)
+        .collect();
+    let cluster = spec.cluster.is_some();
     Ok(RunFigures {
         messages: c.accepted,
         images: stream.images,
@@ -1126,8 +1380,8 @@ async fn drive(
         quarantine_reasons: scraped.quarantine_reasons.clone(),
         image_bytes: stream.image_bytes,
         seconds,
-        cpu_seconds: after.cpu_seconds - before.cpu_seconds,
-        peak_rss: after.peak_rss,
+        cpu_seconds: cpu.iter().sum(),
+        peak_rss: after.iter().map(|a| a.peak_rss).max().unwrap_or(0),
         peak_assembly_bytes: peak_assembly.max(scraped.assembly_bytes),
         peak_open: peak_open.max(scraped.open_assemblies),
         latency_p50_ms: scraped.latency_quantile_ms(0.50),
@@ -1135,8 +1389,26 @@ async fn drive(
         latency_count: scraped.latency_count(),
         driver_cpu_seconds: driver1 - driver0,
         load_before,
-        ctx_switches: after.ctx_switches.saturating_sub(before.ctx_switches),
+        ctx_switches: before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| a.ctx_switches.saturating_sub(b.ctx_switches))
+            .sum(),
         store_cpu_seconds,
+        instance_cpu_seconds: if cluster { cpu } else { Vec::new() },
+        instance_messages: if cluster {
+            all.iter().map(|s| s.accepted).collect()
+        } else {
+            Vec::new()
+        },
+        instance_images_written: if cluster {
+            all.iter().map(|s| s.images_written).collect()
+        } else {
+            Vec::new()
+        },
+        redis_cpu_seconds,
+        redis_round_trips,
+        redis_commands,
     })
 }
 
@@ -1230,6 +1502,102 @@ async fn run_baseline(
         }
     }
     Ok(result)
+}
+
+/// The cluster-mode section of [`render`]: per instance count, the aggregate rate, the receivers'
+/// CPU per message (all instances, and the busiest one over the deliveries it accepted),
+/// Redis's CPU, round trips and commands per message, the p99 of the paced run; then the two
+/// targets of issue 14 against the single-instance durable run of the same stream.
+fn render_cluster(r: &BenchReport, s: &mut String) {
+    let cluster: Vec<&ScenarioResult> = r
+        .scenarios
+        .iter()
+        .filter(|sc| sc.instances.is_some())
+        .collect();
+    if cluster.is_empty() {
+        return;
+    }
+    let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+    let _ = writeln!(
+        s,
+        "\n== Cluster mode: N instances, one redis-server (appendfsync always) on loopback, medians"
+    );
+    let _ = writeln!(
+        s,
+        "{:<28} {:>9} {:>9} {:>10} {:>9} {:>8} {:>9} {:>8} {:>14}",
+        "scenario",
+        "msg/s",
+        "us/msg",
+        "max inst.",
+        "redis us",
+        "rt/msg",
+        "cmd/msg",
+        "p99 ms",
+        "images written"
+    );
+    for sc in &cluster {
+        let written = sc
+            .runs
+            .iter()
+            .map(|f| (f.images_written, f.images, f.quarantined))
+            .min_by_key(|(w, n, q)| ((*w as i64 - *n as i64).abs(), *q))
+            .map_or("-".to_string(), |(w, n, q)| {
+                if w == n && q == 0 {
+                    "all, once".to_string()
+                } else {
+                    format!("{w}/{n} q{q}")
+                }
+            });
+        let _ = writeln!(
+            s,
+            "{:<28} {:>9.0} {:>9.2} {:>10} {:>9} {:>8} {:>9} {:>8} {:>14}",
+            sc.name,
+            sc.median(RunFigures::msgs_per_s),
+            sc.median(RunFigures::cpu_us_per_msg),
+            opt(sc.median_opt(RunFigures::max_instance_us_per_msg), 2),
+            opt(sc.median_opt(RunFigures::redis_us_per_msg), 2),
+            opt(sc.median_opt(RunFigures::round_trips_per_msg), 3),
+            opt(sc.median_opt(RunFigures::commands_per_msg), 3),
+            opt(sc.median_opt(|f| f.latency_p99_ms), 1),
+            written,
+        );
+    }
+    for sc in &cluster {
+        let single = r.scenarios.iter().find(|d| {
+            d.instances.is_none()
+                && d.mode == Mode::Durable
+                && d.output == OutputKind::Fs
+                && (d.connections, d.devices, d.rate) == (sc.connections, sc.devices, sc.rate)
+        });
+        let rt = sc.median_opt(RunFigures::round_trips_per_msg);
+        let cpu = sc.median(RunFigures::cpu_us_per_msg);
+        let rt_text = rt.map_or("round trips unknown".to_string(), |v| {
+            format!(
+                "{v:.3} round trips/msg ({})",
+                if v <= 1.0 {
+                    "<= 1: holds"
+                } else {
+                    "> 1: MISSED"
+                }
+            )
+        });
+        let cpu_text = single.map_or(
+            "no single-instance durable run to compare".to_string(),
+            |d| {
+                let base = d.median(RunFigures::cpu_us_per_msg);
+                format!(
+                    "CPU {cpu:.2} vs durable {base:.2} us/msg = {:.2}x ({})",
+                    cpu / base,
+                    if cpu <= 2.0 * base {
+                        "<= 2x: holds"
+                    } else {
+                        "> 2x: MISSED"
+                    }
+                )
+            },
+        );
+        let _ = writeln!(s, "{:<28} {rt_text}; {cpu_text}", sc.name);
+    }
 }
 
 /// Renders the summary tables (medians) and the targets.
@@ -1332,6 +1700,7 @@ pub fn render(r: &BenchReport) -> String {
             );
         }
     }
+    render_cluster(r, &mut s);
     if let Some(b) = &r.baseline {
         let _ = writeln!(s, "\n== Baseline: the seed's Node.js receiver vs this receiver, same third-party (rhea) server, same stream");
         match &b.skipped {

@@ -3,8 +3,8 @@
 //! `appendfsync always`; killed when dropped.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// A `redis-server` of the test's own.
@@ -81,45 +81,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn redis_server() -> PathBuf {
-    ["/usr/bin/redis-server", "/usr/sbin/redis-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("redis-server"))
-}
-
 fn spawn(dir: &Path, port: u16) -> Option<Child> {
-    let mut child = Command::new(redis_server())
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server; scripts/test.sh does)");
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return None;
-        }
-        let ok = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-        if ok.is_ok() {
-            return Some(child);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    receiver_testkit::redis::spawn_redis(&receiver_testkit::redis::redis_server_binary(), dir, port)
+        .expect("redis-server (apt-get install redis-server; scripts/test.sh does)")
 }
