@@ -4,7 +4,6 @@
 use super::*;
 use crate::wire::{encode_v1, encode_v2, parse_value, ImgValue};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 /// A `redis-server` of the test's own.
@@ -65,43 +64,9 @@ fn spawn(dir: &std::path::Path, port: u16) -> Option<Child> {
 }
 
 fn spawn_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Option<Child> {
-    {
-        {
-            let mut child = Command::new(redis_server())
-                .args(extra)
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args([
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--save",
-                    "",
-                ])
-                .arg("--dir")
-                .arg(dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (apt-get install redis-server; scripts/test.sh does)");
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was taken meanwhile: try another
-                }
-                let ok = Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-                if ok.is_ok() {
-                    return Some(child);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-    None
+    let bin = receiver_testkit::redis::redis_server_binary();
+    receiver_testkit::redis::spawn_redis_with(&bin, dir, port, extra)
+        .expect("redis-server (apt-get install redis-server; scripts/test.sh does)")
 }
 
 impl Drop for RedisServer {
@@ -112,14 +77,6 @@ impl Drop for RedisServer {
             self.kill();
         }
     }
-}
-
-fn redis_server() -> PathBuf {
-    ["/usr/bin/redis-server", "/usr/sbin/redis-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("redis-server"))
 }
 
 fn store(server: &RedisServer, instance: &str) -> ClusterStore {
@@ -750,7 +707,7 @@ fn sentinel(master_port: u16) -> (Child, u16, tempfile::TempDir) {
         ),
     )
     .unwrap();
-    let child = Command::new(redis_server())
+    let child = Command::new(receiver_testkit::redis::redis_server_binary())
         .arg(&conf)
         .arg("--sentinel")
         .stdout(Stdio::null())

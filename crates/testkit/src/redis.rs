@@ -22,7 +22,18 @@ pub fn redis_server_binary() -> PathBuf {
 /// answers `PING`. `Ok(None)`: it exited or never answered (e.g. the port was taken meanwhile;
 /// the caller tries another). `Err`: the binary could not be started at all.
 pub fn spawn_redis(bin: &Path, dir: &Path, port: u16) -> std::io::Result<Option<Child>> {
+    spawn_redis_with(bin, dir, port, &[])
+}
+
+/// [`spawn_redis`] with more arguments first (e.g. `--replicaof`).
+pub fn spawn_redis_with(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    extra: &[&str],
+) -> std::io::Result<Option<Child>> {
     let mut child = Command::new(bin)
+        .args(extra)
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args([
             "--appendonly",
